@@ -1,0 +1,44 @@
+"""The actor runtime: addresses, bounded mailboxes, ``tell``/``ask``, supervision, registry.
+
+An actor is an async function ``run(mailbox, *, task_status)`` started under a
+:class:`Supervisor`; it reports readiness with ``task_status.started()`` and then receives
+:class:`Envelope` objects from its :class:`Mailbox`, answering asks with ``envelope.respond`` or
+``envelope.fail``. Callers hold an :class:`ActorRef` and use ``tell`` (fire and forget, with
+backpressure) or ``ask`` (request/reply with a timeout).
+"""
+
+from actors._address import LOCAL_NODE, Address
+from actors._mailbox import ActorRef, Envelope, LocalRef, Mailbox, Reply, Request
+from actors._registry import Registry
+from actors._supervisor import ChildSpec, Intensity, Restart, Supervisor, run_supervisor
+from actors.errors import (
+    ActorCrashed,
+    ActorError,
+    ActorUnavailable,
+    AskTimeout,
+    MailboxFull,
+    SupervisorEscalation,
+)
+
+__all__ = [
+    "LOCAL_NODE",
+    "ActorCrashed",
+    "ActorError",
+    "ActorRef",
+    "ActorUnavailable",
+    "Address",
+    "AskTimeout",
+    "ChildSpec",
+    "Envelope",
+    "Intensity",
+    "LocalRef",
+    "Mailbox",
+    "MailboxFull",
+    "Registry",
+    "Reply",
+    "Request",
+    "Restart",
+    "Supervisor",
+    "SupervisorEscalation",
+    "run_supervisor",
+]

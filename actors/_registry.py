@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import Any
+
+from actors._address import LOCAL_NODE, Address
+from actors._mailbox import ActorRef
+from actors.errors import ActorUnavailable
+
+
+class Registry:
+    """Finds actors by kind and id.
+
+    Entries are :class:`ActorRef` objects, not mailboxes, so an entry may equally be a reference
+    to an actor on another node (its address carries that node's name); callers never know the
+    difference. Supervisors register and unregister their children; nothing registers at import.
+    """
+
+    def __init__(self, node: str = LOCAL_NODE) -> None:
+        self.node = node
+        self._refs: dict[tuple[str, str], ActorRef[Any]] = {}
+
+    def register(self, ref: ActorRef[Any]) -> None:
+        """Add ``ref``; an address can be held by one actor at a time.
+
+        Raises:
+            ValueError: the kind and id are already registered.
+        """
+        key = (ref.address.kind, ref.address.id)
+        if key in self._refs:
+            raise ValueError(f"{ref.address} is already registered")
+        self._refs[key] = ref
+
+    def unregister(self, address: Address) -> None:
+        self._refs.pop((address.kind, address.id), None)
+
+    def lookup(self, kind: str, id: str) -> ActorRef[Any] | None:
+        return self._refs.get((kind, id))
+
+    def get(self, kind: str, id: str) -> ActorRef[Any]:
+        """Like :meth:`lookup`, but a missing actor is an :class:`ActorUnavailable`."""
+        ref = self._refs.get((kind, id))
+        if ref is None:
+            raise ActorUnavailable(Address(kind, id, self.node), "not running")
+        return ref
+
+    def count(self, kind: str | None = None) -> int:
+        if kind is None:
+            return len(self._refs)
+        return sum(1 for k, _ in self._refs if k == kind)
+
+    def kinds(self) -> dict[str, int]:
+        """How many actors of each kind are registered (for /health)."""
+        counts: dict[str, int] = {}
+        for kind, _ in self._refs:
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts

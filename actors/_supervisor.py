@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import collections
+import enum
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import structlog
+import trio
+
+from actors._address import Address
+from actors._mailbox import LocalRef, Mailbox
+from actors._registry import Registry
+from actors.errors import ActorCrashed, SupervisorEscalation
+
+M = TypeVar("M")
+log = structlog.stdlib.get_logger("actors.supervisor")
+
+
+class Restart(enum.StrEnum):
+    """OTP restart types."""
+
+    PERMANENT = "permanent"  #: always restarted, also after a normal exit
+    TRANSIENT = "transient"  #: restarted only after a crash
+    TEMPORARY = "temporary"  #: never restarted
+
+
+class ActorBody(Protocol[M]):
+    """An actor: ``async def run(mailbox, *, task_status)``; reports ready with ``started()``."""
+
+    def __call__(
+        self, mailbox: Mailbox[M], *, task_status: trio.TaskStatus[None]
+    ) -> Awaitable[None]: ...
+
+
+@dataclass(frozen=True)
+class ChildSpec(Generic[M]):
+    """How to run and restart one child."""
+
+    address: Address
+    run: ActorBody[M]
+    restart: Restart = Restart.PERMANENT
+    inbox: int = 100
+    register: bool = True
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """At most ``restarts`` restarts within ``period`` seconds, then the supervisor gives up.
+
+    Between restarts of one child it waits ``backoff_min`` doubling up to ``backoff_max``; the
+    doubling resets once the child has stayed up for a whole ``period``.
+    """
+
+    restarts: int = 5
+    period: float = 10.0
+    backoff_min: float = 0.01
+    backoff_max: float = 2.0
+
+
+@dataclass(eq=False)
+class _Child(Generic[M]):
+    spec: ChildSpec[M]
+    mailbox: Mailbox[M]
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    restarts: int = 0
+
+    @property
+    def ref(self) -> LocalRef[M]:
+        return LocalRef(self.spec.address, self.mailbox)
+
+
+class _FirstStart:
+    """Passes the first ``started()`` through to ``start_child``; later restarts report nowhere."""
+
+    def __init__(self, outer: trio.TaskStatus[LocalRef[Any]], ref: LocalRef[Any]) -> None:
+        self._outer: trio.TaskStatus[LocalRef[Any]] | None = outer
+        self._ref = ref
+        self.called = False
+
+    def started(self, value: None = None) -> None:
+        self.called = True
+        if self._outer is not None:
+            outer, self._outer = self._outer, None
+            outer.started(self._ref)
+
+
+class Supervisor:
+    """One-for-one supervisor of dynamic children (one per charger, one per session, ...).
+
+    Children run in the supervisor's nursery; a crash of one never touches its siblings. The
+    supervisor itself is started with ``await nursery.start(run_supervisor, ...)``.
+    """
+
+    def __init__(
+        self, name: str, nursery: trio.Nursery, registry: Registry, intensity: Intensity
+    ) -> None:
+        self.name = name
+        self.registry = registry
+        self.intensity = intensity
+        self._nursery = nursery
+        self._children: dict[Address, _Child[Any]] = {}
+        self._restart_times: collections.deque[float] = collections.deque()
+        self.total_restarts = 0
+
+    async def start_child(self, spec: ChildSpec[M]) -> LocalRef[M]:
+        """Start ``spec`` and return its reference once it reported ready.
+
+        Raises:
+            ValueError: a child with this address already runs.
+            Exception: whatever the child raised before it was ready (it is not restarted).
+        """
+        if spec.address in self._children:
+            raise ValueError(f"{spec.address} is already running under {self.name}")
+        child: _Child[M] = _Child(spec, Mailbox(spec.address, spec.inbox))
+        self._children[spec.address] = child
+        if spec.register:
+            self.registry.register(child.ref)
+        try:
+            ref: LocalRef[M] = await self._nursery.start(self._supervise, child)
+        except BaseException:
+            self._forget(child)
+            raise
+        return ref
+
+    def terminate_child(self, address: Address) -> bool:
+        """Stop a child for good (no restart); queued requests get ``ActorUnavailable``."""
+        child = self._children.get(address)
+        if child is None:
+            return False
+        child.scope.cancel()
+        self._forget(child)
+        return True
+
+    def child(self, address: Address) -> LocalRef[Any] | None:
+        child = self._children.get(address)
+        return None if child is None else child.ref
+
+    @property
+    def children(self) -> list[Address]:
+        return list(self._children)
+
+    def _forget(self, child: _Child[Any]) -> None:
+        if self._children.get(child.spec.address) is child:
+            del self._children[child.spec.address]
+            if child.spec.register:
+                self.registry.unregister(child.spec.address)
+        child.mailbox.close()
+
+    async def _supervise(
+        self, child: _Child[Any], *, task_status: trio.TaskStatus[LocalRef[Any]]
+    ) -> None:
+        status = _FirstStart(task_status, child.ref)
+        spec = child.spec
+        backoff = self.intensity.backoff_min
+        try:
+            with child.scope:
+                while True:
+                    began = trio.current_time()
+                    crash = await self._run_once(child, status)
+                    if spec.restart is Restart.TEMPORARY or (
+                        spec.restart is Restart.TRANSIENT and crash is None
+                    ):
+                        return
+                    self._count_restart(spec.address, crash)
+                    if trio.current_time() - began >= self.intensity.period:
+                        backoff = self.intensity.backoff_min
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, self.intensity.backoff_max)
+                    child.restarts += 1
+                    log.info("actor restarting", actor=str(spec.address), restarts=child.restarts)
+        finally:
+            self._forget(child)
+
+    async def _run_once(self, child: _Child[Any], status: _FirstStart) -> Exception | None:
+        """Run the child once; returns its crash, or None for a normal exit."""
+        spec = child.spec
+        try:
+            await spec.run(child.mailbox, task_status=status)
+        except Exception as exc:  # the one broad catch: a supervisor's whole job
+            if not status.called:
+                raise  # failed before ready: start_child reports it, no restart
+            log.error(
+                "actor crashed",
+                actor=str(spec.address),
+                supervisor=self.name,
+                restart=spec.restart.value,
+                exc_info=exc,
+            )
+            child.mailbox.fail_in_flight(ActorCrashed(spec.address, exc))
+            return exc
+        if not status.called:
+            raise RuntimeError(f"{spec.address} returned before it was ready")
+        return None
+
+    def _count_restart(self, address: Address, crash: Exception | None) -> None:
+        now = trio.current_time()
+        times = self._restart_times
+        times.append(now)
+        while times and now - times[0] > self.intensity.period:
+            times.popleft()
+        self.total_restarts += 1
+        if len(times) > self.intensity.restarts:
+            log.critical(
+                "supervisor giving up: restart intensity exceeded",
+                supervisor=self.name,
+                actor=str(address),
+                restarts=len(times),
+                period=self.intensity.period,
+            )
+            raise SupervisorEscalation(
+                f"supervisor {self.name}: more than {self.intensity.restarts} restarts in "
+                f"{self.intensity.period:g} s (last: {address})"
+            ) from crash
+
+
+async def run_supervisor(
+    name: str,
+    registry: Registry,
+    intensity: Intensity | None = None,
+    *,
+    task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a supervisor until cancelled; report it with ``task_status.started(supervisor)``.
+
+    Raises:
+        SupervisorEscalation: a child restarted more often than ``intensity`` allows; every
+            child has been cancelled by then.
+    """
+    async with trio.open_nursery() as nursery:
+        supervisor = Supervisor(name, nursery, registry, intensity or Intensity())
+        task_status.started(supervisor)
+        await trio.sleep_forever()

@@ -1,0 +1,22 @@
+"""``create_app``: the QuartTrio application, one blueprint per resource."""
+
+from __future__ import annotations
+
+from quart_trio import QuartTrio
+
+from api.errors import install_error_handlers
+from api.health import health_blueprint
+from api.jsonio import DecimalJSONProvider
+from cpms.runtime import Core
+
+MAX_BODY = 1024 * 1024
+
+
+def create_app(core: Core) -> QuartTrio:
+    """Build the REST facade over ``core``; handlers reach actors and storage only through it."""
+    app = QuartTrio("cpms")
+    app.json = DecimalJSONProvider(app)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.register_blueprint(health_blueprint(core))
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,70 @@
+"""The one place domain errors become HTTP: a status and the seed's JSON error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from quart import Quart, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from cpms.errors import (
+    Conflict,
+    CpmsError,
+    Forbidden,
+    InsufficientBalance,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+)
+
+log = structlog.stdlib.get_logger("api.errors")
+
+_STATUS: list[tuple[type[CpmsError], int]] = [
+    (InvalidRequest, 400),
+    (InsufficientBalance, 402),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Unavailable, 503),
+]
+
+
+def status_for(error: CpmsError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    body = {"success": False, "error": code, "message": message}
+    body.update(details)
+    return body
+
+
+def error_response(code: str, message: str, status: int, **details: Any) -> Response:
+    response = jsonify(error_body(code, message, **details))
+    response.status_code = status
+    return response
+
+
+def install_error_handlers(app: Quart) -> None:
+    """Register the handlers; every error leaves the app in the seed's shape."""
+
+    @app.errorhandler(CpmsError)
+    async def _domain(error: CpmsError) -> Response:
+        return error_response(error.code, error.message, status_for(error), **error.details)
+
+    @app.errorhandler(HTTPException)
+    async def _http(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            status, "invalid_request" if status < 500 else "internal_error"
+        )
+        return error_response(code, error.description or error.name, status)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error", exc_info=error)
+        return error_response("internal_error", "Внутренняя ошибка сервера", 500)

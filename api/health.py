@@ -1,0 +1,51 @@
+"""``GET /health``: is the database answering and is the actor system up."""
+
+from __future__ import annotations
+
+import time
+
+import trio
+from quart import Blueprint, Response, jsonify
+
+from cpms import __version__
+from cpms.runtime import Core
+from storage import STORAGE_ADDRESS
+
+
+def health_blueprint(core: Core) -> Blueprint:
+    bp = Blueprint("health", __name__)
+    started = time.monotonic()
+
+    @bp.get("/health")
+    async def health() -> Response:
+        began = trio.current_time()
+        db_ok = await core.db.ping()
+        latency_ms = round((trio.current_time() - began) * 1000, 2)
+        storage_ok = core.registry.lookup(STORAGE_ADDRESS.kind, STORAGE_ADDRESS.id) is not None
+        ok = db_ok and storage_ok
+        response = jsonify(
+            {
+                "success": ok,
+                "status": "ok" if ok else "degraded",
+                "version": __version__,
+                "node": core.settings.node_id,
+                "uptime_s": round(time.monotonic() - started, 1),
+                "database": {
+                    "ok": db_ok,
+                    "latency_ms": latency_ms,
+                    "embedded": core.settings.database_url is None,
+                    "pool_size": core.db.pool_size,
+                },
+                "actors": {
+                    "ok": storage_ok,
+                    "storage_actor": "running" if storage_ok else "down",
+                    "registered": core.registry.kinds(),
+                    "children": len(core.supervisor.children),
+                    "restarts": core.supervisor.total_restarts,
+                },
+            }
+        )
+        response.status_code = 200 if ok else 503
+        return response
+
+    return bp

@@ -1,0 +1,72 @@
+"""The server: one root nursery holding storage, the actor system, and the two front doors.
+
+Start order: storage (embedded PostgreSQL, migrations) → root supervisor and StorageActor →
+OCPP listener and REST facade. Stop order is the reverse: when ``shutdown`` is set the doors stop
+taking work (hypercorn lets in-flight requests finish), then the actors are cancelled, then the
+pool closes and the embedded database stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+import trio
+
+from api import create_app, serve_api
+from cpms import __version__
+from cpms.ocpp import serve_ocpp
+from cpms.runtime import open_core
+from cpms.settings import Settings
+from storage import StorageHooks
+
+log = structlog.stdlib.get_logger("cpms.app")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a running server listens (ports resolved when 0 was asked for)."""
+
+    http_url: str
+    ocpp_url: str
+
+
+async def run_server(
+    settings: Settings,
+    shutdown: trio.Event,
+    *,
+    storage_hooks: StorageHooks | None = None,
+    task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run cpms until ``shutdown`` is set; reports its :class:`Endpoints` once serving."""
+    log.info(
+        "starting",
+        version=__version__,
+        data_dir=str(settings.data_dir),
+        embedded_db=settings.database_url is None,
+    )
+    async with open_core(settings, storage_hooks=storage_hooks) as core:
+        async with trio.open_nursery() as doors:
+            ocpp_port = await doors.start(
+                lambda task_status: serve_ocpp(
+                    settings.ocpp_host,
+                    settings.ocpp_port,
+                    shutdown_trigger=shutdown.wait,
+                    task_status=task_status,
+                )
+            )
+            http_url = await doors.start(
+                lambda task_status: serve_api(
+                    create_app(core),
+                    settings.http_host,
+                    settings.http_port,
+                    shutdown_trigger=shutdown.wait,
+                    graceful_timeout=settings.shutdown_timeout / 2,
+                    task_status=task_status,
+                )
+            )
+            endpoints = Endpoints(http_url, f"ws://{settings.ocpp_host}:{ocpp_port}/ws")
+            log.info("ready", http=endpoints.http_url, ocpp=endpoints.ocpp_url)
+            task_status.started(endpoints)
+        log.info("front doors closed; stopping actors and storage")
+    log.info("stopped")

@@ -1,0 +1,272 @@
+"""The ``cpms`` command: the server and the operator's tools.
+
+Every command reads the settings once (``CPMS_*`` environment, then the flags given here) and
+works whether or not a server is running on the same data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+import trio
+from rich.console import Console
+from rich.table import Table
+
+from cpms import __version__
+from cpms.app import run_server
+from cpms.errors import CpmsError
+from cpms.logs import configure_logging
+from cpms.runtime import open_core
+from cpms.settings import Settings, SettingsError, load_settings
+from storage import migrate, open_storage
+from storage.clients import ensure_client, get_client
+from storage.errors import StorageError
+from storage.ledger_ops import parse_uuid
+from storage.migrate import load_migrations
+
+log = structlog.stdlib.get_logger("cpms.cli")
+out = Console(highlight=False)
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (override CPMS_* variables)")
+    group.add_argument("--data-dir", help="data directory (CPMS_DATA_DIR, default ./.cpms)")
+    group.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (CPMS_LOG_LEVEL)")
+    group.add_argument("--log-format", help="console or json (CPMS_LOG_FORMAT)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cpms", description="Actor-based charge-point management system (OCPP 1.6J)."
+    )
+    parser.add_argument("--version", action="version", version=f"cpms {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server (OCPP listener + REST facade)")
+    _common(serve)
+    serve.add_argument("--http-host", help="REST facade address (CPMS_HTTP_HOST)")
+    serve.add_argument("--http-port", type=int, help="REST facade port (CPMS_HTTP_PORT)")
+    serve.add_argument("--ocpp-host", help="OCPP listener address (CPMS_OCPP_HOST)")
+    serve.add_argument("--ocpp-port", type=int, help="OCPP listener port (CPMS_OCPP_PORT)")
+    serve.set_defaults(handler=cmd_serve)
+
+    mig = commands.add_parser("migrate", help="apply pending database migrations and exit")
+    _common(mig)
+    mig.set_defaults(handler=cmd_migrate)
+
+    wallet = commands.add_parser("wallet", help="inspect and correct client wallets")
+    wallet_cmds = wallet.add_subparsers(dest="wallet_command", required=True, metavar="ACTION")
+
+    credit = wallet_cmds.add_parser(
+        "credit", help="credit a client's balance (ledger type: adjustment)"
+    )
+    _common(credit)
+    credit.add_argument("client_id", help="client UUID")
+    credit.add_argument("amount", help="amount in som, e.g. 500 or 150.50")
+    credit.add_argument("--reason", required=True, help="why (kept in the ledger)")
+    credit.add_argument(
+        "--key", help="idempotency key; repeat a command with the same key to be safe"
+    )
+    credit.add_argument("--create", action="store_true", help="create the client if unknown")
+    credit.set_defaults(handler=cmd_wallet_credit)
+
+    adjust = wallet_cmds.add_parser(
+        "adjust", help="correct a balance by a signed amount (a debit can't go below zero)"
+    )
+    _common(adjust)
+    adjust.add_argument("client_id", help="client UUID")
+    adjust.add_argument("amount", help="signed amount in som, e.g. -25.50")
+    adjust.add_argument("--reason", required=True, help="why (kept in the ledger)")
+    adjust.add_argument("--key", help="idempotency key")
+    adjust.set_defaults(handler=cmd_wallet_adjust)
+
+    show = wallet_cmds.add_parser("show", help="balance, money on hold and recent entries")
+    _common(show)
+    show.add_argument("client_id", help="client UUID")
+    show.add_argument("--limit", type=int, default=20, help="entries to show (default 20)")
+    show.set_defaults(handler=cmd_wallet_show)
+
+    check = wallet_cmds.add_parser(
+        "check", help="verify every balance equals the sum of its ledger entries"
+    )
+    _common(check)
+    check.set_defaults(handler=cmd_wallet_check)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = (
+        "data_dir",
+        "log_level",
+        "log_format",
+        "http_host",
+        "http_port",
+        "ocpp_host",
+        "ocpp_port",
+    )
+    return {name: getattr(args, name, None) for name in names}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(_overrides(args))
+    except SettingsError as exc:
+        print(f"cpms: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except BaseException as exc:  # translate known failures (also inside groups) to messages
+        known = _known_failure(exc)
+        if known is None:
+            raise
+        print(f"cpms: {known}", file=sys.stderr)
+        return 1
+
+
+def _known_failure(exc: BaseException) -> str | None:
+    """A one-line message for a refusal or infrastructure failure, found inside groups too."""
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _known_failure(exc.exceptions[0])
+    if isinstance(exc, CpmsError):
+        return f"{exc.message} ({exc.code})"
+    if isinstance(exc, StorageError):
+        return str(exc)
+    return None
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    trio.run(_serve, settings)
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_on_signals, shutdown, nursery.cancel_scope, settings.shutdown_timeout)
+        await run_server(settings, shutdown)
+        nursery.cancel_scope.cancel()
+
+
+async def _on_signals(shutdown: trio.Event, scope: trio.CancelScope, timeout: float) -> None:
+    """First SIGINT/SIGTERM: orderly shutdown with a deadline; second: stop at once."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if shutdown.is_set():
+                log.warning("second signal: stopping now", signal=name)
+                scope.cancel()
+                return
+            log.info("shutting down", signal=name, timeout_s=timeout)
+            shutdown.set()
+            # Leave a third of the budget for closing the pool and stopping the database.
+            scope.deadline = trio.current_time() + timeout * 2 / 3
+
+
+# -- migrate ------------------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> list[int]:
+        async with open_storage(
+            database_url=settings.database_dsn, pg_dir=settings.pg_dir, run_migrations=False
+        ) as db:
+            return await migrate(db)
+
+    applied = trio.run(run)
+    names = {m.version: f"{m.version:04d}_{m.name}" for m in load_migrations()}
+    for version in applied:
+        out.print(f"applied {names[version]}")
+    out.print("migrations: up to date" if not applied else f"{len(applied)} migration(s) applied")
+    return 0
+
+
+# -- wallet -------------------------------------------------------------------------------------
+
+
+def cmd_wallet_credit(args: argparse.Namespace, settings: Settings) -> int:
+    client_id = parse_uuid(args.client_id, field="client_id", code="invalid_client_id")
+    key = args.key or f"cli:credit:{uuid.uuid4()}"
+
+    async def run() -> None:
+        async with open_core(settings) as core:
+            if args.create:
+                await ensure_client(core.db, client_id)
+            result = await core.ledger.credit(
+                client_id, args.amount, key=key, entry_type="adjustment", description=args.reason
+            )
+        note = " (already applied earlier with this key)" if result.replayed else ""
+        out.print(f"credited {args.amount} to {client_id}; balance {result.balance}{note}")
+        out.print(f"idempotency key: {key}")
+
+    trio.run(run)
+    return 0
+
+
+def cmd_wallet_adjust(args: argparse.Namespace, settings: Settings) -> int:
+    client_id = parse_uuid(args.client_id, field="client_id", code="invalid_client_id")
+    key = args.key or f"cli:adjust:{uuid.uuid4()}"
+
+    async def run() -> None:
+        async with open_core(settings) as core:
+            result = await core.ledger.adjust(client_id, args.amount, key=key, reason=args.reason)
+        note = " (already applied earlier with this key)" if result.replayed else ""
+        out.print(f"adjusted {client_id} by {args.amount}; balance {result.balance}{note}")
+        out.print(f"idempotency key: {key}")
+
+    trio.run(run)
+    return 0
+
+
+def cmd_wallet_show(args: argparse.Namespace, settings: Settings) -> int:
+    client_id = parse_uuid(args.client_id, field="client_id", code="invalid_client_id")
+
+    async def run() -> None:
+        async with open_core(settings) as core:
+            client = await get_client(core.db, client_id)
+            held = await core.ledger.held(client_id)
+            entries = await core.ledger.entries(client_id, limit=max(1, args.limit))
+        out.print(f"client   {client['id']}  ({client['status']})")
+        out.print(f"balance  {client['balance']} KGS")
+        out.print(f"on hold  {held} KGS")
+        table = Table("when (UTC)", "type", "amount", "before", "after", "reference")
+        for e in entries:
+            ref = e["description"] or e["invoice_id"] or e["session_id"] or e["hold_id"] or ""
+            table.add_row(
+                e["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
+                e["type"],
+                f"{e['amount']:+}",
+                str(e["balance_before"]),
+                str(e["balance_after"]),
+                str(ref),
+            )
+        out.print(table)
+
+    trio.run(run)
+    return 0
+
+
+def cmd_wallet_check(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        async with open_core(settings) as core:
+            problems = await core.ledger.discrepancies()
+        for p in problems:
+            out.print(f"MISMATCH {p.client_id}: balance {p.balance} != entries {p.entries_sum}")
+        if not problems:
+            out.print("ledger OK: every balance equals the sum of its entries")
+        return 1 if problems else 0
+
+    return trio.run(run)

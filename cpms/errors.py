@@ -1,0 +1,82 @@
+"""The domain error tree: every refusal a user can get, with its seed error code.
+
+Each error carries ``code`` (the string the mobile app switches on, from seed 000 "Коды ошибок"),
+a human ``message`` and optional ``details`` that the REST layer adds to the JSON body
+(``required_amount``/``current_balance`` for ``insufficient_balance``). ``api/errors.py`` is the one
+place that turns these into HTTP status codes; actors and storage raise them and never format
+responses themselves.
+
+    CpmsError
+    ├── InvalidRequest          invalid_request / validation_error (bad input, nothing changed)
+    ├── NotFound                client_not_found, station_not_found, session_not_found, ...
+    ├── Conflict                connector_occupied, session_already_active, idempotency_conflict
+    ├── Forbidden               access_denied, client_blocked, client_pending_deletion
+    ├── InsufficientBalance     insufficient_balance
+    └── Unavailable             station_offline, timeout, internal_error, ...
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+
+class CpmsError(Exception):
+    """Base of every domain refusal."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class InvalidRequest(CpmsError):
+    """The request itself is wrong: a bad amount, a malformed id, a missing field."""
+
+    code = "invalid_request"
+
+
+class NotFound(CpmsError):
+    """The thing named does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(CpmsError):
+    """The request clashes with the current state or with an earlier request."""
+
+    code = "conflict"
+
+
+class Forbidden(CpmsError):
+    """The caller may not do this."""
+
+    code = "access_denied"
+
+
+class InsufficientBalance(CpmsError):
+    """The wallet can't cover the amount asked for."""
+
+    code = "insufficient_balance"
+
+    def __init__(self, required: Decimal, available: Decimal) -> None:
+        super().__init__(
+            f"Недостаточно средств. Баланс: {available} сом, требуется: {required} сом",
+            required_amount=required,
+            current_balance=available,
+        )
+        self.required = required
+        self.available = available
+
+
+class Unavailable(CpmsError):
+    """A part of the system needed for this request can't answer now."""
+
+    code = "internal_error"

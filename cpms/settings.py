@@ -1,0 +1,135 @@
+"""The one settings object, read once at start and frozen.
+
+Values come from ``CPMS_*`` environment variables; command-line flags override them. An unknown
+``CPMS_*`` variable or an invalid value stops the program at start with a message naming the
+variable, never later and never silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CPMS_"
+
+
+class SettingsError(Exception):
+    """The configuration can't be used; the message says which value and why."""
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Frozen: nothing changes it after start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    http_host: str = Field("127.0.0.1", description="address the REST facade listens on")
+    http_port: int = Field(8080, ge=0, le=65535, description="REST facade port (0 = any free)")
+    ocpp_host: str = Field("127.0.0.1", description="address the OCPP listener listens on")
+    ocpp_port: int = Field(9000, ge=0, le=65535, description="OCPP WebSocket port (0 = any free)")
+    data_dir: Path = Field(Path(".cpms"), description="embedded database and local state")
+    database_url: SecretStr | None = Field(
+        None, description="PostgreSQL URL; unset = embedded PostgreSQL in <data dir>/pg"
+    )
+    db_pool_size: int = Field(10, ge=2, le=200, description="PostgreSQL connections in the pool")
+    redis_url: SecretStr | None = Field(None, description="Redis URL; unset = single node")
+    node_id: str = Field("node-1", min_length=1, description="this node's name in a cluster")
+
+    jwt_secret: SecretStr | None = Field(None, description="HS256 secret for app tokens")
+    jwt_audience: str = Field("authenticated", description="required `aud` claim")
+    jwt_issuer: str | None = Field(None, description="required `iss` claim, if set")
+    jwt_jwks_url: str | None = Field(None, description="JWKS document for RS256/ES256 tokens")
+    jwt_access_ttl: int = Field(3600, ge=60, description="lifetime of issued access tokens, s")
+    jwt_refresh_ttl: int = Field(
+        30 * 24 * 3600, ge=300, description="lifetime of issued refresh tokens, s"
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="")
+    log_format: Literal["console", "json"] = Field(
+        "console", description="readable lines or one JSON object per line"
+    )
+    shutdown_timeout: float = Field(10.0, gt=0, le=120, description="graceful stop budget, s")
+    storage_inbox: int = Field(1024, ge=1, description="StorageActor inbox capacity")
+    storage_batch: int = Field(64, ge=1, le=1000, description="ledger operations per commit")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgres://", "postgresql://")
+        ):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @property
+    def database_dsn(self) -> str | None:
+        """The configured PostgreSQL URL, or None for the embedded database."""
+        return None if self.database_url is None else self.database_url.get_secret_value()
+
+    @property
+    def pg_dir(self) -> Path:
+        """Where the embedded PostgreSQL keeps its cluster."""
+        return self.data_dir / "pg"
+
+
+def _unknown_env(environ: Mapping[str, str]) -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    problems = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            hint = difflib.get_close_matches(upper, known, n=1)
+            problems.append(
+                f"{key}: unknown setting" + (f" (did you mean {hint[0]}?)" if hint else "")
+            )
+    return problems
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read the settings once: environment first, then ``overrides`` (the CLI flags).
+
+    Raises:
+        SettingsError: an unknown ``CPMS_*`` variable or an invalid value, all listed.
+    """
+    problems = _unknown_env(os.environ)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            source = (
+                "--" + field.replace("_", "-") if field in given else ENV_PREFIX + field.upper()
+            )
+            shown = "" if field in _SECRET_FIELDS else f" (got {err.get('input')!r})"
+            problems.append(f"{source}: {err['msg']}{shown}")
+    if problems:
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
+    return settings
+
+
+_SECRET_FIELDS = {"database_url", "redis_url", "jwt_secret"}

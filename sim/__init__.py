@@ -1,0 +1,1 @@
+"""The bundled simulator: virtual OCPP 1.6J charge points, drivers, scenarios, load reports."""

@@ -1,0 +1,118 @@
+"""The one place asyncio lives: an asyncio loop in a dedicated thread, driven from trio.
+
+asyncpg (and later redis-py) are asyncio libraries. Rather than mixing loops, storage owns one
+asyncio event loop in one thread, and trio code awaits coroutine functions on it through
+:meth:`AsyncioBridge.run`. Calls cross with ``loop.call_soon_threadsafe``; results come back
+with ``TrioToken.run_sync_soon``. When the trio caller is cancelled, the asyncio task is
+cancelled too and the caller waits, shielded, until that task has really finished unwinding,
+so a transaction is never left half-done behind a caller that has moved on.
+
+Only plain data should cross: arguments in, dicts/tuples/Decimals out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import ParamSpec, TypeVar
+
+import outcome
+import trio
+
+from storage.errors import StorageUnavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class AsyncioBridge:
+    """Runs coroutine functions on the storage thread's asyncio loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    async def run(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await ``fn(*args, **kwargs)`` on the asyncio loop and return its result.
+
+        Raises:
+            StorageUnavailable: the loop is stopped or the task was cancelled from its side.
+            Exception: whatever ``fn`` raised, as itself.
+        """
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        box: list[outcome.Outcome[T]] = []
+        task_box: list[asyncio.Future[T]] = []
+
+        def deliver(result: outcome.Outcome[T]) -> None:
+            box.append(result)
+            done.set()
+
+        def finished(task: asyncio.Future[T]) -> None:
+            if task.cancelled():
+                result: outcome.Outcome[T] = outcome.Error(
+                    StorageUnavailable("storage operation was cancelled")
+                )
+            else:
+                result = outcome.capture(task.result)
+            with contextlib.suppress(trio.RunFinishedError):  # trio side gone: nobody waits
+                token.run_sync_soon(deliver, result)
+
+        def start() -> None:
+            task = asyncio.ensure_future(fn(*args, **kwargs), loop=self._loop)
+            task_box.append(task)
+            task.add_done_callback(finished)
+
+        def cancel() -> None:
+            if task_box:
+                task_box[0].cancel()
+
+        try:
+            self._loop.call_soon_threadsafe(start)
+        except RuntimeError:  # loop closed
+            raise StorageUnavailable("storage loop is not running") from None
+        try:
+            await done.wait()
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                self._loop.call_soon_threadsafe(cancel)
+                await done.wait()
+            raise
+        return box[0].unwrap()
+
+
+def _loop_thread(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    asyncio.set_event_loop(loop)
+    loop.call_soon(ready.set)
+    try:
+        loop.run_forever()
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+@asynccontextmanager
+async def open_bridge(name: str = "cpms-storage") -> AsyncIterator[AsyncioBridge]:
+    """Start the storage thread and its asyncio loop; stop and join them on exit."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    thread = threading.Thread(target=_loop_thread, args=(loop, ready), name=name, daemon=True)
+    thread.start()
+    await trio.to_thread.run_sync(ready.wait)
+    try:
+        yield AsyncioBridge(loop)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(thread.join)

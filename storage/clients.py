@@ -1,0 +1,54 @@
+"""Client records (not their money: balances change only through the ledger)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from cpms.errors import InvalidRequest, NotFound
+from storage.database import Database, Row
+
+ClientStatus = Literal["active", "blocked", "pending_deletion"]
+STATUSES: tuple[ClientStatus, ...] = ("active", "blocked", "pending_deletion")
+
+
+async def ensure_client(
+    db: Database,
+    client_id: UUID,
+    *,
+    phone: str | None = None,
+    email: str | None = None,
+    name: str | None = None,
+) -> Row:
+    """The client's record, created with a zero balance if this is its first appearance."""
+    await db.execute(
+        """INSERT INTO clients (id, phone, email, name) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (id) DO NOTHING""",
+        client_id,
+        phone,
+        email,
+        name,
+    )
+    return await get_client(db, client_id)
+
+
+async def get_client(db: Database, client_id: UUID) -> Row:
+    """Raises ``NotFound`` (``client_not_found``) for an unknown id."""
+    row = await db.fetchrow(
+        """SELECT id, phone, email, name, status, balance, created_at, updated_at
+           FROM clients WHERE id = $1""",
+        client_id,
+    )
+    if row is None:
+        raise NotFound(f"client {client_id} not found", code="client_not_found")
+    return row
+
+
+async def set_client_status(db: Database, client_id: UUID, status: str) -> None:
+    if status not in STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}")
+    done = await db.execute(
+        "UPDATE clients SET status = $2, updated_at = now() WHERE id = $1", client_id, status
+    )
+    if done.endswith(" 0"):
+        raise NotFound(f"client {client_id} not found", code="client_not_found")

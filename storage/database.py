@@ -1,0 +1,129 @@
+"""The database handle trio code uses: a connection pool living on the storage loop.
+
+Reads go straight through :meth:`Database.fetch` and friends. Code that needs a connection for
+several statements (the ledger, migrations) is written as a coroutine function taking an
+``asyncpg.Connection`` and handed to :meth:`Database.run_with_connection`; it runs on the storage
+loop. Rows come back as plain dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from uuid import UUID
+
+import asyncpg
+import trio
+
+from storage.bridge import AsyncioBridge, open_bridge
+from storage.errors import StorageUnavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Row = dict[str, Any]
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal | UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(value: object) -> str:
+    """JSON for JSONB columns: Decimals and UUIDs as strings, never floats."""
+    return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Database:
+    """A pool of PostgreSQL connections reached through the storage bridge."""
+
+    def __init__(self, bridge: AsyncioBridge, pool: asyncpg.Pool) -> None:
+        self.bridge = bridge
+        self._pool = pool
+
+    async def fetch(self, sql: str, *args: object) -> list[Row]:
+        return await self.bridge.run(_fetch, self._pool, sql, args)
+
+    async def fetchrow(self, sql: str, *args: object) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: object) -> Any:
+        return await self.bridge.run(_fetchval, self._pool, sql, args)
+
+    async def execute(self, sql: str, *args: object) -> str:
+        return await self.bridge.run(_execute, self._pool, sql, args)
+
+    async def run_with_connection(
+        self, fn: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]], *args: Any
+    ) -> T:
+        """Run ``fn(conn, *args)`` on the storage loop with a pooled connection."""
+        return await self.bridge.run(_with_connection, self._pool, fn, args)
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when the database answers ``SELECT 1`` within ``timeout`` seconds."""
+        with trio.move_on_after(timeout):
+            try:
+                return bool(await self.fetchval("SELECT 1") == 1)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, StorageUnavailable):
+                return False
+        return False
+
+    @property
+    def pool_size(self) -> int:
+        return int(self._pool.get_size())
+
+
+async def _fetch(pool: asyncpg.Pool, sql: str, args: tuple[object, ...]) -> list[Row]:
+    return [dict(r) for r in await pool.fetch(sql, *args)]
+
+
+async def _fetchval(pool: asyncpg.Pool, sql: str, args: tuple[object, ...]) -> Any:
+    return await pool.fetchval(sql, *args)
+
+
+async def _execute(pool: asyncpg.Pool, sql: str, args: tuple[object, ...]) -> str:
+    return str(await pool.execute(sql, *args))
+
+
+async def _with_connection(
+    pool: asyncpg.Pool, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+) -> T:
+    async with pool.acquire() as conn:
+        return await fn(cast(asyncpg.Connection, conn), *args)
+
+
+async def _create_pool(dsn: str, size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=size, init=_init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def open_database(dsn: str, *, pool_size: int = 10) -> AsyncIterator[Database]:
+    """Start the storage loop, connect a pool to ``dsn``, and close both on exit.
+
+    Raises:
+        StorageUnavailable: the database can't be reached.
+    """
+    async with open_bridge() as bridge:
+        try:
+            pool = await bridge.run(_create_pool, dsn, pool_size)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageUnavailable(f"can't connect to PostgreSQL: {exc}") from exc
+        try:
+            yield Database(bridge, pool)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await bridge.run(pool.close)

@@ -1,0 +1,160 @@
+"""Applying a batch of ledger operations to PostgreSQL. Runs on the storage loop.
+
+A batch costs a fixed number of round trips whatever its size: read the keys already applied,
+lock every client row it touches (in id order, so concurrent writers can't deadlock) and every
+hold, plan the batch in memory (``ledger_plan``), then write operations, holds, entries and
+balances in one statement, all in one transaction. If the database rejects the batch anyway, it
+is rolled back and each operation is redone alone, so one bad operation can't sink the others.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from storage.errors import LedgerFailure
+from storage.ledger_ops import Adjust, Capture, Credit, LedgerOp, Release, Reserve
+from storage.ledger_plan import (
+    BatchPlan,
+    ClientState,
+    HoldState,
+    LedgerState,
+    Outcome,
+    plan_batch,
+)
+
+# SQLSTATE classes a batch can recover from by redoing its operations one by one:
+# 22 data exception, 23 integrity violation, 40 serialization failure / deadlock.
+_RECOVERABLE = ("22", "23", "40")
+
+_PRIORS = """
+SELECT idempotency_key, request, result FROM ledger_operations WHERE idempotency_key = ANY($1)
+"""
+_HOLD_OWNERS = "SELECT client_id FROM holds WHERE id = ANY($1)"
+_LOCK_CLIENTS = """
+SELECT id, balance, status FROM clients WHERE id = ANY($1) ORDER BY id FOR UPDATE
+"""
+_LOCK_HOLDS = """
+SELECT id, client_id, amount, status, session_id FROM holds WHERE id = ANY($1)
+ORDER BY id FOR UPDATE
+"""
+_WRITE = """
+WITH ops AS (
+    INSERT INTO ledger_operations (idempotency_key, kind, client_id, request, result)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::jsonb[], $5::jsonb[])
+), new_holds AS (
+    INSERT INTO holds (id, client_id, amount, session_id)
+    SELECT * FROM unnest($6::uuid[], $7::uuid[], $8::numeric[], $9::uuid[])
+), settled AS (
+    UPDATE holds h SET status = s.status, captured_amount = s.captured, settled_at = now()
+    FROM unnest($10::uuid[], $11::text[], $12::numeric[]) AS s(id, status, captured)
+    WHERE h.id = s.id
+), balances AS (
+    UPDATE clients c SET balance = b.balance, updated_at = now()
+    FROM unnest($13::uuid[], $14::numeric[]) AS b(id, balance)
+    WHERE c.id = b.id
+)
+INSERT INTO ledger_entries (client_id, type, amount, balance_before, balance_after, hold_id,
+                            session_id, invoice_id, operation_key, idempotency_key, description)
+SELECT * FROM unnest($15::uuid[], $16::text[], $17::numeric[], $18::numeric[], $19::numeric[],
+                     $20::uuid[], $21::uuid[], $22::text[], $23::text[], $24::text[], $25::text[])
+"""
+
+
+def _recoverable(exc: asyncpg.PostgresError) -> bool:
+    return str(getattr(exc, "sqlstate", "") or "")[:2] in _RECOVERABLE
+
+
+async def apply_batch(conn: asyncpg.Connection, ops: list[LedgerOp]) -> list[Outcome]:
+    """Apply ``ops`` in order, in one transaction; one outcome per operation.
+
+    Raises:
+        asyncpg.PostgresError, asyncpg.InterfaceError: the connection or server failed; nothing
+            may be assumed about the batch except that replaying its keys is safe.
+    """
+    try:
+        async with conn.transaction():
+            return await _apply(conn, ops)
+    except asyncpg.PostgresError as exc:
+        if not _recoverable(exc):
+            raise
+    return [await _apply_alone(conn, op) for op in ops]
+
+
+async def _apply_alone(conn: asyncpg.Connection, op: LedgerOp, attempts: int = 3) -> Outcome:
+    error: asyncpg.PostgresError | None = None
+    for _ in range(attempts):
+        try:
+            async with conn.transaction():
+                return (await _apply(conn, [op]))[0]
+        except asyncpg.PostgresError as exc:
+            if not _recoverable(exc):
+                raise
+            error = exc
+            if not str(exc.sqlstate).startswith("40"):
+                break  # only serialization failures and deadlocks are worth retrying
+    return LedgerFailure(f"{op.kind} {op.key!r} refused by the database: {error}")
+
+
+async def _apply(conn: asyncpg.Connection, ops: list[LedgerOp]) -> list[Outcome]:
+    state = await _lock_state(conn, ops)
+    plan = plan_batch(ops, state)
+    if plan.writes:
+        await _write(conn, plan)
+    return plan.outcomes
+
+
+async def _lock_state(conn: asyncpg.Connection, ops: list[LedgerOp]) -> LedgerState:
+    keys = [op.key for op in ops]
+    hold_ids = sorted({op.hold_id for op in ops if isinstance(op, Release | Capture | Reserve)})
+    client_ids = {op.client_id for op in ops if isinstance(op, Credit | Adjust | Reserve)}
+    if hold_ids:
+        client_ids |= {r["client_id"] for r in await conn.fetch(_HOLD_OWNERS, hold_ids)}
+    priors = {
+        r["idempotency_key"]: (r["request"], r["result"]) for r in await conn.fetch(_PRIORS, keys)
+    }
+    clients = {
+        r["id"]: ClientState(r["balance"], r["status"])
+        for r in await conn.fetch(_LOCK_CLIENTS, sorted(client_ids))
+    }
+    holds: dict[UUID, HoldState] = {}
+    if hold_ids:
+        holds = {
+            r["id"]: HoldState(r["client_id"], r["amount"], r["status"], r["session_id"])
+            for r in await conn.fetch(_LOCK_HOLDS, hold_ids)
+        }
+    return LedgerState(clients, holds, priors)
+
+
+async def _write(conn: asyncpg.Connection, plan: BatchPlan) -> None:
+    ops, entries = plan.operations, plan.entries
+    settled = list(plan.settled_holds.items())
+    await conn.execute(
+        _WRITE,
+        [o[0] for o in ops],
+        [o[1] for o in ops],
+        [o[2] for o in ops],
+        [o[3] for o in ops],
+        [o[4] for o in ops],
+        [h[0] for h in plan.new_holds],
+        [h[1] for h in plan.new_holds],
+        [h[2] for h in plan.new_holds],
+        [h[3] for h in plan.new_holds],
+        [h for h, _ in settled],
+        [s for _, (s, _) in settled],
+        [c for _, (_, c) in settled],
+        list(plan.balances),
+        list(plan.balances.values()),
+        [e.client_id for e in entries],
+        [e.entry.type for e in entries],
+        [e.entry.amount for e in entries],
+        [e.entry.balance_before for e in entries],
+        [e.entry.balance_after for e in entries],
+        [e.hold_id for e in entries],
+        [e.session_id for e in entries],
+        [e.invoice_id for e in entries],
+        [e.operation_key for e in entries],
+        [e.key for e in entries],
+        [e.description for e in entries],
+    )

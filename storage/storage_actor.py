@@ -1,0 +1,86 @@
+"""The StorageActor: the single writer of money.
+
+Every balance change is a message in its bounded inbox. It takes what is queued (up to a batch),
+applies it in one transaction (one commit, one fsync for the lot), and only then answers each
+caller, so an answer always means "committed". A refusal (unknown client, insufficient balance,
+reused key) is answered as that error; a failure of the database connection crashes the actor,
+the supervisor restarts it, and callers retry with the same idempotency keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import structlog
+import trio
+
+from actors import Address, ChildSpec, Envelope, Mailbox, Restart
+from storage.database import Database
+from storage.ledger_ops import LedgerOp, LedgerResult
+from storage.ledger_sql import apply_batch
+
+STORAGE_ADDRESS = Address("storage", "ledger")
+log = structlog.stdlib.get_logger("storage.actor")
+
+
+@dataclass(frozen=True)
+class StorageHooks:
+    """Test seams inside the actor: ``after_commit(batch_size)`` runs after each commit and
+    before any caller is answered (raising there is a crash at the worst possible moment)."""
+
+    after_commit: Callable[[int], None] | None = None
+
+
+def storage_actor_spec(
+    db: Database, *, batch: int = 64, inbox: int = 1024, hooks: StorageHooks | None = None
+) -> ChildSpec[LedgerOp]:
+    """The child spec to start the StorageActor under a supervisor (permanent)."""
+    return ChildSpec(
+        address=STORAGE_ADDRESS,
+        run=partial(run_storage_actor, db=db, batch=batch, hooks=hooks or StorageHooks()),
+        restart=Restart.PERMANENT,
+        inbox=inbox,
+    )
+
+
+async def run_storage_actor(
+    mailbox: Mailbox[LedgerOp],
+    *,
+    db: Database,
+    batch: int,
+    hooks: StorageHooks,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    task_status.started()
+    while True:
+        try:
+            envelopes = [await mailbox.receive()]
+        except trio.EndOfChannel:
+            return
+        while len(envelopes) < batch:
+            try:
+                envelopes.append(mailbox.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        await _apply(db, envelopes, hooks)
+
+
+async def _apply(db: Database, envelopes: list[Envelope[LedgerOp]], hooks: StorageHooks) -> None:
+    outcomes = await db.run_with_connection(apply_batch, [e.message for e in envelopes])
+    if hooks.after_commit is not None:
+        hooks.after_commit(len(envelopes))
+    for envelope, outcome in zip(envelopes, outcomes, strict=True):
+        if isinstance(outcome, LedgerResult):
+            envelope.respond(outcome)
+            if not outcome.replayed:
+                log.debug(
+                    "ledger",
+                    op=envelope.message.kind,
+                    key=outcome.key,
+                    client_id=str(outcome.client_id),
+                    balance=str(outcome.balance),
+                )
+        else:
+            envelope.fail(outcome)
