@@ -43,6 +43,7 @@ class HoldState:
     amount: Decimal
     status: str
     session_id: UUID | None
+    captured: Decimal | None = None
 
 
 @dataclass(slots=True)
@@ -66,7 +67,10 @@ class BatchPlan:
         default_factory=list
     )
     entries: list[EntryRow] = field(default_factory=list)
-    new_holds: list[tuple[UUID, UUID, Decimal, UUID | None]] = field(default_factory=list)
+    #: holds created by this batch, in their state at the end of it (a sibling statement can't
+    #: update a row inserted in the same statement, so they are inserted as they end up)
+    new_holds: dict[UUID, HoldState] = field(default_factory=dict)
+    #: holds that existed before the batch and were settled by it: status, captured amount
     settled_holds: dict[UUID, tuple[str, Decimal | None]] = field(default_factory=dict)
     balances: dict[UUID, Decimal] = field(default_factory=dict)
 
@@ -122,11 +126,12 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
         client = state.clients[hold.client_id]
         if isinstance(op, Release):
             lines: list[tuple[EntryType, Decimal]] = [("charge_refund", hold.amount)]
-            hold.status, captured = "released", None
+            hold.status = "released"
         else:
             lines = settlement(hold.amount, op.cost, client.balance)
-            hold.status, captured = "captured", op.cost
-        plan.settled_holds[op.hold_id] = (hold.status, captured)
+            hold.status, hold.captured = "captured", op.cost
+        if op.hold_id not in plan.new_holds:
+            plan.settled_holds[op.hold_id] = (hold.status, hold.captured)
         return _record(op, plan, hold.client_id, client, lines, op.hold_id, hold.session_id)
 
     client_or_none = state.clients.get(op.client_id)
@@ -157,8 +162,8 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
         raise Conflict(f"hold {op.hold_id} already exists", code="hold_exists")
     if client.balance < op.amount:
         raise InsufficientBalance(required=op.amount, available=client.balance)
-    state.holds[op.hold_id] = HoldState(op.client_id, op.amount, "held", op.session_id)
-    plan.new_holds.append((op.hold_id, op.client_id, op.amount, op.session_id))
+    hold = HoldState(op.client_id, op.amount, "held", op.session_id)
+    state.holds[op.hold_id] = plan.new_holds[op.hold_id] = hold
     return _record(
         op, plan, op.client_id, client, [("charge_reserve", -op.amount)], op.hold_id, op.session_id
     )

@@ -44,8 +44,10 @@ WITH ops AS (
     INSERT INTO ledger_operations (idempotency_key, kind, client_id, request, result)
     SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::jsonb[], $5::jsonb[])
 ), new_holds AS (
-    INSERT INTO holds (id, client_id, amount, session_id)
-    SELECT * FROM unnest($6::uuid[], $7::uuid[], $8::numeric[], $9::uuid[])
+    INSERT INTO holds (id, client_id, amount, session_id, status, captured_amount, settled_at)
+    SELECT n.*, CASE WHEN n.status = 'held' THEN NULL ELSE now() END
+    FROM unnest($6::uuid[], $7::uuid[], $8::numeric[], $9::uuid[], $26::text[],
+                $27::numeric[]) AS n(id, client_id, amount, session_id, status, captured)
 ), settled AS (
     UPDATE holds h SET status = s.status, captured_amount = s.captured, settled_at = now()
     FROM unnest($10::uuid[], $11::text[], $12::numeric[]) AS s(id, status, captured)
@@ -130,6 +132,7 @@ async def _lock_state(conn: asyncpg.Connection, ops: list[LedgerOp]) -> LedgerSt
 async def _write(conn: asyncpg.Connection, plan: BatchPlan) -> None:
     ops, entries = plan.operations, plan.entries
     settled = list(plan.settled_holds.items())
+    new = list(plan.new_holds.items())
     await conn.execute(
         _WRITE,
         [o[0] for o in ops],
@@ -137,10 +140,10 @@ async def _write(conn: asyncpg.Connection, plan: BatchPlan) -> None:
         [o[2] for o in ops],
         [o[3] for o in ops],
         [o[4] for o in ops],
-        [h[0] for h in plan.new_holds],
-        [h[1] for h in plan.new_holds],
-        [h[2] for h in plan.new_holds],
-        [h[3] for h in plan.new_holds],
+        [h for h, _ in new],
+        [n.client_id for _, n in new],
+        [n.amount for _, n in new],
+        [n.session_id for _, n in new],
         [h for h, _ in settled],
         [s for _, (s, _) in settled],
         [c for _, (_, c) in settled],
@@ -157,4 +160,6 @@ async def _write(conn: asyncpg.Connection, plan: BatchPlan) -> None:
         [e.operation_key for e in entries],
         [e.key for e in entries],
         [e.description for e in entries],
+        [n.status for _, n in new],
+        [n.captured for _, n in new],
     )

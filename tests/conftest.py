@@ -1,0 +1,106 @@
+"""Shared fixtures: one embedded PostgreSQL for the whole run, a fresh database per test.
+
+The cluster is started once (pgserver, in a temporary directory); the schema is migrated once into
+a template database, and every test that needs a database gets its own copy of that template, so
+tests never see each other's rows and never assume a running server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from actors import Intensity, Registry, Supervisor, run_supervisor
+from cpms.logs import configure_logging
+from storage import Database, Ledger, StorageHooks, migrate, storage_actor_spec
+from storage.database import open_database
+
+TEMPLATE = "cpms_template"
+_counter = itertools.count(1)
+
+
+@dataclass
+class PgCluster:
+    server: Any
+
+    def dsn(self, database: str) -> str:
+        return str(self.server.get_uri(database))
+
+    def psql(self, sql: str) -> str:
+        return str(self.server.psql(sql))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver.postgres_server import get_server
+    pg_dir: Path = tmp_path_factory.mktemp("pg") / "data"
+    server = get_server(pg_dir, cleanup_mode="delete")
+    cluster = PgCluster(server)
+    cluster.psql(f"CREATE DATABASE {TEMPLATE};")
+
+    async def prepare() -> None:
+        async with open_database(cluster.dsn(TEMPLATE), pool_size=2) as db:
+            await migrate(db)
+
+    trio.run(prepare)
+    yield cluster
+    server.cleanup()
+
+
+@pytest.fixture
+def dsn(pg_cluster: PgCluster) -> str:
+    """A fresh, migrated database for this test."""
+    name = f"t{next(_counter)}"
+    pg_cluster.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE};")
+    return pg_cluster.dsn(name)
+
+
+@pytest.fixture
+async def db(dsn: str) -> AsyncIterator[Database]:
+    async with open_database(dsn, pool_size=8) as database:
+        yield database
+
+
+@dataclass
+class LedgerRig:
+    """A running StorageActor under a supervisor, with the Ledger facade over it."""
+
+    db: Database
+    registry: Registry
+    supervisor: Supervisor
+    ledger: Ledger
+
+
+async def start_ledger(
+    nursery: trio.Nursery,
+    db: Database,
+    *,
+    hooks: StorageHooks | None = None,
+    intensity: Intensity | None = None,
+    batch: int = 64,
+) -> LedgerRig:
+    registry = Registry()
+    supervisor: Supervisor = await nursery.start(
+        run_supervisor, "test", registry, intensity or Intensity(restarts=10, period=10.0)
+    )
+    ref = await supervisor.start_child(storage_actor_spec(db, batch=batch, hooks=hooks))
+    return LedgerRig(db, registry, supervisor, Ledger(ref, db))
+
+
+@pytest.fixture
+async def rig(db: Database, nursery: trio.Nursery) -> LedgerRig:
+    return await start_ledger(nursery, db)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging() -> None:
+    configure_logging("INFO", "console")

@@ -1,0 +1,249 @@
+"""The ledger against a real PostgreSQL: every operation, its idempotency, and its refusals."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from cpms.errors import (
+    Conflict,
+    CpmsError,
+    Forbidden,
+    InsufficientBalance,
+    InvalidRequest,
+    NotFound,
+)
+from storage import Database
+from storage.clients import ensure_client, set_client_status
+from tests.conftest import LedgerRig
+
+D = Decimal
+
+
+async def new_client(
+    db: Database, balance: str | None = None, rig: LedgerRig | None = None
+) -> uuid.UUID:
+    cid = uuid.uuid4()
+    await ensure_client(db, cid)
+    if balance is not None:
+        assert rig is not None
+        await rig.ledger.credit(cid, balance, key=f"seed-{cid}")
+    return cid
+
+
+async def ledger_rows(db: Database) -> tuple[int, int, int]:
+    row = await db.fetchrow(
+        """SELECT (SELECT count(*) FROM ledger_entries) AS e,
+                  (SELECT count(*) FROM ledger_operations) AS o,
+                  (SELECT count(*) FROM holds) AS h"""
+    )
+    assert row is not None
+    return row["e"], row["o"], row["h"]
+
+
+async def test_credit_writes_entry_with_before_and_after(rig: LedgerRig) -> None:
+    cid = await new_client(rig.db)
+    result = await rig.ledger.credit(cid, "500", key="topup-1", invoice_id="INV-1")
+    assert result.balance == D("500.00")
+    [entry] = result.entries
+    assert (entry.type, entry.amount, entry.balance_before, entry.balance_after) == (
+        "topup",
+        D("500.00"),
+        D("0.00"),
+        D("500.00"),
+    )
+    rows = await rig.ledger.entries(cid)
+    assert [(r["type"], r["amount"], r["invoice_id"]) for r in rows] == [
+        ("topup", D("500.00"), "INV-1")
+    ]
+    assert await rig.ledger.balance(cid) == D("500.00")
+
+
+async def test_replaying_a_key_returns_first_result_and_writes_nothing(rig: LedgerRig) -> None:
+    cid = await new_client(rig.db)
+    first = await rig.ledger.credit(cid, "100.25", key="k-1")
+    before = await ledger_rows(rig.db)
+    again = await rig.ledger.credit(cid, "100.25", key="k-1")
+    assert again.replayed and not first.replayed
+    assert (again.balance, again.entries) == (first.balance, first.entries)
+    assert await ledger_rows(rig.db) == before
+    assert await rig.ledger.balance(cid) == D("100.25")
+
+
+async def test_key_reused_for_another_operation_is_refused(rig: LedgerRig) -> None:
+    cid = await new_client(rig.db)
+    await rig.ledger.credit(cid, "10", key="k-2")
+    before = await ledger_rows(rig.db)
+    with pytest.raises(Conflict) as info:
+        await rig.ledger.credit(cid, "11", key="k-2")
+    assert info.value.code == "idempotency_conflict"
+    assert await ledger_rows(rig.db) == before
+
+
+async def test_reserve_then_capture_refunds_the_rest(rig: LedgerRig) -> None:
+    """Seed 001 §7, scenario 1: 500 → reserve 270 → 15 kWh × 13.5 = 202.50 → 297.50."""
+    cid = await new_client(rig.db, "500", rig)
+    hold = uuid.uuid4()
+    reserved = await rig.ledger.reserve(cid, "270", key="r", hold_id=hold)
+    assert reserved.balance == D("230.00")
+    assert await rig.ledger.held(cid) == D("270.00")
+    settled = await rig.ledger.capture(hold, "202.50", key="c")
+    assert settled.balance == D("297.50")
+    assert settled.refunded == D("67.50")
+    assert await rig.ledger.held(cid) == D("0.00")
+    types = [r["type"] for r in await rig.ledger.entries(cid)]
+    assert types == ["charge_refund", "charge_reserve", "topup"]
+
+
+async def test_capture_exactly_the_hold_writes_no_entry(rig: LedgerRig) -> None:
+    cid = await new_client(rig.db, "500", rig)
+    hold = uuid.uuid4()
+    await rig.ledger.reserve(cid, "270", key="r", hold_id=hold)
+    settled = await rig.ledger.capture(hold, "270", key="c")
+    assert settled.entries == () and settled.balance == D("230.00")
+    hold_row = await rig.db.fetchrow("SELECT status, captured_amount FROM holds WHERE id=$1", hold)
+    assert hold_row == {"status": "captured", "captured_amount": D("270.00")}
+
+
+async def test_overrun_is_charged_from_free_balance(rig: LedgerRig) -> None:
+    """Seed 001 §7, scenario 2: 25 kWh instead of 20 → 67.50 more from the 230 left."""
+    cid = await new_client(rig.db, "500", rig)
+    hold = uuid.uuid4()
+    await rig.ledger.reserve(cid, "270", key="r", hold_id=hold)
+    settled = await rig.ledger.capture(hold, "337.50", key="c")
+    assert (settled.balance, settled.charged, settled.debt) == (D("162.50"), D("67.50"), D("0"))
+
+
+async def test_overrun_beyond_free_balance_becomes_debt(rig: LedgerRig) -> None:
+    cid = await new_client(rig.db, "300", rig)
+    hold = uuid.uuid4()
+    await rig.ledger.reserve(cid, "270", key="r", hold_id=hold)
+    settled = await rig.ledger.capture(hold, "350", key="c")
+    assert settled.charged == D("30.00") and settled.debt == D("50.00")
+    assert settled.balance == D("-50.00")
+    assert [e.type for e in settled.entries] == ["charge_payment", "charge_debt"]
+    assert await rig.ledger.discrepancies() == []
+    # A top-up pays the debt off first.
+    assert (await rig.ledger.credit(cid, "100", key="t")).balance == D("50.00")
+
+
+async def test_release_gives_the_whole_hold_back(rig: LedgerRig) -> None:
+    cid = await new_client(rig.db, "100", rig)
+    hold = uuid.uuid4()
+    await rig.ledger.reserve(cid, "40.50", key="r", hold_id=hold)
+    released = await rig.ledger.release(hold, key="rel")
+    assert released.balance == D("100.00") and released.refunded == D("40.50")
+    with pytest.raises(Conflict) as info:
+        await rig.ledger.capture(hold, "10", key="late-capture")
+    assert info.value.code == "hold_already_settled"
+
+
+async def test_adjust_debit_cannot_go_below_zero(rig: LedgerRig) -> None:
+    cid = await new_client(rig.db, "20", rig)
+    assert (await rig.ledger.adjust(cid, "-5.50", key="a1", reason="fix")).balance == D("14.50")
+    before = await ledger_rows(rig.db)
+    with pytest.raises(InsufficientBalance) as info:
+        await rig.ledger.adjust(cid, "-15", key="a2", reason="too much")
+    assert info.value.details == {"required_amount": D("15.00"), "current_balance": D("14.50")}
+    assert await ledger_rows(rig.db) == before
+
+
+async def test_reserve_more_than_balance_is_refused(rig: LedgerRig) -> None:
+    cid = await new_client(rig.db, "50", rig)
+    before = await ledger_rows(rig.db)
+    with pytest.raises(InsufficientBalance) as info:
+        await rig.ledger.reserve(cid, "270", key="r", hold_id=uuid.uuid4())
+    assert info.value.code == "insufficient_balance"
+    assert (info.value.required, info.value.available) == (D("270.00"), D("50.00"))
+    assert await ledger_rows(rig.db) == before
+
+
+@pytest.mark.parametrize("status", ["blocked", "pending_deletion"])
+async def test_inactive_client_cannot_reserve_or_top_up(rig: LedgerRig, status: str) -> None:
+    cid = await new_client(rig.db, "100", rig)
+    await set_client_status(rig.db, cid, status)
+    before = await ledger_rows(rig.db)
+    with pytest.raises(Forbidden) as info:
+        await rig.ledger.reserve(cid, "10", key="r", hold_id=uuid.uuid4())
+    assert info.value.code == f"client_{status}"
+    with pytest.raises(Forbidden):
+        await rig.ledger.credit(cid, "10", key="t")
+    assert await ledger_rows(rig.db) == before
+    # An operator adjustment still works, so a blocked account can be settled.
+    assert (await rig.ledger.credit(cid, "5", key="adj", entry_type="adjustment")).balance == 105
+
+
+BAD_INPUT = [
+    ("negative amount", lambda w, c: w.credit(c, "-10", key="x"), "validation_error"),
+    ("zero amount", lambda w, c: w.credit(c, "0", key="x"), "validation_error"),
+    (
+        "zero reserve",
+        lambda w, c: w.reserve(c, 0, key="x", hold_id=uuid.uuid4()),
+        "validation_error",
+    ),
+    ("three decimals", lambda w, c: w.credit(c, "10.001", key="x"), "validation_error"),
+    ("not a number", lambda w, c: w.credit(c, "ten", key="x"), "validation_error"),
+    ("NaN", lambda w, c: w.credit(c, "NaN", key="x"), "validation_error"),
+    ("too large", lambda w, c: w.credit(c, "1e12", key="x"), "validation_error"),
+    ("float", lambda w, c: w.credit(c, 0.1 + 0.2, key="x"), "validation_error"),
+    (
+        "malformed client id",
+        lambda w, c: w.credit("not-a-uuid", "10", key="x"),
+        "invalid_client_id",
+    ),
+    ("empty key", lambda w, c: w.credit(c, "10", key=""), "validation_error"),
+    ("key with #", lambda w, c: w.credit(c, "10", key="a#2"), "validation_error"),
+    (
+        "adjust without reason",
+        lambda w, c: w.adjust(c, "10", key="x", reason=" "),
+        "validation_error",
+    ),
+    ("negative cost", lambda w, c: w.capture(uuid.uuid4(), "-1", key="x"), "validation_error"),
+    (
+        "unknown client for debit",
+        lambda w, c: w.reserve(uuid.uuid4(), "10", key="x", hold_id=uuid.uuid4()),
+        "client_not_found",
+    ),
+    (
+        "unknown client for adjustment",
+        lambda w, c: w.adjust(uuid.uuid4(), "-1", key="x", reason="r"),
+        "client_not_found",
+    ),
+    (
+        "unknown client for credit",
+        lambda w, c: w.credit(uuid.uuid4(), "1", key="x"),
+        "client_not_found",
+    ),
+    ("unknown hold", lambda w, c: w.capture(uuid.uuid4(), "1", key="x"), "hold_not_found"),
+]
+
+
+@pytest.mark.parametrize(("case", "call", "code"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+async def test_bad_input_is_refused_and_writes_nothing(
+    rig: LedgerRig, case: str, call: object, code: str
+) -> None:
+    cid = await new_client(rig.db, "100", rig)
+    before = await ledger_rows(rig.db)
+    with pytest.raises(CpmsError) as info:
+        await call(rig.ledger, cid)  # type: ignore[operator]
+    assert info.value.code == code
+    assert isinstance(info.value, InvalidRequest | NotFound)
+    assert await ledger_rows(rig.db) == before
+    assert await rig.ledger.balance(cid) == D("100.00")
+
+
+async def test_reusing_a_hold_id_is_refused(rig: LedgerRig) -> None:
+    cid = await new_client(rig.db, "100", rig)
+    hold = uuid.uuid4()
+    await rig.ledger.reserve(cid, "10", key="r1", hold_id=hold)
+    with pytest.raises(Conflict) as info:
+        await rig.ledger.reserve(cid, "10", key="r2", hold_id=hold)
+    assert info.value.code == "hold_exists"
+
+
+async def test_balance_of_unknown_client_is_not_found(rig: LedgerRig) -> None:
+    with pytest.raises(NotFound) as info:
+        await rig.ledger.balance(uuid.uuid4())
+    assert info.value.code == "client_not_found"
