@@ -31,7 +31,7 @@ from storage.ledger_ops import parse_uuid
 from storage.migrate import load_migrations
 
 log = structlog.stdlib.get_logger("cpms.cli")
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 

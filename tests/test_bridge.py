@@ -1,0 +1,58 @@
+"""The asyncio bridge: values and errors cross intact, cancellation really stops the work."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import asyncpg
+import pytest
+import trio
+
+from storage import Database
+from storage.bridge import open_bridge
+from storage.errors import StorageUnavailable
+
+
+async def test_values_and_errors_cross_the_bridge(db: Database) -> None:
+    cid = uuid.uuid4()
+    row = await db.fetchrow("SELECT $1::uuid AS id, 150.50::numeric(12,2) AS amount", cid)
+    assert row == {"id": cid, "amount": Decimal("150.50")}
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await db.fetchval("SELECT 1/0")
+
+
+async def test_cancelled_query_is_stopped_on_the_server(db: Database) -> None:
+    began = trio.current_time()
+    with trio.move_on_after(0.3):
+        await db.fetchval("SELECT pg_sleep(30)")
+    assert trio.current_time() - began < 5
+    # The asyncio side unwound before we got control back: nothing is still sleeping.
+    running = await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' "
+        "AND state = 'active' AND pid <> pg_backend_pid()"
+    )
+    assert running == 0
+    assert await db.fetchval("SELECT 41 + 1") == 42
+
+
+async def test_many_concurrent_calls(db: Database) -> None:
+    results: list[int] = []
+
+    async def one(i: int) -> None:
+        results.append(await db.fetchval("SELECT $1::int * 2", i))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(200):
+            nursery.start_soon(one, i)
+    assert sorted(results) == [i * 2 for i in range(200)]
+
+
+async def test_a_stopped_bridge_refuses_work() -> None:
+    async def answer() -> int:
+        return 42
+
+    async with open_bridge() as bridge:
+        assert await bridge.run(answer) == 42
+    with pytest.raises(StorageUnavailable):
+        await bridge.run(answer)

@@ -1,0 +1,200 @@
+"""The ``cpms`` command: a real ``cpms serve`` process on the embedded database, and the admin
+commands (run in-process against a test database)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cpms.cli import main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpms(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cpms", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def clean_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CPMS_")}
+    env["CPMS_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[str], within: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
+        try:
+            response = httpx.get(f"{url}/health", timeout=2)
+        except httpx.HTTPError:
+            time.sleep(0.2)
+            continue
+        assert response.status_code == 200
+        return dict(response.json())
+    raise AssertionError(f"/health did not answer within {within} s")
+
+
+def serve(env: dict[str, str], http: int, ocpp: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cpms",
+            "serve",
+            "--http-port",
+            str(http),
+            "--ocpp-port",
+            str(ocpp),
+            "--log-format",
+            "json",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[int, float, str]:
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    return proc.returncode, time.monotonic() - began, err
+
+
+def test_serve_on_embedded_postgres_reuses_data_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = clean_env(tmp_path / "data")
+    http, ocpp = free_port(), free_port()
+    client = str(uuid.uuid4())
+
+    proc = serve(env, http, ocpp)
+    try:
+        health = wait_healthy(f"http://127.0.0.1:{http}", proc)
+        assert health["database"] == {**health["database"], "ok": True, "embedded": True}  # type: ignore[dict-item]
+        # An admin command works while the server runs on the same data directory.
+        credited = cpms(
+            "wallet", "credit", client, "250.75", "--reason", "welcome", "--create", env=env
+        )
+        assert credited.returncode == 0, credited.stderr
+    finally:
+        code, took, err = stop(proc)
+    assert code == 0, err
+    assert took < 10
+    lines = err.splitlines()
+    assert any('"event": "stopped"' in line for line in lines), err  # one JSON object per line
+    assert not (tmp_path / "data" / "pg" / "postmaster.pid").exists()  # database stopped
+
+    proc = serve(env, http, ocpp)
+    try:
+        wait_healthy(f"http://127.0.0.1:{http}", proc)
+        shown = cpms("wallet", "show", client, env=env)
+    finally:
+        code, _took, err = stop(proc)
+    assert code == 0, err
+    assert "250.75" in shown.stdout and "welcome" in shown.stdout
+
+
+@pytest.fixture
+def cli_env(dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith("CPMS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CPMS_DATABASE_URL", dsn)
+    monkeypatch.setenv("CPMS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CPMS_LOG_LEVEL", "WARNING")
+
+
+def test_wallet_commands(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    client = str(uuid.uuid4())
+    assert (
+        main(
+            ["wallet", "credit", client, "500", "--reason", "promo", "--create", "--key", "promo-1"]
+        )
+        == 0
+    )
+    assert "balance 500.00" in capsys.readouterr().out
+    assert main(["wallet", "credit", client, "500", "--reason", "promo", "--key", "promo-1"]) == 0
+    assert "already applied" in capsys.readouterr().out
+    assert main(["wallet", "adjust", client, "-120.50", "--reason", "refund error"]) == 0
+    assert "balance 379.50" in capsys.readouterr().out
+    assert main(["wallet", "show", client]) == 0
+    shown = capsys.readouterr().out
+    assert "379.50" in shown and "adjustment" in shown and "refund error" in shown
+    assert main(["wallet", "check"]) == 0
+    assert "ledger OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["wallet", "credit", "not-a-uuid", "5", "--reason", "x"], "invalid_client_id"),
+        (["wallet", "credit", "{client}", "1.001", "--reason", "x"], "decimal places"),
+        (["wallet", "credit", "{client}", "-5", "--reason", "x"], "must be positive"),
+        (["wallet", "credit", "{unknown}", "5", "--reason", "x"], "client_not_found"),
+        (["wallet", "adjust", "{client}", "-1000", "--reason", "x"], "insufficient_balance"),
+        (["wallet", "show", "{unknown}"], "client_not_found"),
+    ],
+)
+def test_wallet_refusals(
+    cli_env: None, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    client = str(uuid.uuid4())
+    assert main(["wallet", "credit", client, "10", "--reason", "seed", "--create"]) == 0
+    capsys.readouterr()
+    filled = [a.format(client=client, unknown=uuid.uuid4()) for a in args]
+    assert main(filled) == 1
+    assert message in capsys.readouterr().err
+    assert main(["wallet", "show", client]) == 0
+    assert "10.00" in capsys.readouterr().out  # nothing changed
+
+
+def test_migrate_reports_up_to_date(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate"]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_bad_configuration_exits_2(
+    cli_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CPMS_OCPP_PORTT", "1")
+    assert main(["migrate"]) == 2
+    assert "CPMS_OCPP_PORTT: unknown setting" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["serve"],
+        ["migrate"],
+        ["wallet", "credit"],
+        ["wallet", "adjust"],
+        ["wallet", "show"],
+        ["wallet", "check"],
+    ],
+)
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    assert "usage: cpms" in capsys.readouterr().out
