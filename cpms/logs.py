@@ -44,6 +44,7 @@ def _mask_secrets(
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     """Set up structlog and the stdlib root logger; safe to call more than once."""
     shared: list[Any] = [
+        structlog.stdlib.filter_by_level,  # first: a filtered-out call costs almost nothing
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

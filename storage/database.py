@@ -69,6 +69,26 @@ class Database:
         """Run ``fn(conn, *args)`` on the storage loop with a pooled connection."""
         return await self.bridge.run(_with_connection, self._pool, fn, args)
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """Lease one connection for a long-lived owner (the StorageActor); use it only through
+        :meth:`run_on`. It goes back to the pool on exit, also after a failure."""
+        conn = await self.bridge.run(_acquire, self._pool)
+        try:
+            yield conn
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.bridge.run(self._pool.release, cast(Any, conn))
+
+    async def run_on(
+        self,
+        conn: asyncpg.Connection,
+        fn: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]],
+        *args: Any,
+    ) -> T:
+        """Run ``fn(conn, *args)`` on the storage loop with a leased connection."""
+        return await self.bridge.run(_call, fn, conn, args)
+
     async def ping(self, timeout: float = 2.0) -> bool:
         """True when the database answers ``SELECT 1`` within ``timeout`` seconds."""
         with trio.move_on_after(timeout):
@@ -100,6 +120,16 @@ async def _with_connection(
 ) -> T:
     async with pool.acquire() as conn:
         return await fn(cast(asyncpg.Connection, conn), *args)
+
+
+async def _call(
+    fn: Callable[..., Awaitable[T]], conn: asyncpg.Connection, args: tuple[Any, ...]
+) -> T:
+    return await fn(conn, *args)
+
+
+async def _acquire(pool: asyncpg.Pool) -> asyncpg.Connection:
+    return cast(asyncpg.Connection, await pool.acquire())
 
 
 async def _create_pool(dsn: str, size: int) -> asyncpg.Pool:

@@ -29,7 +29,8 @@ from storage.ledger_plan import (
 _RECOVERABLE = ("22", "23", "40")
 
 _PRIORS = """
-SELECT idempotency_key, request, result FROM ledger_operations WHERE idempotency_key = ANY($1)
+SELECT o.idempotency_key, o.request, o.result
+FROM unnest($1::text[]) AS k(key) JOIN ledger_operations o ON o.idempotency_key = k.key
 """
 _HOLD_OWNERS = "SELECT client_id FROM holds WHERE id = ANY($1)"
 _LOCK_CLIENTS = """

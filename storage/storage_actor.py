@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import asyncpg
 import structlog
 import trio
 
@@ -53,22 +54,35 @@ async def run_storage_actor(
     hooks: StorageHooks,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    task_status.started()
-    while True:
-        try:
-            envelopes = [await mailbox.receive()]
-        except trio.EndOfChannel:
-            return
-        while len(envelopes) < batch:
+    async with db.connection() as conn:
+        task_status.started()
+        while True:
             try:
-                envelopes.append(mailbox.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        await _apply(db, envelopes, hooks)
+                envelopes = [await mailbox.receive()]
+            except trio.EndOfChannel:
+                return
+            _take_batch(mailbox, envelopes, batch)
+            await _apply(db, conn, envelopes, hooks)
 
 
-async def _apply(db: Database, envelopes: list[Envelope[LedgerOp]], hooks: StorageHooks) -> None:
-    outcomes = await db.run_with_connection(apply_batch, [e.message for e in envelopes])
+def _take_batch(
+    mailbox: Mailbox[LedgerOp], envelopes: list[Envelope[LedgerOp]], batch: int
+) -> None:
+    """Add what else is queued, up to ``batch``: one commit for all of it (group commit)."""
+    while len(envelopes) < batch:
+        try:
+            envelopes.append(mailbox.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+
+
+async def _apply(
+    db: Database,
+    conn: asyncpg.Connection,
+    envelopes: list[Envelope[LedgerOp]],
+    hooks: StorageHooks,
+) -> None:
+    outcomes = await db.run_on(conn, apply_batch, [e.message for e in envelopes])
     if hooks.after_commit is not None:
         hooks.after_commit(len(envelopes))
     for envelope, outcome in zip(envelopes, outcomes, strict=True):
