@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from quart_trio import QuartTrio
 
+from api.admin import admin_blueprint
 from api.errors import install_error_handlers
 from api.health import health_blueprint
 from api.jsonio import DecimalJSONProvider
+from api.stations import stations_blueprint
 from cpms.runtime import Core
 
 MAX_BODY = 1024 * 1024
@@ -18,5 +20,7 @@ def create_app(core: Core) -> QuartTrio:
     app.json = DecimalJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.register_blueprint(health_blueprint(core))
+    app.register_blueprint(admin_blueprint(core))
+    app.register_blueprint(stations_blueprint(core))
     install_error_handlers(app)
     return app

@@ -15,7 +15,7 @@ import trio
 
 from api import create_app, serve_api
 from cpms import __version__
-from cpms.ocpp import serve_ocpp
+from cpms.central import run_central_system
 from cpms.runtime import open_core
 from cpms.settings import Settings
 from storage import StorageHooks
@@ -47,12 +47,9 @@ async def run_server(
     )
     async with open_core(settings, storage_hooks=storage_hooks) as core:
         async with trio.open_nursery() as doors:
-            ocpp_port = await doors.start(
-                lambda task_status: serve_ocpp(
-                    settings.ocpp_host,
-                    settings.ocpp_port,
-                    shutdown_trigger=shutdown.wait,
-                    task_status=task_status,
+            _central, ocpp_port = await doors.start(
+                lambda task_status: run_central_system(
+                    core, shutdown_trigger=shutdown.wait, task_status=task_status
                 )
             )
             http_url = await doors.start(
@@ -65,7 +62,9 @@ async def run_server(
                     task_status=task_status,
                 )
             )
-            endpoints = Endpoints(http_url, f"ws://{settings.ocpp_host}:{ocpp_port}/ws")
+            scheme = "wss" if settings.ocpp_tls_cert else "ws"
+            prefix = "/" + settings.ocpp_path_prefix.strip("/")
+            endpoints = Endpoints(http_url, f"{scheme}://{settings.ocpp_host}:{ocpp_port}{prefix}")
             log.info("ready", http=endpoints.http_url, ocpp=endpoints.ocpp_url)
             task_status.started(endpoints)
         log.info("front doors closed; stopping actors and storage")

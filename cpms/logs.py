@@ -41,10 +41,21 @@ def _mask_secrets(
     return event
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced after setup)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     """Set up structlog and the stdlib root logger; safe to call more than once."""
     shared: list[Any] = [
-        structlog.stdlib.filter_by_level,  # first: a filtered-out call costs almost nothing
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -61,6 +72,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         )
     structlog.configure(
         processors=[
+            structlog.stdlib.filter_by_level,  # first: a filtered-out call costs almost nothing
             *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
@@ -68,7 +80,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import trio
 
 from actors import Intensity, Registry, Supervisor, run_supervisor
+from cpms.events import EventBus
 from cpms.settings import Settings
 from storage import Database, Ledger, StorageHooks, open_storage, storage_actor_spec
 
@@ -23,6 +24,7 @@ class Core:
     registry: Registry
     supervisor: Supervisor
     ledger: Ledger
+    bus: EventBus
 
 
 @asynccontextmanager
@@ -51,5 +53,5 @@ async def open_core(
                     hooks=storage_hooks,
                 )
             )
-            yield Core(settings, db, registry, supervisor, Ledger(storage_ref, db))
+            yield Core(settings, db, registry, supervisor, Ledger(storage_ref, db), EventBus())
             nursery.cancel_scope.cancel()

@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="REST facade port (0 = any free)")
     ocpp_host: str = Field("127.0.0.1", description="address the OCPP listener listens on")
     ocpp_port: int = Field(9000, ge=0, le=65535, description="OCPP WebSocket port (0 = any free)")
+    ocpp_path_prefix: str = Field("/ws", description="OCPP URL path before /{station_id}")
+    ocpp_auto_register: bool = Field(
+        False, description="provision unknown stations on first connection (dev/simulation)"
+    )
+    ocpp_offline_after: float = Field(
+        300.0, gt=0, description="a station is offline after this many silent seconds"
+    )
+    ocpp_max_frame: int = Field(65536, ge=1024, description="largest OCPP frame accepted, bytes")
+    ocpp_tls_cert: Path | None = Field(None, description="TLS certificate (security profile 2)")
+    ocpp_tls_key: Path | None = Field(None, description="TLS private key (security profile 2)")
     data_dir: Path = Field(Path(".cpms"), description="embedded database and local state")
     database_url: SecretStr | None = Field(
         None, description="PostgreSQL URL; unset = embedded PostgreSQL in <data dir>/pg"
@@ -45,6 +55,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(None, description="Redis URL; unset = single node")
     node_id: str = Field("node-1", min_length=1, description="this node's name in a cluster")
 
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for /api/v1/admin/*; unset = admin API disabled"
+    )
     jwt_secret: SecretStr | None = Field(None, description="HS256 secret for app tokens")
     jwt_audience: str = Field("authenticated", description="required `aud` claim")
     jwt_issuer: str | None = Field(None, description="required `iss` claim, if set")
@@ -132,4 +145,4 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     return settings
 
 
-_SECRET_FIELDS = {"database_url", "redis_url", "jwt_secret"}
+_SECRET_FIELDS = {"database_url", "redis_url", "jwt_secret", "admin_token"}

@@ -1,4 +1,4 @@
-"""The running server: /health, error shapes, the OCPP handshake, orderly shutdown."""
+"""The running server: /health, error shapes, orderly shutdown."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from cpms.app import Endpoints, run_server
 from cpms.settings import Settings
@@ -36,29 +35,6 @@ async def test_health_reports_database_and_actors(settings: Settings) -> None:
     assert missing.json()["success"] is False and missing.json()["error"] == "not_found"
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"] == "method_not_allowed"
-
-
-async def test_ocpp_handshake_rules(settings: Settings) -> None:
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
-        base = endpoints.ocpp_url
-        async with open_websocket_url(f"{base}/CP-1", subprotocols=["ocpp1.6"]) as ws:
-            assert ws.subprotocol == "ocpp1.6"
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.get_message()
-            assert closed.value.reason.code == 1013
-        with pytest.raises(ConnectionRejected) as rejected:
-            async with open_websocket_url(f"{base}/CP-1"):
-                pass
-        assert rejected.value.status_code == 400
-        with pytest.raises(ConnectionRejected) as rejected:
-            async with open_websocket_url(
-                base.replace("/ws", "/other") + "/CP-1", subprotocols=["ocpp1.6"]
-            ):
-                pass
-        assert rejected.value.status_code == 404
-        shutdown.set()
 
 
 async def test_shutdown_is_orderly_and_quick(settings: Settings) -> None:

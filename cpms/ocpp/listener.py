@@ -1,21 +1,133 @@
 """The OCPP WebSocket listener: ``ws://host:port/<prefix>/<station_id>``, subprotocol ``ocpp1.6``.
 
-For now it performs and checks the handshake (path, station id, subprotocol) and closes accepted
-connections with 1013 "try again later"; the central system behind it comes with the OCPP issue.
+Per connection: check the path and the subprotocol, authenticate the station (HTTP Basic with
+its own password, security profile 1; TLS when configured, profile 2), find or start its
+ChargePointActor, then read frames. Each frame is size-checked, rate-limited, parsed and
+validated here; a bad one gets its CALLERROR and the connection goes on, a good one goes to the
+actor. Treatment of abuse:
+
+* a handshake without ``ocpp1.6`` → HTTP 400; an unknown station → 404 (unless auto-registration
+  is on); a wrong or missing password → 401. Each is logged.
+* a frame over ``max_frame`` bytes → CALLERROR FormationViolation; over the WebSocket limit
+  (4 × ``max_frame``) → the connection is closed with 1009.
+* more than ``rate`` frames/s sustained (bucket of ``burst``) → CALLERROR GenericError for the
+  excess; at ten times the rate the connection is closed with 1008.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import re
+import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
 
 import structlog
 import trio
-from trio_websocket import WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+)
+
+from actors import ActorRef, ActorUnavailable, Registry, Supervisor
+from actors.charge_point import (
+    STATION,
+    Attach,
+    Detach,
+    Received,
+    StationMsg,
+    charge_point_spec,
+)
+from cpms.errors import Conflict
+from cpms.events import EventBus
+from cpms.ocpp.frames import CallError, OcppError, parse_frame, unique_id_hint
+from cpms.ocpp.message_log import MessageLog
+from cpms.passwords import verify_password
+from storage import Database
+from storage import stations as store
 
 OCPP_SUBPROTOCOL = "ocpp1.6"
 STATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 log = structlog.stdlib.get_logger("cpms.ocpp")
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    prefix: str = "/ws"
+    auto_register: bool = False
+    offline_after: float = 300.0
+    max_frame: int = 65536
+    rate: float = 20.0
+    burst: int = 100
+
+
+@dataclass(frozen=True)
+class CentralSystem:
+    """What the listener needs to reach stations."""
+
+    db: Database
+    registry: Registry
+    supervisor: Supervisor
+    bus: EventBus
+    messages: MessageLog | None
+    config: ListenerConfig
+
+    async def actor_for(self, station_id: str) -> ActorRef[StationMsg]:
+        ref = self.registry.lookup(STATION, station_id)
+        if ref is not None:
+            return ref
+        try:
+            return await self.supervisor.start_child(
+                charge_point_spec(
+                    station_id,
+                    db=self.db,
+                    bus=self.bus,
+                    offline_after=self.config.offline_after,
+                    messages=self.messages,
+                )
+            )
+        except ValueError:  # started by a concurrent connection a moment ago
+            return self.registry.get(STATION, station_id)
+
+
+class _Link:
+    """A WebSocket as a ChargePointActor's ChargerLink."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def send(self, text: str) -> None:
+        try:
+            await self.ws.send_message(text)
+        except ConnectionClosed as exc:
+            raise trio.BrokenResourceError("charger connection closed") from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.aclose(code, reason)
+
+
+class _Bucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.stamp = trio.current_time()
+        self.excess = 0
+
+    def take(self) -> bool:
+        now = trio.current_time()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.excess = 0
+            return True
+        self.excess += 1
+        return False
 
 
 def station_id_from_path(path: str, prefix: str) -> str | None:
@@ -29,26 +141,112 @@ def station_id_from_path(path: str, prefix: str) -> str | None:
     return station
 
 
-async def _handle(request: WebSocketRequest, prefix: str) -> None:
-    station = station_id_from_path(request.path, prefix)
+def basic_credentials(request: WebSocketRequest) -> tuple[str, str] | None:
+    for name, value in request.headers:
+        if name.lower() == b"authorization" and value[:6].lower() == b"basic ":
+            try:
+                user, _, password = base64.b64decode(value[6:].strip()).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            return user, password
+    return None
+
+
+async def _admit(request: WebSocketRequest, cs: CentralSystem) -> str | None:
+    """The station id if the handshake may be accepted; otherwise rejects and returns None."""
+    station = station_id_from_path(request.path, cs.config.prefix)
     if station is None:
         log.warning("ocpp handshake refused", path=request.path, reason="not an OCPP path")
         await request.reject(404)
-        return
+        return None
     if OCPP_SUBPROTOCOL not in request.proposed_subprotocols:
         log.warning("ocpp handshake refused", station=station, reason="no ocpp1.6 subprotocol")
         await request.reject(400, body=b"subprotocol ocpp1.6 required")
+        return None
+    row = await store.get_station(cs.db, station)
+    if row is None:
+        if not cs.config.auto_register:
+            log.warning("ocpp handshake refused", station=station, reason="unknown station")
+            await request.reject(404, body=b"unknown station")
+            return None
+        await _auto_register(cs.db, station)
+        return station
+    if row["password_hash"]:
+        given = basic_credentials(request)
+        ok = (
+            given is not None
+            and given[0] == station
+            and await trio.to_thread.run_sync(verify_password, given[1], row["password_hash"])
+        )
+        if not ok:
+            log.warning("ocpp handshake refused", station=station, reason="bad credentials")
+            await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="cpms"')])
+            return None
+    return station
+
+
+async def _auto_register(db: Database, station: str) -> None:
+    """Development and simulation: an unknown station is provisioned on first contact with two
+    Type2 22 kW connectors."""
+    specs = [store.ConnectorSpec(n, "Type2", Decimal("22")) for n in (1, 2)]
+    try:
+        await store.create_station(db, station, connectors_count=2, connectors=specs)
+        log.info("station auto-registered", station=station)
+    except Conflict:
+        pass  # a concurrent connection registered it
+
+
+async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> None:
+    station = await _admit(request, cs)
+    if station is None:
         return
+    actor = await cs.actor_for(station)
     ws = await request.accept(subprotocol=OCPP_SUBPROTOCOL)
-    log.info("ocpp connection", station=station)
-    await ws.aclose(code=1013, reason="central system not ready")
+    link = _Link(ws)
+    log.info("charger connected", station=station, remote=str(ws.remote))
+    await actor.tell(Attach(link))
+    bucket = _Bucket(cs.config.rate, cs.config.burst)
+    try:
+        while True:
+            text = await ws.get_message()
+            if not bucket.take():
+                if bucket.excess > cs.config.rate * 10:
+                    log.warning("charger flooding, closing", station=station)
+                    await ws.aclose(1008, "message rate exceeded")
+                    return
+                hint = unique_id_hint(text if isinstance(text, str) else "")
+                await link.send(CallError(hint, "GenericError", "message rate exceeded").encode())
+                continue
+            if len(text) > cs.config.max_frame:
+                hint = unique_id_hint(text[:200] if isinstance(text, str) else "")
+                log.warning("frame too large", station=station, size=len(text))
+                await link.send(CallError(hint, "FormationViolation", "frame too large").encode())
+                continue
+            try:
+                frame = parse_frame(text)
+            except OcppError as error:
+                log.info("bad frame", station=station, code=error.code, why=error.description)
+                await link.send(error.frame().encode())
+                continue
+            await actor.tell(Received(link, frame))
+    except (ConnectionClosed, trio.BrokenResourceError):
+        pass
+    finally:
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(1),
+            contextlib.suppress(ActorUnavailable),
+        ):
+            await actor.tell(Detach(link))
+        log.info("charger disconnected", station=station)
 
 
 async def serve_ocpp(
+    cs: CentralSystem,
     host: str,
     port: int,
     *,
-    prefix: str = "/ws",
+    ssl_context: ssl.SSLContext | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -58,13 +256,22 @@ async def serve_ocpp(
     """
 
     async def handler(request: WebSocketRequest) -> None:
-        await _handle(request, prefix)
+        await _serve_connection(request, cs)
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_websocket, handler, host, port, None)
-        bound = server.port
-        log.info("ocpp listening", url=f"ws://{host}:{bound}{prefix}/{{station_id}}")
-        task_status.started(bound)
+        server = await nursery.start(
+            lambda task_status: serve_websocket(
+                handler,
+                host,
+                port,
+                ssl_context,
+                max_message_size=cs.config.max_frame * 4,
+                task_status=task_status,
+            )
+        )
+        scheme = "wss" if ssl_context else "ws"
+        log.info("ocpp listening", url=f"{scheme}://{host}:{server.port}{cs.config.prefix}/{{id}}")
+        task_status.started(server.port)
         if shutdown_trigger is None:
             await trio.sleep_forever()
         await shutdown_trigger()

@@ -1,0 +1,360 @@
+"""The ChargePointActor: one per known station, alive whether or not the charger is connected.
+
+The WebSocket is a resource the actor attaches and detaches; the listener parses and validates
+frames and hands the valid ones over as :class:`Received`. The actor answers the charger's CALLs
+(in order, one at a time, as OCPP-J requires of the charger anyway), sends the central system's
+CALLs one outstanding at a time with a timeout, and keeps the station's state: registration,
+online/offline (offline exactly when no frame arrived for ``offline_after`` seconds, by its own
+timer), firmware, and per-connector status. Every change of status is published on the event bus.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, Protocol
+
+import structlog
+import trio
+
+from actors import Address, ChildSpec, Envelope, Mailbox, Request, Restart
+from actors.charge_point_handlers import HANDLERS, StationContext
+from cpms.errors import Unavailable
+from cpms.events import EventBus
+from cpms.ocpp import schemas
+from cpms.ocpp.frames import Call, CallError, CallResult, ErrorCode, Frame, OcppError
+from cpms.ocpp.message_log import MessageLog
+from cpms.status import station_status
+from storage import Database
+from storage import stations as store
+
+STATION = "station"
+log = structlog.stdlib.get_logger("actors.charge_point")
+
+
+class ChargerLink(Protocol):
+    """The charger's WebSocket as the actor sees it."""
+
+    async def send(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Attach:
+    """A charger connected; replaces any previous connection."""
+
+    link: ChargerLink
+
+
+@dataclass(frozen=True, slots=True)
+class Detach:
+    link: ChargerLink
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A valid frame from ``link``."""
+
+    link: ChargerLink
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class Command(Request[dict[str, Any]]):
+    """Send ``action`` to the charger and answer with its (validated) reply payload."""
+
+    action: str
+    payload: dict[str, Any]
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    station_id: str
+    connected: bool
+    online: bool
+    registration: str
+    status: str
+    connectors: dict[int, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class GetSnapshot(Request[Snapshot]):
+    pass
+
+
+StationMsg = Attach | Detach | Received | Command | GetSnapshot
+
+
+class ChargerError(Unavailable):
+    """The charger answered a command with a CALLERROR."""
+
+    code = "ocpp_communication_error"
+
+
+@dataclass
+class _Pending:
+    call: Call
+    envelope: Envelope[StationMsg]
+    deadline: float
+
+
+@dataclass
+class _Actor:
+    ctx: StationContext
+    bus: EventBus
+    offline_after: float
+    link: ChargerLink | None = None
+    last_seen: float = -math.inf
+    online: bool = False
+    pending: _Pending | None = None
+    waiting: collections.deque[Envelope[StationMsg]] = field(default_factory=collections.deque)
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def station_id(self) -> str:
+        return self.ctx.station_id
+
+    def deadline(self) -> float:
+        silence = self.last_seen + self.offline_after if self.online else math.inf
+        return min(silence, self.pending.deadline if self.pending else math.inf)
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def attach(self, link: ChargerLink) -> None:
+        old, self.link = self.link, link
+        if old is not None:
+            log.info("connection replaced", station=self.station_id)
+            await old.close(1000, "replaced by a new connection")
+            self._fail_pending("the connection was replaced")
+
+    def detach(self, link: ChargerLink) -> None:
+        if self.link is link:
+            self.link = None
+            self._fail_pending("the charger disconnected")
+
+    # -- frames from the charger --------------------------------------------------------------
+
+    async def received(self, link: ChargerLink, frame: Frame) -> None:
+        if link is not self.link:
+            return  # a frame still in flight from a replaced connection
+        await self._seen()
+        action = (
+            frame.action
+            if isinstance(frame, Call)
+            else (self.pending.call.action if self.pending else None)
+        )
+        await self.ctx.log_message("in", frame, action)
+        if isinstance(frame, Call):
+            await self._answer(frame)
+        else:
+            await self._complete(frame)
+
+    async def _seen(self) -> None:
+        self.last_seen = trio.current_time()
+        if not self.online:
+            self.online = True
+            await store.set_online(self.ctx.db, self.station_id, True)
+            self._publish()
+
+    async def _answer(self, call: Call) -> None:
+        handler = HANDLERS.get(call.action)
+        try:
+            if handler is None:
+                code: ErrorCode = (
+                    "NotSupported" if call.action in schemas.TO_CHARGER else "NotImplemented"
+                )
+                raise OcppError(code, f"{call.action} is not handled here", call.unique_id)
+            schemas.validate(call.action, call.payload, call.unique_id)
+            payload = await handler(self.ctx, call.payload, call.unique_id)
+            schemas.validate(f"{call.action}Response", payload, call.unique_id)
+        except OcppError as error:
+            await self._send(error.frame(), call.action)
+        else:
+            await self._send(CallResult(call.unique_id, payload), call.action)
+        if self.ctx.changed:
+            self.ctx.changed = False
+            self._publish()
+
+    async def _complete(self, frame: CallResult | CallError) -> None:
+        pending = self.pending
+        if pending is None or pending.call.unique_id != frame.unique_id:
+            if isinstance(frame, CallResult):  # a CALLERROR is never answered
+                await self._send(
+                    CallError(frame.unique_id, "ProtocolError", "no outstanding CALL with this id")
+                )
+            return
+        self.pending = None
+        if isinstance(frame, CallError):
+            pending.envelope.fail(
+                ChargerError(f"{pending.call.action}: {frame.code} {frame.description}".strip())
+            )
+        else:
+            try:
+                schemas.validate(f"{pending.call.action}Response", frame.payload, frame.unique_id)
+            except OcppError as error:
+                pending.envelope.fail(
+                    ChargerError(f"{pending.call.action}: invalid answer: {error.description}")
+                )
+            else:
+                pending.envelope.respond(frame.payload)
+        await self._next_command()
+
+    # -- commands to the charger --------------------------------------------------------------
+
+    async def command(self, envelope: Envelope[StationMsg]) -> None:
+        self.waiting.append(envelope)
+        if self.pending is None:
+            await self._next_command()
+
+    async def _next_command(self) -> None:
+        while self.pending is None and self.waiting:
+            envelope = self.waiting.popleft()
+            message = envelope.message
+            assert isinstance(message, Command)
+            if self.link is None:
+                envelope.fail(
+                    Unavailable(
+                        f"station {self.station_id} is not connected", code="station_offline"
+                    )
+                )
+                continue
+            call = Call(f"cs-{next(self.ids)}", message.action, message.payload)
+            self.pending = _Pending(call, envelope, trio.current_time() + message.timeout)
+            await self._send(call)
+
+    def _fail_pending(self, why: str) -> None:
+        if self.pending is not None:
+            self.pending.envelope.fail(
+                Unavailable(f"{self.pending.call.action}: {why}", code="station_offline")
+            )
+            self.pending = None
+
+    async def timer(self) -> None:
+        now = trio.current_time()
+        if self.pending is not None and now >= self.pending.deadline:
+            self.pending.envelope.fail(
+                Unavailable(
+                    f"{self.pending.call.action}: no answer from the charger", code="timeout"
+                )
+            )
+            self.pending = None
+            await self._next_command()
+        if self.online and now >= self.last_seen + self.offline_after:
+            self.online = False
+            log.info("station offline", station=self.station_id, silent_s=self.offline_after)
+            await store.set_online(self.ctx.db, self.station_id, False)
+            self._publish()
+
+    # -- output -------------------------------------------------------------------------------
+
+    async def _send(self, frame: Frame, action: str | None = None) -> None:
+        if self.link is None:
+            return
+        text = frame.encode()
+        await self.ctx.log_message("out", frame, action)
+        try:
+            await self.link.send(text)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self.detach(self.link)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            self.station_id,
+            self.link is not None,
+            self.online,
+            self.ctx.registration,
+            self.status(),
+            {k: dict(v) for k, v in self.ctx.connectors.items()},
+        )
+
+    def status(self) -> str:
+        configured = [c["status"] for c in self.ctx.connectors.values() if c.get("configured")]
+        return station_status(self.online, self.ctx.admin_status, configured)
+
+    def _publish(self) -> None:
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        self.bus.publish(
+            {
+                "type": "station_status_update",
+                "data": {
+                    "station_id": self.station_id,
+                    "location_id": self.ctx.location_id,
+                    "status": self.status(),
+                    "connectors": [
+                        {"connector_id": n, "status": c["status"], "power_kw": c.get("power_kw")}
+                        for n, c in sorted(self.ctx.connectors.items())
+                        if c.get("configured")
+                    ],
+                    "timestamp": now,
+                },
+            }
+        )
+
+
+async def run_charge_point(
+    mailbox: Mailbox[StationMsg],
+    *,
+    station_id: str,
+    db: Database,
+    bus: EventBus,
+    offline_after: float,
+    messages: MessageLog | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    ctx = await StationContext.load(db, station_id, messages)
+    actor = _Actor(ctx, bus, offline_after)
+    task_status.started()
+    while True:
+        envelope: Envelope[StationMsg] | None = None
+        with trio.move_on_at(actor.deadline()):  # only the wait is bounded, never the work
+            try:
+                envelope = await mailbox.receive()
+            except trio.EndOfChannel:
+                return
+        if envelope is None:
+            await actor.timer()
+        else:
+            await _handle(actor, envelope)
+
+
+async def _handle(actor: _Actor, envelope: Envelope[StationMsg]) -> None:
+    match envelope.message:
+        case Received(link, frame):
+            await actor.received(link, frame)
+        case Attach(link):
+            await actor.attach(link)
+        case Detach(link):
+            actor.detach(link)
+        case Command():
+            await actor.command(envelope)
+        case GetSnapshot():
+            envelope.respond(actor.snapshot())
+
+
+def charge_point_spec(
+    station_id: str,
+    *,
+    db: Database,
+    bus: EventBus,
+    offline_after: float = 300.0,
+    messages: MessageLog | None = None,
+) -> ChildSpec[StationMsg]:
+    return ChildSpec(
+        Address(STATION, station_id),
+        partial(
+            run_charge_point,
+            station_id=station_id,
+            db=db,
+            bus=bus,
+            offline_after=offline_after,
+            messages=messages,
+        ),
+        Restart.PERMANENT,
+        inbox=64,
+    )

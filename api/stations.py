@@ -1,0 +1,70 @@
+"""Public station endpoints: ``GET /api/v1/station/status/{id}`` in seed 001 §2's shape."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, jsonify
+
+from actors import ActorError
+from actors.charge_point import STATION, GetSnapshot
+from cpms.errors import NotFound
+from cpms.runtime import Core
+from cpms.status import station_status
+from storage import stations as store
+
+
+def stations_blueprint(core: Core) -> Blueprint:
+    bp = Blueprint("stations", __name__, url_prefix="/api/v1/station")
+
+    @bp.get("/status/<station_id>")
+    async def status(station_id: str) -> Response:
+        row = await store.get_station(core.db, station_id)
+        if row is None:
+            raise NotFound(f"station {station_id} not found", code="station_not_found")
+        connectors = await store.connectors(core.db, station_id)
+        online = bool(row["is_online"])
+        live = {}
+        ref = core.registry.lookup(STATION, station_id)
+        if ref is not None:
+            try:
+                snapshot = await ref.ask(GetSnapshot(), timeout=2)
+            except ActorError:
+                snapshot = None
+            if snapshot is not None:
+                online = snapshot.online
+                live = snapshot.connectors
+        sessions = await core.db.fetch(
+            """SELECT id AS session_id, connector_id, status, energy_kwh, power_kw, started_at
+               FROM charging_sessions
+               WHERE station_id = $1 AND status IN ('reserved', 'starting', 'charging',
+                                                    'stopping')
+               ORDER BY connector_id""",
+            station_id,
+        )
+        shown = [
+            {
+                "connector_id": c["connector_id"],
+                "status": live.get(c["connector_id"], {}).get("status", c["status"]),
+                "connector_type": c["connector_type"],
+                "power_kw": c["power_kw"],
+                "error_code": None
+                if (code := live.get(c["connector_id"], {}).get("error_code", c["error_code"]))
+                == "NoError"
+                else code,
+            }
+            for c in connectors
+        ]
+        return jsonify(
+            {
+                "success": True,
+                "station_id": station_id,
+                "status": station_status(online, row["admin_status"], [c["status"] for c in shown]),
+                "is_online": online,
+                "last_heartbeat": row["last_heartbeat_at"],
+                "connectors_count": row["connectors_count"],
+                "connectors": shown,
+                "current_sessions": sessions,
+                "firmware_version": row["firmware_version"],
+            }
+        )
+
+    return bp

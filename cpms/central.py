@@ -1,0 +1,78 @@
+"""The central system: the station supervisor with one ChargePointActor per known station, the
+OCPP message log writer, and the WebSocket listener chargers connect to."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+
+import structlog
+import trio
+
+from actors import Intensity, Supervisor, run_supervisor
+from actors.charge_point import charge_point_spec
+from cpms.ocpp import schemas
+from cpms.ocpp.listener import CentralSystem, ListenerConfig, serve_ocpp
+from cpms.ocpp.message_log import MessageLog
+from cpms.runtime import Core
+from storage import stations as store
+
+log = structlog.stdlib.get_logger("cpms.central")
+
+
+def _tls(core: Core) -> ssl.SSLContext | None:
+    settings = core.settings
+    if settings.ocpp_tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.ocpp_tls_cert, settings.ocpp_tls_key)
+    return context
+
+
+async def run_central_system(
+    core: Core,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[tuple[CentralSystem, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Start every known station's actor, then listen; reports ``(central system, port)``."""
+    settings = core.settings
+    schemas.warm_up()
+    messages = MessageLog()
+    config = ListenerConfig(
+        prefix=settings.ocpp_path_prefix,
+        auto_register=settings.ocpp_auto_register,
+        offline_after=settings.ocpp_offline_after,
+        max_frame=settings.ocpp_max_frame,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(messages.run, core.db)
+        stations: Supervisor = await nursery.start(
+            run_supervisor, "stations", core.registry, Intensity(restarts=100, period=10.0)
+        )
+        ids = await store.station_ids(core.db)
+        for station_id in ids:
+            await stations.start_child(
+                charge_point_spec(
+                    station_id,
+                    db=core.db,
+                    bus=core.bus,
+                    offline_after=config.offline_after,
+                    messages=messages,
+                )
+            )
+        log.info("station actors started", stations=len(ids))
+        cs = CentralSystem(core.db, core.registry, stations, core.bus, messages, config)
+        port: int = await nursery.start(
+            lambda task_status: serve_ocpp(
+                cs,
+                settings.ocpp_host,
+                settings.ocpp_port,
+                ssl_context=_tls(core),
+                shutdown_trigger=shutdown_trigger,
+                task_status=task_status,
+            )
+        )
+        task_status.started((cs, port))
+        await shutdown_trigger()
+        nursery.cancel_scope.cancel()

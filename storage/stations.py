@@ -1,0 +1,217 @@
+"""Stations, connectors, id tags and OCPP transactions in PostgreSQL (trio side)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from cpms.errors import Conflict, InvalidRequest, NotFound
+from storage.database import Database, Row
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorSpec:
+    connector_id: int
+    connector_type: str
+    power_kw: Decimal
+
+
+async def get_station(db: Database, station_id: str) -> Row | None:
+    return await db.fetchrow("SELECT * FROM stations WHERE id = $1", station_id)
+
+
+async def station_ids(db: Database) -> list[str]:
+    return [r["id"] for r in await db.fetch("SELECT id FROM stations ORDER BY id")]
+
+
+async def connectors(db: Database, station_id: str) -> list[Row]:
+    return await db.fetch(
+        "SELECT * FROM connectors WHERE station_id = $1 ORDER BY connector_id", station_id
+    )
+
+
+async def create_station(
+    db: Database,
+    station_id: str,
+    *,
+    connectors_count: int,
+    location_id: str | None = None,
+    connectors: list[ConnectorSpec] | None = None,
+    model: str | None = None,
+    password_hash: str | None = None,
+    tariff_id: str | None = None,
+    owner_id: uuid.UUID | None = None,
+) -> None:
+    """Add a station with its configured connectors (at most ``connectors_count`` of them).
+
+    Raises:
+        InvalidRequest: connector numbers outside 1..connectors_count, or a bad count.
+        Conflict: the station exists (``station_exists``).
+        NotFound: unknown location or tariff.
+    """
+    if not 1 <= connectors_count <= 10:
+        raise InvalidRequest("connectors_count must be 1..10", code="validation_error")
+    specs = connectors or []
+    for spec in specs:
+        if not 1 <= spec.connector_id <= connectors_count:
+            raise InvalidRequest(
+                f"connector {spec.connector_id} is outside 1..{connectors_count}",
+                code="validation_error",
+            )
+    if await get_station(db, station_id) is not None:
+        raise Conflict(f"station {station_id} already exists", code="station_exists")
+    if location_id is not None and not await db.fetchval(
+        "SELECT 1 FROM locations WHERE id = $1", location_id
+    ):
+        raise NotFound(f"location {location_id} not found", code="location_not_found")
+    await db.execute(
+        """INSERT INTO stations (id, location_id, connectors_count, model, password_hash,
+                                 tariff_id, owner_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        station_id,
+        location_id,
+        connectors_count,
+        model,
+        password_hash,
+        tariff_id,
+        owner_id,
+    )
+    for spec in specs:
+        await db.execute(
+            """INSERT INTO connectors (station_id, connector_id, connector_type, power_kw)
+               VALUES ($1, $2, $3, $4)""",
+            station_id,
+            spec.connector_id,
+            spec.connector_type,
+            spec.power_kw,
+        )
+
+
+async def record_boot(db: Database, station_id: str, payload: dict[str, Any]) -> None:
+    await db.execute(
+        """UPDATE stations SET vendor = $2, model = coalesce($3, model),
+                  serial_number = coalesce($4, serial_number),
+                  firmware_version = coalesce($5, firmware_version),
+                  boot_info = $6, last_boot_at = now(), updated_at = now()
+           WHERE id = $1""",
+        station_id,
+        payload.get("chargePointVendor"),
+        payload.get("chargePointModel"),
+        payload.get("chargePointSerialNumber") or payload.get("chargeBoxSerialNumber"),
+        payload.get("firmwareVersion"),
+        payload,
+    )
+
+
+async def record_seen(db: Database, station_id: str, *, online: bool, heartbeat: bool) -> None:
+    await db.execute(
+        """UPDATE stations SET is_online = $2, last_seen_at = now(),
+                  last_heartbeat_at = CASE WHEN $3 THEN now() ELSE last_heartbeat_at END
+           WHERE id = $1""",
+        station_id,
+        online,
+        heartbeat,
+    )
+
+
+async def set_online(db: Database, station_id: str, online: bool) -> None:
+    await db.execute("UPDATE stations SET is_online = $2 WHERE id = $1", station_id, online)
+
+
+async def record_status(db: Database, station_id: str, payload: dict[str, Any]) -> None:
+    """Persist a StatusNotification: connector 0 is the charge point itself."""
+    connector = payload["connectorId"]
+    if connector == 0:
+        await db.execute(
+            "UPDATE stations SET station_status = $2, station_error_code = $3 WHERE id = $1",
+            station_id,
+            payload["status"],
+            payload["errorCode"],
+        )
+        return
+    await db.execute(
+        """UPDATE connectors SET status = $3, error_code = $4, info = $5,
+                  vendor_error_code = $6, status_at = coalesce($7, now())
+           WHERE station_id = $1 AND connector_id = $2""",
+        station_id,
+        connector,
+        payload["status"],
+        payload["errorCode"],
+        payload.get("info"),
+        payload.get("vendorErrorCode"),
+        parse_time(payload.get("timestamp")),
+    )
+
+
+async def record_field(db: Database, station_id: str, column: str, value: str) -> None:
+    if column not in ("firmware_status", "diagnostics_status"):
+        raise ValueError(column)
+    await db.execute(f"UPDATE stations SET {column} = $2 WHERE id = $1", station_id, value)
+
+
+def parse_time(value: object) -> datetime | None:
+    """An OCPP timestamp (ISO 8601) as an aware datetime; None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def id_tag_info(db: Database, id_tag: str, *, accept_unknown: bool) -> dict[str, Any]:
+    """The ``idTagInfo`` for ``id_tag``: Accepted/Blocked/Expired/Invalid, parent, expiry."""
+    row = await db.fetchrow(
+        "SELECT status, expires_at, parent_id_tag FROM id_tags WHERE id_tag = $1", id_tag
+    )
+    if row is None:
+        return {"status": "Accepted" if accept_unknown else "Invalid"}
+    status = row["status"]
+    expires: datetime | None = row["expires_at"]
+    if status == "Accepted" and expires is not None and expires <= datetime.now(UTC):
+        status = "Expired"
+    info: dict[str, Any] = {"status": status}
+    if expires is not None:
+        info["expiryDate"] = expires.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if row["parent_id_tag"]:
+        info["parentIdTag"] = row["parent_id_tag"]
+    return info
+
+
+async def tag_client(db: Database, id_tag: str) -> uuid.UUID | None:
+    value = await db.fetchval("SELECT client_id FROM id_tags WHERE id_tag = $1", id_tag)
+    return value if isinstance(value, uuid.UUID) else None
+
+
+async def create_id_tag(
+    db: Database,
+    id_tag: str,
+    *,
+    client_id: uuid.UUID | None = None,
+    parent: str | None = None,
+    status: str = "Accepted",
+    expires_at: datetime | None = None,
+) -> None:
+    if not 1 <= len(id_tag) <= 20:
+        raise InvalidRequest("id tag must be 1..20 characters", code="validation_error")
+    if status not in ("Accepted", "Blocked", "Expired", "Invalid"):
+        raise InvalidRequest("status must be Accepted, Blocked, Expired or Invalid")
+    if await db.fetchval("SELECT 1 FROM id_tags WHERE id_tag = $1", id_tag):
+        raise Conflict(f"id tag {id_tag} already exists", code="id_tag_exists")
+    if client_id is not None and not await db.fetchval(
+        "SELECT 1 FROM clients WHERE id = $1", client_id
+    ):
+        raise NotFound(f"client {client_id} not found", code="client_not_found")
+    await db.execute(
+        """INSERT INTO id_tags (id_tag, client_id, parent_id_tag, status, expires_at)
+           VALUES ($1, $2, $3, $4, $5)""",
+        id_tag,
+        client_id,
+        parent,
+        status,
+        expires_at,
+    )

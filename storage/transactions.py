@@ -1,0 +1,158 @@
+"""OCPP transactions (the charger's view of a charging session) and meter samples."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from storage.database import Database, Row
+from storage.stations import parse_time
+
+if TYPE_CHECKING:
+    from cpms.ocpp.meter import Reading, Sample
+
+_OPEN = ("reserved", "starting", "charging", "stopping")
+
+
+async def start_transaction(
+    db: Database,
+    station_id: str,
+    connector_id: int,
+    id_tag: str,
+    meter_start: int,
+    timestamp: str,
+    client_id: uuid.UUID | None,
+) -> tuple[int, bool]:
+    """Record a StartTransaction; returns ``(transaction_id, is_new)``.
+
+    The same StartTransaction sent again (a charger replaying its queue after a reconnect) gets
+    the transaction id it got the first time. A session still open on the connector is closed
+    as failed: the charger has moved on without telling us.
+    """
+    started_at = parse_time(timestamp)
+    existing = await db.fetchval(
+        """SELECT transaction_id FROM charging_sessions
+           WHERE station_id = $1 AND connector_id = $2 AND id_tag = $3
+             AND meter_start_wh = $4 AND started_at = $5""",
+        station_id,
+        connector_id,
+        id_tag,
+        meter_start,
+        started_at,
+    )
+    if existing is not None:
+        return int(existing), False
+    await db.execute(
+        """UPDATE charging_sessions SET status = 'failed', error = 'superseded by a new
+                  transaction on the connector', updated_at = now()
+           WHERE station_id = $1 AND connector_id = $2 AND status = ANY($3::text[])""",
+        station_id,
+        connector_id,
+        list(_OPEN),
+    )
+    transaction_id = await db.fetchval(
+        """INSERT INTO charging_sessions (id, client_id, station_id, connector_id, id_tag, origin,
+                  status, transaction_id, meter_start_wh, meter_last_wh, started_at)
+           VALUES ($1, $2, $3, $4, $5, 'rfid', 'charging', nextval('ocpp_transaction_id_seq'),
+                   $6, $6, $7)
+           RETURNING transaction_id""",
+        uuid.uuid4(),
+        client_id,
+        station_id,
+        connector_id,
+        id_tag,
+        meter_start,
+        started_at,
+    )
+    return int(transaction_id), True
+
+
+async def transaction(db: Database, station_id: str, transaction_id: int) -> Row | None:
+    return await db.fetchrow(
+        "SELECT * FROM charging_sessions WHERE station_id = $1 AND transaction_id = $2",
+        station_id,
+        transaction_id,
+    )
+
+
+async def stop_transaction(
+    db: Database,
+    station_id: str,
+    transaction_id: int,
+    meter_stop: int,
+    timestamp: str,
+    reason: str | None,
+) -> bool:
+    """Close the transaction once; False when unknown or already closed (nothing changes)."""
+    result = await db.execute(
+        """UPDATE charging_sessions
+           SET meter_stop_wh = $3, meter_last_wh = $3,
+               energy_kwh = greatest($3 - meter_start_wh, 0) / 1000.0,
+               stopped_at = $4, stop_reason = $5, status = 'settled', settled_at = now(),
+               updated_at = now()
+           WHERE station_id = $1 AND transaction_id = $2 AND status = ANY($6::text[])""",
+        station_id,
+        transaction_id,
+        meter_stop,
+        parse_time(timestamp),
+        reason or "Local",
+        list(_OPEN),
+    )
+    return not result.endswith(" 0")
+
+
+async def store_samples(
+    db: Database,
+    station_id: str,
+    connector_id: int,
+    transaction_id: int | None,
+    samples: list[Sample],
+) -> None:
+    if not samples:
+        return
+    session_id = None
+    if transaction_id is not None:
+        session_id = await db.fetchval(
+            "SELECT id FROM charging_sessions WHERE station_id = $1 AND transaction_id = $2",
+            station_id,
+            transaction_id,
+        )
+    await db.execute(
+        """INSERT INTO meter_samples (station_id, connector_id, transaction_id, session_id,
+                  sampled_at, measurand, phase, unit, context, location, value)
+           SELECT $1, $2, $3, $4, s.* FROM unnest($5::timestamptz[], $6::text[], $7::text[],
+                  $8::text[], $9::text[], $10::text[], $11::numeric[]) AS s""",
+        station_id,
+        connector_id,
+        transaction_id,
+        session_id,
+        [s.sampled_at for s in samples],
+        [s.measurand for s in samples],
+        [s.phase for s in samples],
+        [s.unit for s in samples],
+        [s.context for s in samples],
+        [s.location for s in samples],
+        [s.value for s in samples],
+    )
+
+
+async def update_reading(
+    db: Database, station_id: str, transaction_id: int, reading: Reading
+) -> None:
+    """Keep the open transaction's energy, power and SoC current."""
+    energy: Decimal | None = reading.energy_wh
+    await db.execute(
+        """UPDATE charging_sessions
+           SET meter_last_wh = coalesce($3, meter_last_wh),
+               energy_kwh = CASE WHEN $3 IS NULL THEN energy_kwh
+                                 ELSE greatest($3 - meter_start_wh, 0) / 1000.0 END,
+               power_kw = coalesce($4, power_kw), soc_percent = coalesce($5, soc_percent),
+               updated_at = now()
+           WHERE station_id = $1 AND transaction_id = $2 AND status = 'charging'""",
+        station_id,
+        transaction_id,
+        None if energy is None else int(energy),
+        reading.power_kw,
+        reading.soc_percent,
+    )

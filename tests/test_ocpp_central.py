@@ -1,0 +1,476 @@
+"""The central system over real WebSockets: handshake rules, every charger message, every server
+command, the malformed-frame corpus, and reconnects."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected
+
+from cpms.app import Endpoints, run_server
+from cpms.passwords import hash_password
+from cpms.settings import Settings
+from storage import Database
+from storage import stations as store
+from storage.clients import ensure_client
+from tests.ocpp_client import connect
+
+PASSWORD = "s3cret-pass"
+ADMIN = "admin-test-token"
+NOW = "2026-11-22T10:00:00Z"
+
+
+async def provision(db: Database, station: str, password: str | None = PASSWORD) -> None:
+    specs = [
+        store.ConnectorSpec(1, "CCS2", Decimal("120")),
+        store.ConnectorSpec(2, "GBT", Decimal("60")),
+    ]
+    await store.create_station(
+        db,
+        station,
+        connectors_count=3,
+        connectors=specs,
+        password_hash=None if password is None else hash_password(password),
+    )
+
+
+@pytest.fixture
+async def server(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> AsyncIterator[Endpoints]:
+    for name in ("CP-1", "CP-2"):
+        await provision(db, name)
+    settings = Settings(
+        database_url=dsn, data_dir=tmp_path, http_port=0, ocpp_port=0, admin_token=ADMIN
+    )
+    shutdown = trio.Event()
+    endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
+    yield endpoints
+    shutdown.set()
+
+
+async def test_handshake_rules(server: Endpoints, db: Database) -> None:
+    base = server.ocpp_url
+    with pytest.raises(ConnectionRejected) as info:
+        async with connect(base, "CP-1", PASSWORD, subprotocol=False):
+            pass
+    assert info.value.status_code == 400
+    with pytest.raises(ConnectionRejected) as info:
+        async with connect(base, "NOPE-1", PASSWORD):
+            pass
+    assert info.value.status_code == 404
+    for password in (None, "wrong"):
+        with pytest.raises(ConnectionRejected) as info:
+            async with connect(base, "CP-1", password):
+                pass
+        assert info.value.status_code == 401
+    async with connect(base, "CP-1", PASSWORD) as cp:
+        assert cp.ws.subprotocol == "ocpp1.6"
+        boot = await cp.call(
+            "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}
+        )
+        assert boot["status"] == "Accepted" and boot["interval"] == 60
+
+
+async def test_a_whole_transaction(server: Endpoints, db: Database) -> None:
+    client = uuid.uuid4()
+    await ensure_client(db, client)
+    await store.create_id_tag(db, "TAG-OK", client_id=client)
+    await store.create_id_tag(db, "TAG-BLOCKED", status="Blocked")
+    async with connect(server.ocpp_url, "CP-1", PASSWORD) as cp:
+        boot = await cp.call(
+            "BootNotification",
+            {
+                "chargePointVendor": "ACME",
+                "chargePointModel": "Fast-120",
+                "firmwareVersion": "1.2.3",
+                "chargePointSerialNumber": "SN-1",
+            },
+        )
+        assert boot["status"] == "Accepted" and boot["interval"] == 60 and boot["currentTime"]
+        assert "currentTime" in await cp.call("Heartbeat", {})
+        for connector in (0, 1, 2):
+            await cp.call(
+                "StatusNotification",
+                {"connectorId": connector, "errorCode": "NoError", "status": "Available"},
+            )
+        assert (await cp.call("Authorize", {"idTag": "TAG-OK"}))["idTagInfo"] == {
+            "status": "Accepted"
+        }
+        assert (await cp.call("Authorize", {"idTag": "TAG-BLOCKED"}))["idTagInfo"]["status"] == (
+            "Blocked"
+        )
+        assert (await cp.call("Authorize", {"idTag": "WHO"}))["idTagInfo"]["status"] == "Invalid"
+        started = await cp.call(
+            "StartTransaction",
+            {"connectorId": 1, "idTag": "TAG-OK", "meterStart": 1000, "timestamp": NOW},
+        )
+        tx = started["transactionId"]
+        assert started["idTagInfo"]["status"] == "Accepted" and tx >= 1000
+        await cp.call(
+            "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"}
+        )
+        await cp.call(
+            "MeterValues",
+            {
+                "connectorId": 1,
+                "transactionId": tx,
+                "meterValue": [
+                    {
+                        "timestamp": "2026-11-22T10:05:00Z",
+                        "sampledValue": [
+                            {
+                                "value": "6.5",
+                                "measurand": "Energy.Active.Import.Register",
+                                "unit": "kWh",
+                            },
+                            {"value": "22000", "measurand": "Power.Active.Import", "unit": "W"},
+                            {"value": "64", "measurand": "SoC", "unit": "Percent"},
+                            {
+                                "value": "31.5",
+                                "measurand": "Current.Import",
+                                "unit": "A",
+                                "phase": "L1",
+                            },
+                            {"value": "231", "measurand": "Voltage", "unit": "V", "phase": "L1-N"},
+                        ],
+                    }
+                ],
+            },
+        )
+        row = await db.fetchrow("SELECT * FROM charging_sessions WHERE transaction_id=$1", tx)
+        assert row is not None
+        assert (row["energy_kwh"], row["power_kw"], row["soc_percent"]) == (
+            Decimal("5.500"),
+            Decimal("22.000"),
+            64,
+        )
+        stopped = await cp.call(
+            "StopTransaction",
+            {
+                "transactionId": tx,
+                "idTag": "TAG-OK",
+                "meterStop": 12000,
+                "timestamp": "2026-11-22T10:30:00Z",
+                "reason": "Local",
+            },
+        )
+        assert stopped == {"idTagInfo": {"status": "Accepted"}}
+    row = await db.fetchrow("SELECT * FROM charging_sessions WHERE transaction_id=$1", tx)
+    assert row is not None
+    assert (row["status"], row["energy_kwh"], row["client_id"]) == (
+        "settled",
+        Decimal("11.000"),
+        client,
+    )
+    station = await store.get_station(db, "CP-1")
+    assert station is not None
+    assert (station["vendor"], station["firmware_version"], station["station_status"]) == (
+        "ACME",
+        "1.2.3",
+        "Available",
+    )
+    samples = await db.fetch("SELECT measurand, value, unit FROM meter_samples ORDER BY id")
+    assert ("Energy.Active.Import.Register", Decimal("6500.0"), "Wh") in [
+        (s["measurand"], s["value"], s["unit"]) for s in samples
+    ]
+    await trio.sleep(0.5)  # the message log is written in batches
+    logged = await db.fetch(
+        "SELECT direction, action FROM ocpp_messages WHERE station_id='CP-1' ORDER BY id"
+    )
+    assert ("in", "StartTransaction") in [(r["direction"], r["action"]) for r in logged]
+    assert ("out", "StopTransaction") in [(r["direction"], r["action"]) for r in logged]
+
+
+CHARGER_ANSWERS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "RemoteStartTransaction": ({"idTag": "TAG-OK", "connectorId": 1}, {"status": "Accepted"}),
+    "RemoteStopTransaction": ({"transactionId": 1001}, {"status": "Accepted"}),
+    "ChangeAvailability": ({"connectorId": 1, "type": "Inoperative"}, {"status": "Scheduled"}),
+    "Reset": ({"type": "Soft"}, {"status": "Accepted"}),
+    "UnlockConnector": ({"connectorId": 1}, {"status": "Unlocked"}),
+    "GetConfiguration": (
+        {"key": ["HeartbeatInterval"]},
+        {
+            "configurationKey": [{"key": "HeartbeatInterval", "readonly": False, "value": "60"}],
+            "unknownKey": [],
+        },
+    ),
+    "ChangeConfiguration": ({"key": "HeartbeatInterval", "value": "30"}, {"status": "Accepted"}),
+    "ClearCache": ({}, {"status": "Accepted"}),
+    "TriggerMessage": (
+        {"requestedMessage": "StatusNotification", "connectorId": 1},
+        {"status": "Accepted"},
+    ),
+    "ReserveNow": (
+        {"connectorId": 1, "expiryDate": NOW, "idTag": "TAG-OK", "reservationId": 7},
+        {"status": "Accepted"},
+    ),
+    "CancelReservation": ({"reservationId": 7}, {"status": "Accepted"}),
+    "SetChargingProfile": (
+        {
+            "connectorId": 1,
+            "csChargingProfiles": {
+                "chargingProfileId": 1,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "TxDefaultProfile",
+                "chargingProfileKind": "Absolute",
+                "chargingSchedule": {
+                    "chargingRateUnit": "W",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11000.0}],
+                },
+            },
+        },
+        {"status": "Accepted"},
+    ),
+    "ClearChargingProfile": ({"id": 1}, {"status": "Accepted"}),
+    "GetCompositeSchedule": (
+        {"connectorId": 1, "duration": 3600},
+        {
+            "status": "Accepted",
+            "connectorId": 1,
+            "scheduleStart": NOW,
+            "chargingSchedule": {
+                "chargingRateUnit": "W",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11000.0}],
+            },
+        },
+    ),
+    "GetDiagnostics": ({"location": "ftp://diag.example/upload"}, {"fileName": "diag.zip"}),
+    "UpdateFirmware": ({"location": "https://fw.example/fw.bin", "retrieveDate": NOW}, {}),
+    "SendLocalList": (
+        {
+            "listVersion": 2,
+            "updateType": "Full",
+            "localAuthorizationList": [{"idTag": "TAG-OK", "idTagInfo": {"status": "Accepted"}}],
+        },
+        {"status": "Accepted"},
+    ),
+    "GetLocalListVersion": ({}, {"listVersion": 2}),
+    "DataTransfer": (
+        {"vendorId": "ACME", "messageId": "ping", "data": "1"},
+        {"status": "Accepted", "data": "pong"},
+    ),
+}
+
+
+async def admin(
+    server: Endpoints, station: str, action: str, payload: dict[str, Any], timeout: float = 5
+) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+        return await http.post(
+            f"/api/v1/admin/stations/{station}/ocpp/{action}",
+            json=payload,
+            params={"timeout": timeout},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+
+
+async def test_every_server_command(server: Endpoints) -> None:
+    async with connect(server.ocpp_url, "CP-1", PASSWORD) as cp:
+        await cp.call("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
+        for action, (request, answer) in CHARGER_ANSWERS.items():
+            seen: list[tuple[str, dict[str, Any]]] = []
+            async with trio.open_nursery() as nursery:
+
+                async def charger(
+                    reply: dict[str, Any] = answer, log: list[tuple[str, dict[str, Any]]] = seen
+                ) -> None:
+                    log.append(await cp.answer(lambda _a, _p: reply))
+
+                nursery.start_soon(charger)
+                response = await admin(server, "CP-1", action, request)
+            assert response.status_code == 200, response.text
+            assert response.json()["response"] == answer, action
+            assert seen == [(action, request)], action
+
+        # A charger answer that breaks the schema is refused, not passed on.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cp.answer, lambda _a, _p: {"status": "Maybe"})
+            response = await admin(server, "CP-1", "Reset", {"type": "Hard"})
+        assert response.status_code == 503
+        assert response.json()["error"] == "ocpp_communication_error"
+        # No answer at all: the command times out, and the next one still works.
+        response = await admin(server, "CP-1", "ClearCache", {}, timeout=0.3)
+        assert (response.status_code, response.json()["error"]) == (503, "timeout")
+        await cp.receive()  # the unanswered ClearCache
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cp.answer, lambda _a, _p: {"status": "Accepted"})
+            response = await admin(server, "CP-1", "ClearCache", {})
+        assert response.json()["response"] == {"status": "Accepted"}
+
+    response = await admin(server, "CP-1", "Reset", {"type": "Soft"})
+    assert (response.status_code, response.json()["error"]) == (503, "station_offline")
+    response = await admin(server, "CP-1", "Reset", {"type": "Sideways"})
+    assert (response.status_code, response.json()["error"]) == (400, "validation_error")
+    response = await admin(server, "CP-1", "BootNotification", {})
+    assert (response.status_code, response.json()["error"]) == (404, "unknown_action")
+    response = await admin(server, "NOPE", "Reset", {"type": "Soft"})
+    assert (response.status_code, response.json()["error"]) == (404, "station_not_found")
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        refused = await http.post("/api/v1/admin/stations/CP-1/ocpp/Reset", json={"type": "Soft"})
+        log = await http.get(
+            "/api/v1/admin/stations/CP-1/messages", headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+    assert (refused.status_code, refused.json()["error"]) == (403, "access_denied")
+    actions = {(m["direction"], m["action"]) for m in log.json()["messages"]}
+    assert ("out", "GetConfiguration") in actions and ("in", "BootNotification") in actions
+
+
+async def station_status(server: Endpoints, station: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        response = await http.get(f"/api/v1/station/status/{station}")
+    return dict(response.json())
+
+
+MALFORMED = [
+    ("not json", "{nope", "FormationViolation"),
+    ("not an array", '{"a": 1}', "FormationViolation"),
+    ("wrong message type id", '[7, "m1", "Heartbeat", {}]', "PropertyConstraintViolation"),
+    ("message type not a number", '["2", "m1", "Heartbeat", {}]', "TypeConstraintViolation"),
+    ("missing elements", '[2, "m1", "Heartbeat"]', "ProtocolError"),
+    ("payload not an object", '[2, "m1", "Heartbeat", []]', "TypeConstraintViolation"),
+    ("unknown action", '[2, "m1", "FlyToTheMoon", {}]', "NotImplemented"),
+    ("action for the other side", '[2, "m1", "Reset", {"type": "Soft"}]', "NotSupported"),
+    ("missing field", '[2, "m1", "StartTransaction", {"connectorId": 1}]', "ProtocolError"),
+    ("wrong type", '[2, "m1", "Authorize", {"idTag": 12}]', "TypeConstraintViolation"),
+    (
+        "too long",
+        '[2, "m1", "Authorize", {"idTag": "' + "x" * 21 + '"}]',
+        "TypeConstraintViolation",
+    ),
+    (
+        "bad enum",
+        '[2, "m1", "StatusNotification", {"connectorId": 1, "errorCode": "Oops", '
+        '"status": "Available"}]',
+        "PropertyConstraintViolation",
+    ),
+    ("extra field", '[2, "m1", "Heartbeat", {"x": 1}]', "FormationViolation"),
+    (
+        "connector out of range",
+        '[2, "m1", "StatusNotification", {"connectorId": 9, '
+        '"errorCode": "NoError", "status": "Available"}]',
+        "PropertyConstraintViolation",
+    ),
+    (
+        "meter value not a number",
+        '[2, "m1", "MeterValues", {"connectorId": 1, "meterValue": '
+        '[{"timestamp": "2026-11-22T10:00:00Z", "sampledValue": [{"value": "lots"}]}]}]',
+        "PropertyConstraintViolation",
+    ),
+    ("result for an unknown id", '[3, "m1", {}]', "ProtocolError"),
+    (
+        "oversized",
+        '[2, "m1", "DataTransfer", {"vendorId": "V", "data": "' + "x" * 70000 + '"}]',
+        "FormationViolation",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "code"), MALFORMED, ids=[m[0] for m in MALFORMED])
+async def test_malformed_frames_get_their_callerror(
+    server: Endpoints, case: str, raw: str, code: str
+) -> None:
+    async with (
+        connect(server.ocpp_url, "CP-1", PASSWORD) as bad,
+        connect(server.ocpp_url, "CP-2", PASSWORD) as good,
+    ):
+        await bad.send_raw(raw)
+        reply = await bad.receive()
+        assert reply[0] == 4 and reply[2] == code, reply
+        if case not in ("not json", "not an array"):
+            assert reply[1] == "m1"
+        # The same connection and another station go on being served.
+        assert "currentTime" in await bad.call("Heartbeat", {})
+        assert (
+            await good.call("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
+        )["status"] == "Accepted"
+
+
+async def test_a_new_connection_replaces_the_old(server: Endpoints) -> None:
+    async with connect(server.ocpp_url, "CP-1", PASSWORD) as first:
+        await first.call("Heartbeat", {})
+        async with connect(server.ocpp_url, "CP-1", PASSWORD) as second:
+            await second.call("Heartbeat", {})
+            with pytest.raises(ConnectionClosed):
+                await first.receive()
+            await second.call(
+                "StatusNotification",
+                {"connectorId": 2, "errorCode": "NoError", "status": "Available"},
+            )
+            status = await station_status(server, "CP-1")
+            assert status["is_online"] and status["status"] == "available"
+            assert status["connectors"][1]["status"] == "Available"
+
+
+async def test_unknown_station_registers_itself_when_allowed(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    settings = Settings(
+        database_url=dsn, data_dir=tmp_path, http_port=0, ocpp_port=0, ocpp_auto_register=True
+    )
+    shutdown = trio.Event()
+    endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
+    async with connect(endpoints.ocpp_url, "SIM-0001") as cp:
+        boot = await cp.call(
+            "BootNotification", {"chargePointVendor": "S", "chargePointModel": "M"}
+        )
+        assert boot["status"] == "Accepted"
+    assert await store.get_station(db, "SIM-0001") is not None
+    assert [c["connector_id"] for c in await store.connectors(db, "SIM-0001")] == [1, 2]
+    shutdown.set()
+
+
+async def test_queued_transaction_messages_are_accepted_once_after_restart(
+    db: Database, dsn: str, tmp_path: Path
+) -> None:
+    await provision(db, "CP-9")
+    settings = Settings(database_url=dsn, data_dir=tmp_path, http_port=0, ocpp_port=0)
+    start = {"connectorId": 2, "idTag": "ANY", "meterStart": 500, "timestamp": NOW}
+    for _restart in range(2):
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
+            async with connect(endpoints.ocpp_url, "CP-9", PASSWORD) as cp:
+                # The charger replays its queue: the same StartTransaction, then the rest.
+                tx = (await cp.call("StartTransaction", start))["transactionId"]
+                await cp.call(
+                    "MeterValues",
+                    {
+                        "connectorId": 2,
+                        "transactionId": tx,
+                        "meterValue": [
+                            {
+                                "timestamp": "2026-11-22T10:10:00Z",
+                                "sampledValue": [{"value": "3500", "unit": "Wh"}],
+                            }
+                        ],
+                    },
+                )
+                await cp.call(
+                    "StopTransaction",
+                    {"transactionId": tx, "meterStop": 7500, "timestamp": "2026-11-22T10:20:00Z"},
+                )
+            shutdown.set()
+    sessions = await db.fetch("SELECT transaction_id, energy_kwh, status FROM charging_sessions")
+    assert [(s["transaction_id"], s["energy_kwh"], s["status"]) for s in sessions] == [
+        (tx, Decimal("7.000"), "settled")
+    ]
+    samples = await db.fetchval("SELECT count(*) FROM meter_samples WHERE transaction_id=$1", tx)
+    assert samples == 2  # each MeterValues was stored as sent; nothing was merged or lost
+
+
+def test_frames_serialise_compactly() -> None:
+    from cpms.ocpp.frames import Call, parse_frame
+
+    call = Call("1", "Heartbeat", {})
+    assert call.encode() == '[2,"1","Heartbeat",{}]'
+    assert parse_frame(call.encode()) == call
+    assert json.loads(call.encode()) == [2, "1", "Heartbeat", {}]
