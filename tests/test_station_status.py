@@ -1,0 +1,105 @@
+"""Station and location status (seed 001 §2) and the offline timer of the ChargePointActor."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import trio
+import trio.testing
+
+from actors import Registry, Supervisor, run_supervisor
+from actors.charge_point import Attach, GetSnapshot, Received, charge_point_spec
+from cpms.events import EventBus
+from cpms.ocpp.frames import Call
+from cpms.status import location_status, station_status
+from storage import Database
+from storage import stations as store
+
+
+@pytest.mark.parametrize(
+    ("online", "admin", "connectors", "expected"),
+    [
+        (False, "active", ["Available"], "offline"),
+        (True, "maintenance", ["Available"], "maintenance"),
+        (True, "active", ["Available", "Charging"], "available"),
+        (True, "active", ["Charging", "SuspendedEV"], "occupied"),
+        (True, "active", ["Faulted", "Charging"], "occupied"),
+        (True, "active", ["Faulted", "Unavailable"], "maintenance"),
+    ],
+)
+def test_station_status(online: bool, admin: str, connectors: list[str], expected: str) -> None:
+    assert station_status(online, admin, connectors) == expected
+
+
+@pytest.mark.parametrize(
+    ("stations", "expected"),
+    [
+        (["available", "offline", "maintenance"], "offline"),
+        (["available", "maintenance", "occupied"], "maintenance"),
+        (["occupied", "occupied"], "occupied"),
+        (["available", "available"], "available"),
+        (["available", "occupied"], "partial"),
+        ([], "offline"),
+    ],
+)
+def test_location_status_priority(stations: list[str], expected: str) -> None:
+    assert location_status(stations) == expected  # type: ignore[arg-type]
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        pass
+
+
+async def test_offline_exactly_after_silence_and_back_on_the_next_frame(
+    db: Database, mock_clock: trio.testing.MockClock
+) -> None:
+    mock_clock.autojump_threshold = 0.2  # jump only when idle, not while a query is in flight
+    await store.create_station(
+        db, "CP-T", connectors_count=1, connectors=[store.ConnectorSpec(1, "Type2", Decimal(22))]
+    )
+    bus = EventBus()
+    link = FakeLink()
+    async with trio.open_nursery() as nursery:
+        sup: Supervisor = await nursery.start(run_supervisor, "t", Registry())
+        ref = await sup.start_child(charge_point_spec("CP-T", db=db, bus=bus, offline_after=300))
+        with bus.subscribe() as events:
+            await ref.tell(Attach(link))
+            await ref.tell(
+                Received(
+                    link,
+                    Call(
+                        "1",
+                        "StatusNotification",
+                        {"connectorId": 1, "errorCode": "NoError", "status": "Available"},
+                    ),
+                )
+            )
+            assert (await ref.ask(GetSnapshot())).status == "available"
+            began = trio.current_time()
+            await trio.sleep(299)
+            assert (await ref.ask(GetSnapshot())).online
+            await trio.sleep(2)
+            snapshot = await ref.ask(GetSnapshot())
+            assert not snapshot.online and snapshot.status == "offline"
+            assert 300 <= trio.current_time() - began <= 301
+            row = await store.get_station(db, "CP-T")
+            assert row is not None and row["is_online"] is False
+            await ref.tell(Received(link, Call("2", "Heartbeat", {})))
+            assert (await ref.ask(GetSnapshot())).status == "available"
+            seen = []
+            while True:
+                try:
+                    seen.append(events.receive_nowait()["data"]["status"])
+                except trio.WouldBlock:
+                    break
+        # online (connector not yet reported: nothing usable), connector free, silent, back
+        assert seen == ["maintenance", "available", "offline", "available"]
+        nursery.cancel_scope.cancel()
