@@ -88,7 +88,12 @@ class GetSnapshot(Request[Snapshot]):
     pass
 
 
-StationMsg = Attach | Detach | Received | Command | GetSnapshot
+@dataclass(frozen=True, slots=True)
+class Reload(Request[None]):
+    """The station's record changed (admin status, password, connectors): read it again."""
+
+
+StationMsg = Attach | Detach | Received | Command | GetSnapshot | Reload
 
 
 class ChargerError(Unavailable):
@@ -160,7 +165,7 @@ class _Actor:
         if not self.online:
             self.online = True
             await store.set_online(self.ctx.db, self.station_id, True)
-            self._publish()
+            self.publish()
 
     async def _answer(self, call: Call) -> None:
         handler = HANDLERS.get(call.action)
@@ -179,7 +184,7 @@ class _Actor:
             await self._send(CallResult(call.unique_id, payload), call.action)
         if self.ctx.changed:
             self.ctx.changed = False
-            self._publish()
+            self.publish()
 
     async def _complete(self, frame: CallResult | CallError) -> None:
         pending = self.pending
@@ -249,7 +254,7 @@ class _Actor:
             self.online = False
             log.info("station offline", station=self.station_id, silent_s=self.offline_after)
             await store.set_online(self.ctx.db, self.station_id, False)
-            self._publish()
+            self.publish()
 
     # -- output -------------------------------------------------------------------------------
 
@@ -277,7 +282,7 @@ class _Actor:
         configured = [c["status"] for c in self.ctx.connectors.values() if c.get("configured")]
         return station_status(self.online, self.ctx.admin_status, configured)
 
-    def _publish(self) -> None:
+    def publish(self) -> None:
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         self.bus.publish(
             {
@@ -335,6 +340,11 @@ async def _handle(actor: _Actor, envelope: Envelope[StationMsg]) -> None:
             await actor.command(envelope)
         case GetSnapshot():
             envelope.respond(actor.snapshot())
+        case Reload():
+            await actor.ctx.refresh()
+            actor.ctx.changed = False
+            actor.publish()
+            envelope.respond(None)
 
 
 def charge_point_spec(

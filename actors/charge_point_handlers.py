@@ -73,6 +73,26 @@ class StationContext:
             messages,
         )
 
+    async def refresh(self) -> None:
+        """Take up what an operator changed: registration, admin status, connectors."""
+        fresh = await StationContext.load(self.db, self.station_id, self.messages)
+        for name in (
+            "location_id",
+            "registration",
+            "admin_status",
+            "accept_unknown_tags",
+            "connectors_count",
+        ):
+            setattr(self, name, getattr(fresh, name))
+        for number, connector in fresh.connectors.items():
+            known = self.connectors.setdefault(number, connector)
+            known.update(
+                configured=True,
+                connector_type=connector["connector_type"],
+                power_kw=connector["power_kw"],
+            )
+        self.changed = True
+
     async def log_message(self, direction: str, frame: Frame, action: str | None = None) -> None:
         if self.messages is not None:
             self.messages.record(self.station_id, direction, frame, action)

@@ -12,7 +12,8 @@ from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
 
-from actors.charge_point import STATION, Command
+from actors.charge_point import STATION, Command, Reload
+from cpms import provisioning as prov
 from cpms.errors import Forbidden, InvalidRequest, NotFound
 from cpms.ocpp import schemas
 from cpms.ocpp.frames import OcppError
@@ -64,6 +65,50 @@ def admin_blueprint(core: Core) -> Blueprint:
         return jsonify(
             {"success": True, "station_id": station_id, "action": action, "response": answer}
         )
+
+    async def body() -> Any:
+        data = await request.get_json(force=True, silent=True)
+        if not isinstance(data, dict):
+            raise InvalidRequest("the body must be a JSON object", code="validation_error")
+        return data
+
+    def created(kind: str, ident: str) -> Response:
+        response = jsonify({"success": True, kind: ident})
+        response.status_code = 201
+        return response
+
+    @bp.post("/tariffs")
+    async def add_tariff() -> Response:
+        tariff = prov.parse(prov.TariffIn, await body())
+        await prov.add_tariff(core.db, tariff)
+        return created("tariff_id", tariff.id)
+
+    @bp.post("/locations")
+    async def add_location() -> Response:
+        location = prov.parse(prov.LocationIn, await body())
+        await prov.add_location(core.db, location)
+        return created("location_id", location.id)
+
+    @bp.post("/stations")
+    async def add_station() -> Response:
+        station = prov.parse(prov.StationIn, await body())
+        await prov.add_station(core.db, station)
+        return created("station_id", station.id)
+
+    @bp.patch("/stations/<station_id>")
+    async def update_station(station_id: str) -> Response:
+        patch = prov.parse(prov.StationPatch, await body())
+        await prov.update_station(core.db, station_id, patch)
+        ref = core.registry.lookup(STATION, station_id)
+        if ref is not None:
+            await ref.ask(Reload())
+        return jsonify({"success": True, "station_id": station_id})
+
+    @bp.post("/id-tags")
+    async def add_id_tag() -> Response:
+        tag = prov.parse(prov.IdTagIn, await body())
+        await prov.add_id_tag(core.db, tag)
+        return created("id_tag", tag.id_tag)
 
     @bp.get("/stations/<station_id>/messages")
     async def messages(station_id: str) -> Response:

@@ -1,0 +1,192 @@
+"""Provisioning the network: locations, tariffs, stations with connectors, id tags.
+
+The same validated requests serve the admin REST endpoints and the CLI. Every function checks
+its input with pydantic first (``InvalidRequest`` on bad input, nothing written).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cpms.errors import Conflict, InvalidRequest, NotFound
+from cpms.passwords import hash_password
+from storage import Database
+from storage import stations as store
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,50}$")]
+Money = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)]
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class LocationIn(_Model):
+    id: Id
+    name: str = Field(min_length=1, max_length=200)
+    address: str | None = Field(None, max_length=300)
+    city: str | None = Field(None, max_length=100)
+    country: str | None = Field(None, max_length=100)
+    latitude: Decimal | None = Field(None, ge=-90, le=90)
+    longitude: Decimal | None = Field(None, ge=-180, le=180)
+    tariff_id: Id | None = None
+
+
+class TariffIn(_Model):
+    id: Id
+    name: str = Field(min_length=1, max_length=200)
+    price_per_kwh: Money
+    session_fee: Money = Decimal("0")
+    currency: str = Field("KGS", pattern=r"^[A-Z]{3}$")
+
+
+class ConnectorIn(_Model):
+    connector_id: int = Field(ge=1, le=10)
+    connector_type: Literal["CCS1", "CCS2", "CHAdeMO", "GBT", "GBT-AC", "Type1", "Type2", "Tesla"]
+    power_kw: Decimal = Field(gt=0, le=1000)
+
+
+class StationIn(_Model):
+    id: Id
+    location_id: Id | None = None
+    connectors_count: int = Field(ge=1, le=10)
+    connectors: list[ConnectorIn] = []
+    model: str | None = Field(None, max_length=100)
+    password: str | None = Field(None, min_length=8, max_length=128)
+    tariff_id: Id | None = None
+
+    @field_validator("connectors")
+    @classmethod
+    def _distinct(cls, value: list[ConnectorIn]) -> list[ConnectorIn]:
+        numbers = [c.connector_id for c in value]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("connector numbers must be distinct")
+        return value
+
+
+class StationPatch(_Model):
+    location_id: Id | None = None
+    password: str | None = Field(None, min_length=8, max_length=128)
+    admin_status: Literal["active", "maintenance", "inactive"] | None = None
+    registration_status: Literal["Accepted", "Pending", "Rejected"] | None = None
+    accept_unknown_tags: bool | None = None
+    tariff_id: Id | None = None
+    model: str | None = Field(None, max_length=100)
+
+
+class IdTagIn(_Model):
+    id_tag: str = Field(min_length=1, max_length=20)
+    client_id: uuid.UUID | None = None
+    parent_id_tag: str | None = Field(None, min_length=1, max_length=20)
+    status: Literal["Accepted", "Blocked", "Expired", "Invalid"] = "Accepted"
+    expires_at: datetime | None = None
+
+
+def parse(model: type[M], data: Any) -> M:
+    """Validate ``data`` as ``model``.
+
+    Raises:
+        InvalidRequest: ``validation_error`` naming each bad field.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidRequest(problems, code="validation_error") from None
+
+
+async def _require(db: Database, table: str, value: str | None, code: str) -> None:
+    if value is not None and not await db.fetchval(f"SELECT 1 FROM {table} WHERE id = $1", value):
+        raise NotFound(f"{code.removesuffix('_not_found')} {value} not found", code=code)
+
+
+async def add_tariff(db: Database, tariff: TariffIn) -> None:
+    if await db.fetchval("SELECT 1 FROM tariffs WHERE id = $1", tariff.id):
+        raise Conflict(f"tariff {tariff.id} already exists", code="tariff_exists")
+    await db.execute(
+        """INSERT INTO tariffs (id, name, price_per_kwh, session_fee, currency)
+           VALUES ($1, $2, $3, $4, $5)""",
+        tariff.id,
+        tariff.name,
+        tariff.price_per_kwh,
+        tariff.session_fee,
+        tariff.currency,
+    )
+
+
+async def add_location(db: Database, location: LocationIn) -> None:
+    if await db.fetchval("SELECT 1 FROM locations WHERE id = $1", location.id):
+        raise Conflict(f"location {location.id} already exists", code="location_exists")
+    await _require(db, "tariffs", location.tariff_id, "tariff_not_found")
+    await db.execute(
+        """INSERT INTO locations (id, name, address, city, country, latitude, longitude,
+                                  tariff_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        location.id,
+        location.name,
+        location.address,
+        location.city,
+        location.country,
+        location.latitude,
+        location.longitude,
+        location.tariff_id,
+    )
+
+
+async def add_station(db: Database, station: StationIn) -> None:
+    await _require(db, "tariffs", station.tariff_id, "tariff_not_found")
+    await store.create_station(
+        db,
+        station.id,
+        connectors_count=station.connectors_count,
+        location_id=station.location_id,
+        connectors=[
+            store.ConnectorSpec(c.connector_id, c.connector_type, c.power_kw)
+            for c in station.connectors
+        ],
+        model=station.model,
+        password_hash=None if station.password is None else hash_password(station.password),
+        tariff_id=station.tariff_id,
+    )
+
+
+async def update_station(db: Database, station_id: str, patch: StationPatch) -> None:
+    if await store.get_station(db, station_id) is None:
+        raise NotFound(f"station {station_id} not found", code="station_not_found")
+    changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
+    await _require(db, "locations", changes.get("location_id"), "location_not_found")
+    await _require(db, "tariffs", changes.get("tariff_id"), "tariff_not_found")
+    if "password" in changes:
+        password = changes.pop("password")
+        changes["password_hash"] = None if password is None else hash_password(password)
+    for column, value in changes.items():
+        assert re.fullmatch(r"[a-z_]+", column)
+        await db.execute(
+            f"UPDATE stations SET {column} = $2, updated_at = now() WHERE id = $1",
+            station_id,
+            value,
+        )
+
+
+async def add_id_tag(db: Database, tag: IdTagIn) -> None:
+    if tag.parent_id_tag is not None and not await db.fetchval(
+        "SELECT 1 FROM id_tags WHERE id_tag = $1", tag.parent_id_tag
+    ):
+        raise NotFound(f"parent id tag {tag.parent_id_tag} not found", code="id_tag_not_found")
+    await store.create_id_tag(
+        db,
+        tag.id_tag,
+        client_id=tag.client_id,
+        parent=tag.parent_id_tag,
+        status=tag.status,
+        expires_at=tag.expires_at,
+    )

@@ -1,0 +1,167 @@
+"""Provisioning through the CLI and the admin REST API, and the demo network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from cpms.app import Endpoints, run_server
+from cpms.cli import main
+from cpms.settings import Settings
+from storage import Database
+from storage import stations as store
+from tests.ocpp_client import connect
+
+ADMIN = "admin-test-token"
+
+
+@pytest.fixture
+def cli_env(dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith("CPMS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CPMS_DATABASE_URL", dsn)
+    monkeypatch.setenv("CPMS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CPMS_LOG_LEVEL", "WARNING")
+
+
+def test_cli_provisions_a_network(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tariffs", "add", "TAR-1", "--name", "AC", "--price-per-kwh", "13.50"]) == 0
+    assert (
+        main(
+            [
+                "locations",
+                "add",
+                "LOC-1",
+                "--name",
+                "Mall",
+                "--city",
+                "Бишкек",
+                "--lat",
+                "42.87",
+                "--lon",
+                "74.59",
+                "--tariff",
+                "TAR-1",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "stations",
+                "add",
+                "ST-1",
+                "--location",
+                "LOC-1",
+                "--connectors",
+                "3",
+                "--connector",
+                "1:CCS2:120",
+                "--connector",
+                "2:GBT:60",
+                "--password",
+                "long-enough",
+            ]
+        )
+        == 0
+    )
+    assert "3 connectors, with a password" in capsys.readouterr().out
+    assert main(["tags", "add", "CARD-1"]) == 0
+    capsys.readouterr()
+    for args, message in [
+        (["stations", "add", "ST-1", "--connectors", "2"], "station_exists"),
+        (
+            ["stations", "add", "ST-2", "--connectors", "2", "--connector", "3:CCS2:50"],
+            "outside 1..2",
+        ),
+        (
+            ["stations", "add", "ST-2", "--connectors", "2", "--connector", "1:Plug:50"],
+            "validation_error",
+        ),
+        (
+            ["stations", "add", "ST-2", "--connectors", "2", "--location", "NOPE"],
+            "location_not_found",
+        ),
+        (["stations", "add", "ST-2", "--connectors", "11"], "validation_error"),
+        (["stations", "add", "ST 2", "--connectors", "1"], "validation_error"),
+        (["tags", "add", "X" * 21], "validation_error"),
+        (["locations", "add", "LOC-2", "--name", "x", "--lat", "95"], "validation_error"),
+    ]:
+        assert main(args) == 1, args
+        assert message in capsys.readouterr().err, args
+
+
+def test_seed_demo_is_idempotent(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["seed-demo"]) == 0
+    assert "6 stations added" in capsys.readouterr().out
+    assert main(["seed-demo"]) == 0
+    assert "0 stations added" in capsys.readouterr().out
+
+
+async def test_admin_rest_provisioning_and_live_changes(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    settings = Settings(
+        database_url=dsn, data_dir=tmp_path, http_port=0, ocpp_port=0, admin_token=ADMIN
+    )
+    shutdown = trio.Event()
+    endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with httpx.AsyncClient(base_url=endpoints.http_url, headers=headers) as http:
+        assert (
+            await http.post(
+                "/api/v1/admin/tariffs",
+                json={"id": "TAR-1", "name": "DC", "price_per_kwh": 15, "session_fee": 10},
+            )
+        ).status_code == 201
+        assert (
+            await http.post(
+                "/api/v1/admin/locations",
+                json={"id": "LOC-1", "name": "Mall", "tariff_id": "TAR-1"},
+            )
+        ).status_code == 201
+        created = await http.post(
+            "/api/v1/admin/stations",
+            json={
+                "id": "ST-1",
+                "location_id": "LOC-1",
+                "connectors_count": 2,
+                "connectors": [{"connector_id": 1, "connector_type": "CCS2", "power_kw": 120}],
+            },
+        )
+        assert created.status_code == 201, created.text
+        bad = await http.post("/api/v1/admin/stations", json={"id": "ST-2"})
+        assert (bad.status_code, bad.json()["error"]) == (400, "validation_error")
+        assert "connectors_count" in bad.json()["message"]
+        async with connect(endpoints.ocpp_url, "ST-1") as cp:
+            boot = await cp.call(
+                "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}
+            )
+            assert boot["status"] == "Accepted"
+            await cp.call(
+                "StatusNotification",
+                {"connectorId": 1, "errorCode": "NoError", "status": "Available"},
+            )
+            patched = await http.patch(
+                "/api/v1/admin/stations/ST-1", json={"admin_status": "maintenance"}
+            )
+            assert patched.status_code == 200
+            status = (await http.get("/api/v1/station/status/ST-1")).json()
+            assert status["status"] == "maintenance"
+            await http.patch("/api/v1/admin/stations/ST-1", json={"registration_status": "Pending"})
+            boot = await cp.call(
+                "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}
+            )
+            assert boot["status"] == "Pending"
+        assert (
+            await http.post("/api/v1/admin/id-tags", json={"id_tag": "CARD-9", "status": "Blocked"})
+        ).status_code == 201
+    row = await store.get_station(db, "ST-1")
+    assert row is not None and row["admin_status"] == "maintenance"
+    shutdown.set()
