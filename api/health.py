@@ -8,6 +8,7 @@ import trio
 from quart import Blueprint, Response, jsonify
 
 from cpms import __version__
+from cpms.gc_tuning import STATS as GC
 from cpms.runtime import Core
 from storage import STORAGE_ADDRESS
 
@@ -35,6 +36,11 @@ def health_blueprint(core: Core) -> Blueprint:
                     "latency_ms": latency_ms,
                     "embedded": core.settings.database_url is None,
                     "pool_size": core.db.pool_size,
+                },
+                "gc": {
+                    "collections": GC.collections,
+                    "long_pauses": GC.long_pauses,
+                    "longest_ms": round(GC.longest_ms, 1),
                 },
                 "actors": {
                     "ok": storage_ok,

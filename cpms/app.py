@@ -16,6 +16,7 @@ import trio
 from api import create_app, serve_api
 from cpms import __version__
 from cpms.central import run_central_system
+from cpms.gc_tuning import tune_gc
 from cpms.runtime import open_core
 from cpms.settings import Settings
 from storage import StorageHooks
@@ -65,6 +66,7 @@ async def run_server(
             scheme = "wss" if settings.ocpp_tls_cert else "ws"
             prefix = "/" + settings.ocpp_path_prefix.strip("/")
             endpoints = Endpoints(http_url, f"{scheme}://{settings.ocpp_host}:{ocpp_port}{prefix}")
+            tune_gc(settings.gc_tuning)
             log.info("ready", http=endpoints.http_url, ocpp=endpoints.ocpp_url)
             task_status.started(endpoints)
         log.info("front doors closed; stopping actors and storage")
