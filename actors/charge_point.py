@@ -27,7 +27,7 @@ from cpms.errors import Unavailable
 from cpms.events import EventBus
 from cpms.ocpp import schemas
 from cpms.ocpp.frames import Call, CallError, CallResult, ErrorCode, Frame, OcppError
-from cpms.ocpp.message_log import MessageLog
+from cpms.ocpp.telemetry import Telemetry
 from cpms.status import station_status
 from storage import Database
 from storage import stations as store
@@ -154,7 +154,7 @@ class _Actor:
             if isinstance(frame, Call)
             else (self.pending.call.action if self.pending else None)
         )
-        await self.ctx.log_message("in", frame, action)
+        self.ctx.log_message("in", frame, action)
         if isinstance(frame, Call):
             await self._answer(frame)
         else:
@@ -262,7 +262,7 @@ class _Actor:
         if self.link is None:
             return
         text = frame.encode()
-        await self.ctx.log_message("out", frame, action)
+        self.ctx.log_message("out", frame, action)
         try:
             await self.link.send(text)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -309,10 +309,14 @@ async def run_charge_point(
     db: Database,
     bus: EventBus,
     offline_after: float,
-    messages: MessageLog | None = None,
+    telemetry: Telemetry,
+    preloaded: list[StationContext] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    ctx = await StationContext.load(db, station_id, messages)
+    if preloaded:  # the first start of many at once; a restart reads the station afresh
+        ctx = preloaded.pop()
+    else:
+        ctx = await StationContext.load(db, station_id, telemetry)
     actor = _Actor(ctx, bus, offline_after)
     task_status.started()
     while True:
@@ -353,8 +357,10 @@ def charge_point_spec(
     db: Database,
     bus: EventBus,
     offline_after: float = 300.0,
-    messages: MessageLog | None = None,
+    telemetry: Telemetry,
+    context: StationContext | None = None,
 ) -> ChildSpec[StationMsg]:
+    """``context``: the station as already read (start-up), used for the first start only."""
     return ChildSpec(
         Address(STATION, station_id),
         partial(
@@ -363,7 +369,8 @@ def charge_point_spec(
             db=db,
             bus=bus,
             offline_after=offline_after,
-            messages=messages,
+            telemetry=telemetry,
+            preloaded=None if context is None else [context],
         ),
         Restart.PERMANENT,
         inbox=64,

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cpms.ocpp.frames import Frame, OcppError
-from cpms.ocpp.message_log import MessageLog
 from cpms.ocpp.meter import parse_samples, summarize
-from storage import Database
+from cpms.ocpp.telemetry import Telemetry
+from storage import Database, Row
 from storage import stations as store
 from storage import transactions as tx
 
@@ -38,19 +38,34 @@ class StationContext:
     accept_unknown_tags: bool
     connectors_count: int
     connectors: dict[int, dict[str, Any]]
-    messages: MessageLog | None = None
+    telemetry: Telemetry
     changed: bool = False
     vendors: dict[str, Callable[[StationContext, dict[str, Any]], Awaitable[dict[str, Any]]]] = (
         field(default_factory=dict)
     )
 
     @classmethod
-    async def load(
-        cls, db: Database, station_id: str, messages: MessageLog | None = None
-    ) -> StationContext:
+    async def load(cls, db: Database, station_id: str, telemetry: Telemetry) -> StationContext:
         row = await store.get_station(db, station_id)
         if row is None:
             raise LookupError(f"station {station_id} is not provisioned")
+        return cls._from_rows(db, row, await store.connectors(db, station_id), telemetry)
+
+    @classmethod
+    async def load_all(cls, db: Database, telemetry: Telemetry) -> dict[str, StationContext]:
+        """Every station's context in two queries (start-up with thousands of stations)."""
+        by_station: dict[str, list[Row]] = {}
+        for c in await db.fetch("SELECT * FROM connectors ORDER BY station_id, connector_id"):
+            by_station.setdefault(c["station_id"], []).append(c)
+        return {
+            row["id"]: cls._from_rows(db, row, by_station.get(row["id"], []), telemetry)
+            for row in await db.fetch("SELECT * FROM stations ORDER BY id")
+        }
+
+    @classmethod
+    def _from_rows(
+        cls, db: Database, row: Row, connector_rows: list[Row], telemetry: Telemetry
+    ) -> StationContext:
         connectors = {
             c["connector_id"]: {
                 "status": c["status"],
@@ -59,23 +74,23 @@ class StationContext:
                 "power_kw": c["power_kw"],
                 "configured": True,
             }
-            for c in await store.connectors(db, station_id)
+            for c in connector_rows
         }
         return cls(
             db,
-            station_id,
+            row["id"],
             row["location_id"],
             row["registration_status"],
             row["admin_status"],
             row["accept_unknown_tags"],
             row["connectors_count"],
             connectors,
-            messages,
+            telemetry,
         )
 
     async def refresh(self) -> None:
         """Take up what an operator changed: registration, admin status, connectors."""
-        fresh = await StationContext.load(self.db, self.station_id, self.messages)
+        fresh = await StationContext.load(self.db, self.station_id, self.telemetry)
         for name in (
             "location_id",
             "registration",
@@ -93,9 +108,8 @@ class StationContext:
             )
         self.changed = True
 
-    async def log_message(self, direction: str, frame: Frame, action: str | None = None) -> None:
-        if self.messages is not None:
-            self.messages.record(self.station_id, direction, frame, action)
+    def log_message(self, direction: str, frame: Frame, action: str | None = None) -> None:
+        self.telemetry.frame(self.station_id, direction, frame, action)
 
     def check_connector(self, connector_id: int, unique_id: str, *, allow_zero: bool) -> None:
         low = 0 if allow_zero else 1
@@ -118,7 +132,7 @@ async def boot_notification(ctx: StationContext, p: dict[str, Any], uid: str) ->
 
 
 async def heartbeat(ctx: StationContext, p: dict[str, Any], uid: str) -> dict[str, Any]:
-    await store.record_seen(ctx.db, ctx.station_id, online=True, heartbeat=True)
+    ctx.telemetry.heartbeat(ctx.station_id)
     return {"currentTime": now_iso()}
 
 
@@ -163,9 +177,9 @@ async def meter_values(ctx: StationContext, p: dict[str, Any], uid: str) -> dict
     ctx.check_connector(p["connectorId"], uid, allow_zero=True)
     samples = parse_samples(p["meterValue"], uid)
     transaction_id = p.get("transactionId")
-    await tx.store_samples(ctx.db, ctx.station_id, p["connectorId"], transaction_id, samples)
+    ctx.telemetry.samples(ctx.station_id, p["connectorId"], transaction_id, samples)
     if transaction_id is not None:
-        await tx.update_reading(ctx.db, ctx.station_id, transaction_id, summarize(samples))
+        ctx.telemetry.reading(ctx.station_id, transaction_id, summarize(samples))
     return {}
 
 
@@ -175,9 +189,7 @@ async def stop_transaction(ctx: StationContext, p: dict[str, Any], uid: str) -> 
     if row is not None and p.get("transactionData"):
         samples = parse_samples(p["transactionData"], uid)
         if row["status"] == "charging":  # a replayed stop must not add its samples again
-            await tx.store_samples(
-                ctx.db, ctx.station_id, row["connector_id"], transaction_id, samples
-            )
+            ctx.telemetry.samples(ctx.station_id, row["connector_id"], transaction_id, samples)
     await tx.stop_transaction(
         ctx.db, ctx.station_id, transaction_id, p["meterStop"], p["timestamp"], p.get("reason")
     )

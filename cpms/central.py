@@ -11,11 +11,11 @@ import trio
 
 from actors import Intensity, Supervisor, run_supervisor
 from actors.charge_point import charge_point_spec
+from actors.charge_point_handlers import StationContext
 from cpms.ocpp import schemas
 from cpms.ocpp.listener import CentralSystem, ListenerConfig, serve_ocpp
-from cpms.ocpp.message_log import MessageLog
+from cpms.ocpp.telemetry import Telemetry
 from cpms.runtime import Core
-from storage import stations as store
 
 log = structlog.stdlib.get_logger("cpms.central")
 
@@ -38,7 +38,7 @@ async def run_central_system(
     """Start every known station's actor, then listen; reports ``(central system, port)``."""
     settings = core.settings
     schemas.warm_up()
-    messages = MessageLog()
+    telemetry = Telemetry()
     config = ListenerConfig(
         prefix=settings.ocpp_path_prefix,
         auto_register=settings.ocpp_auto_register,
@@ -46,23 +46,24 @@ async def run_central_system(
         max_frame=settings.ocpp_max_frame,
     )
     async with trio.open_nursery() as nursery:
-        await nursery.start(messages.run, core.db)
+        await nursery.start(telemetry.run, core.db)
         stations: Supervisor = await nursery.start(
             run_supervisor, "stations", core.registry, Intensity(restarts=100, period=10.0)
         )
-        ids = await store.station_ids(core.db)
-        for station_id in ids:
+        contexts = await StationContext.load_all(core.db, telemetry)
+        for station_id, context in contexts.items():
             await stations.start_child(
                 charge_point_spec(
                     station_id,
                     db=core.db,
                     bus=core.bus,
                     offline_after=config.offline_after,
-                    messages=messages,
+                    telemetry=telemetry,
+                    context=context,
                 )
             )
-        log.info("station actors started", stations=len(ids))
-        cs = CentralSystem(core.db, core.registry, stations, core.bus, messages, config)
+        log.info("station actors started", stations=len(contexts))
+        cs = CentralSystem(core.db, core.registry, stations, core.bus, telemetry, config)
         port: int = await nursery.start(
             lambda task_status: serve_ocpp(
                 cs,

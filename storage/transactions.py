@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from storage.database import Database, Row
 from storage.stations import parse_time
-
-if TYPE_CHECKING:
-    from cpms.ocpp.meter import Reading, Sample
 
 _OPEN = ("reserved", "starting", "charging", "stopping")
 
@@ -100,59 +95,3 @@ async def stop_transaction(
         list(_OPEN),
     )
     return not result.endswith(" 0")
-
-
-async def store_samples(
-    db: Database,
-    station_id: str,
-    connector_id: int,
-    transaction_id: int | None,
-    samples: list[Sample],
-) -> None:
-    if not samples:
-        return
-    session_id = None
-    if transaction_id is not None:
-        session_id = await db.fetchval(
-            "SELECT id FROM charging_sessions WHERE station_id = $1 AND transaction_id = $2",
-            station_id,
-            transaction_id,
-        )
-    await db.execute(
-        """INSERT INTO meter_samples (station_id, connector_id, transaction_id, session_id,
-                  sampled_at, measurand, phase, unit, context, location, value)
-           SELECT $1, $2, $3, $4, s.* FROM unnest($5::timestamptz[], $6::text[], $7::text[],
-                  $8::text[], $9::text[], $10::text[], $11::numeric[]) AS s""",
-        station_id,
-        connector_id,
-        transaction_id,
-        session_id,
-        [s.sampled_at for s in samples],
-        [s.measurand for s in samples],
-        [s.phase for s in samples],
-        [s.unit for s in samples],
-        [s.context for s in samples],
-        [s.location for s in samples],
-        [s.value for s in samples],
-    )
-
-
-async def update_reading(
-    db: Database, station_id: str, transaction_id: int, reading: Reading
-) -> None:
-    """Keep the open transaction's energy, power and SoC current."""
-    energy: Decimal | None = reading.energy_wh
-    await db.execute(
-        """UPDATE charging_sessions
-           SET meter_last_wh = coalesce($3, meter_last_wh),
-               energy_kwh = CASE WHEN $3 IS NULL THEN energy_kwh
-                                 ELSE greatest($3 - meter_start_wh, 0) / 1000.0 END,
-               power_kw = coalesce($4, power_kw), soc_percent = coalesce($5, soc_percent),
-               updated_at = now()
-           WHERE station_id = $1 AND transaction_id = $2 AND status = 'charging'""",
-        station_id,
-        transaction_id,
-        None if energy is None else int(energy),
-        reading.power_kw,
-        reading.soc_percent,
-    )

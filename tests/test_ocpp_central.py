@@ -146,6 +146,7 @@ async def test_a_whole_transaction(server: Endpoints, db: Database) -> None:
                 ],
             },
         )
+        await trio.sleep(0.5)  # readings are written in batches
         row = await db.fetchrow("SELECT * FROM charging_sessions WHERE transaction_id=$1", tx)
         assert row is not None
         assert (row["energy_kwh"], row["power_kw"], row["soc_percent"]) == (

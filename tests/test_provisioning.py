@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import httpx
@@ -164,4 +166,41 @@ async def test_admin_rest_provisioning_and_live_changes(
         ).status_code == 201
     row = await store.get_station(db, "ST-1")
     assert row is not None and row["admin_status"] == "maintenance"
+    shutdown.set()
+
+
+async def test_station_call_goes_through_the_running_server(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    await store.create_station(db, "ST-7", connectors_count=1)
+    settings = Settings(
+        database_url=dsn, data_dir=tmp_path, http_port=0, ocpp_port=0, admin_token=ADMIN
+    )
+    shutdown = trio.Event()
+    endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CPMS_")}
+    env.update(CPMS_ADMIN_TOKEN=ADMIN, CPMS_DATABASE_URL=dsn, CPMS_LOG_LEVEL="WARNING")
+    command = [
+        sys.executable,
+        "-m",
+        "cpms",
+        "station",
+        "call",
+        "ST-7",
+        "Reset",
+        '{"type": "Soft"}',
+        "--url",
+        endpoints.http_url,
+    ]
+    async with connect(endpoints.ocpp_url, "ST-7") as cp, trio.open_nursery() as inner:
+        inner.start_soon(cp.answer, lambda _a, _p: {"status": "Accepted"})
+        done = await trio.run_process(
+            command, env=env, capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"status": "Accepted"}
+    offline = await trio.run_process(
+        command, env=env, capture_stdout=True, capture_stderr=True, check=False
+    )
+    assert offline.returncode == 1 and b"station_offline" in offline.stderr
     shutdown.set()

@@ -12,6 +12,7 @@ from actors import Registry, Supervisor, run_supervisor
 from actors.charge_point import Attach, GetSnapshot, Received, charge_point_spec
 from cpms.events import EventBus
 from cpms.ocpp.frames import Call
+from cpms.ocpp.telemetry import Telemetry
 from cpms.status import location_status, station_status
 from storage import Database
 from storage import stations as store
@@ -69,7 +70,11 @@ async def test_offline_exactly_after_silence_and_back_on_the_next_frame(
     link = FakeLink()
     async with trio.open_nursery() as nursery:
         sup: Supervisor = await nursery.start(run_supervisor, "t", Registry())
-        ref = await sup.start_child(charge_point_spec("CP-T", db=db, bus=bus, offline_after=300))
+        telemetry = Telemetry()
+        await nursery.start(telemetry.run, db)
+        ref = await sup.start_child(
+            charge_point_spec("CP-T", db=db, bus=bus, offline_after=300, telemetry=telemetry)
+        )
         with bus.subscribe() as events:
             await ref.tell(Attach(link))
             await ref.tell(

@@ -46,7 +46,7 @@ from actors.charge_point import (
 from cpms.errors import Conflict
 from cpms.events import EventBus
 from cpms.ocpp.frames import CallError, OcppError, parse_frame, unique_id_hint
-from cpms.ocpp.message_log import MessageLog
+from cpms.ocpp.telemetry import Telemetry
 from cpms.passwords import verify_password
 from storage import Database
 from storage import stations as store
@@ -74,7 +74,7 @@ class CentralSystem:
     registry: Registry
     supervisor: Supervisor
     bus: EventBus
-    messages: MessageLog | None
+    telemetry: Telemetry
     config: ListenerConfig
 
     async def actor_for(self, station_id: str) -> ActorRef[StationMsg]:
@@ -88,7 +88,7 @@ class CentralSystem:
                     db=self.db,
                     bus=self.bus,
                     offline_after=self.config.offline_after,
-                    messages=self.messages,
+                    telemetry=self.telemetry,
                 )
             )
         except ValueError:  # started by a concurrent connection a moment ago
