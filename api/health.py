@@ -39,6 +39,7 @@ def health_blueprint(core: Core) -> Blueprint:
                 },
                 "gc": {
                     "collections": GC.collections,
+                    "full_collections": GC.full_collections,
                     "long_pauses": GC.long_pauses,
                     "longest_ms": round(GC.longest_ms, 1),
                 },

@@ -16,7 +16,7 @@ import trio
 from api import create_app, serve_api
 from cpms import __version__
 from cpms.central import run_central_system
-from cpms.gc_tuning import tune_gc
+from cpms.gc_tuning import run_gc_maintenance, tune_gc
 from cpms.runtime import open_core
 from cpms.settings import Settings
 from storage import StorageHooks
@@ -67,6 +67,8 @@ async def run_server(
             prefix = "/" + settings.ocpp_path_prefix.strip("/")
             endpoints = Endpoints(http_url, f"{scheme}://{settings.ocpp_host}:{ocpp_port}{prefix}")
             tune_gc(settings.gc_tuning)
+            if settings.gc_tuning:
+                doors.start_soon(run_gc_maintenance, shutdown)
             log.info("ready", http=endpoints.http_url, ocpp=endpoints.ocpp_url)
             task_status.started(endpoints)
         log.info("front doors closed; stopping actors and storage")
