@@ -177,7 +177,7 @@ class _Actor:
                 raise OcppError(code, f"{call.action} is not handled here", call.unique_id)
             schemas.validate(call.action, call.payload, call.unique_id)
             payload = await handler(self.ctx, call.payload, call.unique_id)
-            schemas.validate(f"{call.action}Response", payload, call.unique_id)
+            self._check_own_answer(call, payload)
         except OcppError as error:
             await self._send(error.frame(), call.action)
         else:
@@ -185,6 +185,21 @@ class _Actor:
         if self.ctx.changed:
             self.ctx.changed = False
             self.publish()
+
+    def _check_own_answer(self, call: Call, payload: dict[str, Any]) -> None:
+        """An answer of ours that breaks the schema is our bug: the charger gets InternalError."""
+        try:
+            schemas.validate(f"{call.action}Response", payload, call.unique_id)
+        except OcppError as error:
+            log.error(
+                "answer breaks the OCPP schema",
+                station=self.station_id,
+                action=call.action,
+                problem=error.description,
+            )
+            raise OcppError(
+                "InternalError", "the central system could not answer", call.unique_id
+            ) from None
 
     async def _complete(self, frame: CallResult | CallError) -> None:
         pending = self.pending

@@ -23,10 +23,6 @@ async def get_station(db: Database, station_id: str) -> Row | None:
     return await db.fetchrow("SELECT * FROM stations WHERE id = $1", station_id)
 
 
-async def station_ids(db: Database) -> list[str]:
-    return [r["id"] for r in await db.fetch("SELECT id FROM stations ORDER BY id")]
-
-
 async def connectors(db: Database, station_id: str) -> list[Row]:
     return await db.fetch(
         "SELECT * FROM connectors WHERE station_id = $1 ORDER BY connector_id", station_id
