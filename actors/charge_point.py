@@ -23,6 +23,14 @@ import trio
 
 from actors import Address, ChildSpec, Envelope, Mailbox, Request, Restart
 from actors.charge_point_handlers import HANDLERS, StationContext
+from actors.charge_point_state import (
+    Effect,
+    FrameArrived,
+    Link,
+    LinkState,
+    SilenceElapsed,
+    transition,
+)
 from cpms.errors import Unavailable
 from cpms.events import EventBus
 from cpms.ocpp import schemas
@@ -115,8 +123,7 @@ class _Actor:
     bus: EventBus
     offline_after: float
     link: ChargerLink | None = None
-    last_seen: float = -math.inf
-    online: bool = False
+    state: LinkState = field(default_factory=LinkState)
     pending: _Pending | None = None
     waiting: collections.deque[Envelope[StationMsg]] = field(default_factory=collections.deque)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -125,9 +132,25 @@ class _Actor:
     def station_id(self) -> str:
         return self.ctx.station_id
 
+    @property
+    def online(self) -> bool:
+        return self.state.link is Link.ONLINE
+
     def deadline(self) -> float:
-        silence = self.last_seen + self.offline_after if self.online else math.inf
+        silence = self.state.deadline(self.offline_after)
         return min(silence, self.pending.deadline if self.pending else math.inf)
+
+    async def _apply(self, event: FrameArrived | SilenceElapsed) -> None:
+        step = transition(self.state, event, self.offline_after)
+        self.state = step.state
+        for effect in step.effects:
+            if effect is Effect.PERSIST_ONLINE:
+                await store.set_online(self.ctx.db, self.station_id, True)
+            elif effect is Effect.PERSIST_OFFLINE:
+                log.info("station offline", station=self.station_id, silent_s=self.offline_after)
+                await store.set_online(self.ctx.db, self.station_id, False)
+            else:
+                self.publish()
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -148,7 +171,7 @@ class _Actor:
     async def received(self, link: ChargerLink, frame: Frame) -> None:
         if link is not self.link:
             return  # a frame still in flight from a replaced connection
-        await self._seen()
+        await self._apply(FrameArrived(trio.current_time()))
         action = (
             frame.action
             if isinstance(frame, Call)
@@ -159,13 +182,6 @@ class _Actor:
             await self._answer(frame)
         else:
             await self._complete(frame)
-
-    async def _seen(self) -> None:
-        self.last_seen = trio.current_time()
-        if not self.online:
-            self.online = True
-            await store.set_online(self.ctx.db, self.station_id, True)
-            self.publish()
 
     async def _answer(self, call: Call) -> None:
         handler = HANDLERS.get(call.action)
@@ -265,11 +281,8 @@ class _Actor:
             )
             self.pending = None
             await self._next_command()
-        if self.online and now >= self.last_seen + self.offline_after:
-            self.online = False
-            log.info("station offline", station=self.station_id, silent_s=self.offline_after)
-            await store.set_online(self.ctx.db, self.station_id, False)
-            self.publish()
+        if now >= self.state.deadline(self.offline_after):
+            await self._apply(SilenceElapsed(now))
 
     # -- output -------------------------------------------------------------------------------
 
