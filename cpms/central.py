@@ -12,6 +12,7 @@ import trio
 from actors import Intensity, Supervisor, run_supervisor
 from actors.charge_point import charge_point_spec
 from actors.charge_point_handlers import StationContext
+from cpms.location_status import run_location_status
 from cpms.ocpp import schemas
 from cpms.ocpp.listener import CentralSystem, ListenerConfig, serve_ocpp
 from cpms.ocpp.telemetry import Telemetry
@@ -47,6 +48,7 @@ async def run_central_system(
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(telemetry.run, core.db)
+        await nursery.start(run_location_status, core.db, core.bus)
         stations: Supervisor = await nursery.start(
             run_supervisor, "stations", core.registry, Intensity(restarts=100, period=10.0)
         )

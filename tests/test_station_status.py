@@ -11,6 +11,7 @@ import trio.testing
 from actors import Registry, Supervisor, run_supervisor
 from actors.charge_point import Attach, GetSnapshot, Received, charge_point_spec
 from cpms.events import EventBus
+from cpms.location_status import run_location_status
 from cpms.ocpp.frames import Call
 from cpms.ocpp.telemetry import Telemetry
 from cpms.status import location_status, station_status
@@ -108,3 +109,55 @@ async def test_offline_exactly_after_silence_and_back_on_the_next_frame(
         # online (connector not yet reported: nothing usable), connector free, silent, back
         assert seen == ["maintenance", "available", "offline", "available"]
         nursery.cancel_scope.cancel()
+
+
+async def test_location_updates_follow_station_events(db: Database, nursery: trio.Nursery) -> None:
+    await db.execute("INSERT INTO locations (id, name) VALUES ('LOC-1', 'Mall')")
+    for sid in ("A", "B"):
+        await store.create_station(
+            db,
+            sid,
+            connectors_count=1,
+            location_id="LOC-1",
+            connectors=[store.ConnectorSpec(1, "GBT", Decimal(60))],
+        )
+    bus = EventBus()
+    with bus.subscribe() as events:
+        await nursery.start(run_location_status, db, bus)
+
+        def station(sid: str, status: str, connector: str) -> None:
+            bus.publish(
+                {
+                    "type": "station_status_update",
+                    "data": {
+                        "station_id": sid,
+                        "location_id": "LOC-1",
+                        "status": status,
+                        "connectors": [{"connector_id": 1, "status": connector, "power_kw": 60}],
+                    },
+                }
+            )
+
+        async def next_location() -> dict[str, object]:
+            while True:
+                event = await events.receive()
+                if event["type"] == "location_status_update":
+                    return dict(event["data"])
+
+        station("A", "available", "Available")
+        first = await next_location()  # B has not reported: still offline
+        assert (first["status"], first["stations_count"], first["total_connectors"]) == (
+            "offline",
+            2,
+            2,
+        )
+        station("B", "occupied", "Charging")
+        second = await next_location()
+        assert second["status"] == "partial"
+        assert (
+            second["available_stations"],
+            second["occupied_stations"],
+            second["available_connectors"],
+        ) == (1, 1, 1)
+        station("A", "occupied", "Charging")
+        assert (await next_location())["status"] == "occupied"
