@@ -3,6 +3,7 @@ command, the malformed-frame corpus, and reconnects."""
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -475,3 +476,53 @@ def test_frames_serialise_compactly() -> None:
     assert call.encode() == '[2,"1","Heartbeat",{}]'
     assert parse_frame(call.encode()) == call
     assert json.loads(call.encode()) == [2, "1", "Heartbeat", {}]
+
+
+async def test_flooding_charger_gets_generic_errors_and_stays_served(server: Endpoints) -> None:
+    async with connect(server.ocpp_url, "CP-1", PASSWORD) as cp:
+        for n in range(150):  # far past the burst of 100, without waiting for answers
+            await cp.send_raw(json.dumps([2, f"f{n}", "Heartbeat", {}]))
+        replies = [await cp.receive() for _ in range(150)]
+        codes = [r[2] if r[0] == 4 else "ok" for r in replies]
+        assert codes.count("ok") >= 100 and codes.count("GenericError") >= 1
+        await trio.sleep(2)  # the bucket refills
+        assert "currentTime" in await cp.call("Heartbeat", {})
+
+
+async def test_tls_security_profile_2(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    import ssl
+
+    import trustme
+    from trio_websocket import open_websocket_url
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    await provision(db, "CP-TLS")
+    settings = Settings(
+        database_url=dsn,
+        data_dir=tmp_path,
+        http_port=0,
+        ocpp_port=0,
+        ocpp_tls_cert=tmp_path / "cert.pem",
+        ocpp_tls_key=tmp_path / "key.pem",
+    )
+    shutdown = trio.Event()
+    endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
+    assert endpoints.ocpp_url.startswith("wss://")
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    token = base64.b64encode(f"CP-TLS:{PASSWORD}".encode())
+    async with open_websocket_url(
+        f"{endpoints.ocpp_url}/CP-TLS",
+        ssl_context=client,
+        subprotocols=["ocpp1.6"],
+        extra_headers=[(b"Authorization", b"Basic " + token)],
+    ) as ws:
+        await ws.send_message(json.dumps([2, "t1", "Heartbeat", {}]))
+        reply = json.loads(await ws.get_message())
+        assert reply[0] == 3 and "currentTime" in reply[2]
+    shutdown.set()
