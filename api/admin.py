@@ -104,6 +104,23 @@ def admin_blueprint(core: Core) -> Blueprint:
             await ref.ask(Reload())
         return jsonify({"success": True, "station_id": station_id})
 
+    @bp.patch("/locations/<location_id>")
+    async def update_location(location_id: str) -> Response:
+        await prov.update_location(
+            core.db, location_id, prov.parse(prov.LocationPatch, await body())
+        )
+        return jsonify({"success": True, "location_id": location_id})
+
+    @bp.patch("/tariffs/<tariff_id>")
+    async def update_tariff(tariff_id: str) -> Response:
+        await prov.update_tariff(core.db, tariff_id, prov.parse(prov.TariffPatch, await body()))
+        return jsonify({"success": True, "tariff_id": tariff_id})
+
+    @bp.patch("/id-tags/<id_tag>")
+    async def update_id_tag(id_tag: str) -> Response:
+        await prov.update_id_tag(core.db, id_tag, prov.parse(prov.IdTagPatch, await body()))
+        return jsonify({"success": True, "id_tag": id_tag})
+
     @bp.post("/id-tags")
     async def add_id_tag() -> Response:
         tag = prov.parse(prov.IdTagIn, await body())

@@ -71,6 +71,19 @@ def add_network_commands(commands: Any, common: Common) -> None:
     add.add_argument("--tariff", help="tariff id (default: the location's)")
     add.set_defaults(handler=_db_command(_station_add))
 
+    update = stations.add_parser(
+        "update", help="change a station (live on a running server after its next BootNotification)"
+    )
+    common(update)
+    update.add_argument("id")
+    update.add_argument("--location")
+    update.add_argument("--password", help="new HTTP Basic password")
+    update.add_argument("--admin-status", help="active, maintenance or inactive")
+    update.add_argument("--registration", help="Accepted, Pending or Rejected (BootNotification)")
+    update.add_argument("--accept-unknown-tags", choices=["yes", "no"])
+    update.add_argument("--tariff")
+    update.set_defaults(handler=_db_command(_station_update))
+
     tags = commands.add_parser("tags", help="manage RFID id tags").add_subparsers(
         dest="sub", required=True, metavar="ACTION"
     )
@@ -177,6 +190,22 @@ async def _station_add(db: Database, a: argparse.Namespace) -> str:
     await prov.add_station(db, station)
     auth = "with a password" if a.password else "without a password"
     return f"station {station.id} added ({station.connectors_count} connectors, {auth})"
+
+
+async def _station_update(db: Database, a: argparse.Namespace) -> str:
+    given = {
+        "location_id": a.location,
+        "password": a.password,
+        "admin_status": a.admin_status,
+        "registration_status": a.registration,
+        "tariff_id": a.tariff,
+        "accept_unknown_tags": None
+        if a.accept_unknown_tags is None
+        else a.accept_unknown_tags == "yes",
+    }
+    patch = prov.parse(prov.StationPatch, {k: v for k, v in given.items() if v is not None})
+    await prov.update_station(db, a.id, patch)
+    return f"station {a.id} updated: {', '.join(patch.model_fields_set) or 'nothing'}"
 
 
 async def _tag_add(db: Database, a: argparse.Namespace) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -79,6 +79,29 @@ class StationPatch(_Model):
     accept_unknown_tags: bool | None = None
     tariff_id: Id | None = None
     model: str | None = Field(None, max_length=100)
+
+
+class LocationPatch(_Model):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    address: str | None = Field(None, max_length=300)
+    city: str | None = Field(None, max_length=100)
+    country: str | None = Field(None, max_length=100)
+    latitude: Decimal | None = Field(None, ge=-90, le=90)
+    longitude: Decimal | None = Field(None, ge=-180, le=180)
+    tariff_id: Id | None = None
+    status: Literal["active", "inactive"] | None = None
+
+
+class TariffPatch(_Model):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    price_per_kwh: Money | None = None
+    session_fee: Money | None = None
+
+
+class IdTagPatch(_Model):
+    client_id: uuid.UUID | None = None
+    status: Literal["Accepted", "Blocked", "Expired", "Invalid"] | None = None
+    expires_at: datetime | None = None
 
 
 class IdTagIn(_Model):
@@ -159,22 +182,54 @@ async def add_station(db: Database, station: StationIn) -> None:
     )
 
 
+async def _update(
+    db: Database, table: str, key: str, ident: str, changes: dict[str, Any], code: str
+) -> None:
+    """Set ``changes`` (column → value, from a validated model) on one row."""
+    if not await db.fetchval(f"SELECT 1 FROM {table} WHERE {key} = $1", ident):
+        raise NotFound(f"{code.removesuffix('_not_found')} {ident} not found", code=code)
+    for column, value in changes.items():
+        assert re.fullmatch(r"[a-z_]+", column)  # field names of our own models, never input
+        await db.execute(f"UPDATE {table} SET {column} = $2 WHERE {key} = $1", ident, value)
+
+
 async def update_station(db: Database, station_id: str, patch: StationPatch) -> None:
-    if await store.get_station(db, station_id) is None:
-        raise NotFound(f"station {station_id} not found", code="station_not_found")
     changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
     await _require(db, "locations", changes.get("location_id"), "location_not_found")
     await _require(db, "tariffs", changes.get("tariff_id"), "tariff_not_found")
     if "password" in changes:
         password = changes.pop("password")
         changes["password_hash"] = None if password is None else hash_password(password)
-    for column, value in changes.items():
-        assert re.fullmatch(r"[a-z_]+", column)
-        await db.execute(
-            f"UPDATE stations SET {column} = $2, updated_at = now() WHERE id = $1",
-            station_id,
-            value,
+    changes["updated_at"] = datetime.now(UTC)
+    await _update(db, "stations", "id", station_id, changes, "station_not_found")
+
+
+async def update_location(db: Database, location_id: str, patch: LocationPatch) -> None:
+    changes = patch.model_dump(exclude_unset=True)
+    await _require(db, "tariffs", changes.get("tariff_id"), "tariff_not_found")
+    changes["updated_at"] = datetime.now(UTC)
+    await _update(db, "locations", "id", location_id, changes, "location_not_found")
+
+
+async def update_tariff(db: Database, tariff_id: str, patch: TariffPatch) -> None:
+    changes = patch.model_dump(exclude_unset=True)
+    if any(changes.get(k, 0) is None for k in ("price_per_kwh", "session_fee", "name")):
+        raise InvalidRequest(
+            "name, price_per_kwh and session_fee can't be empty", code="validation_error"
         )
+    changes["updated_at"] = datetime.now(UTC)
+    await _update(db, "tariffs", "id", tariff_id, changes, "tariff_not_found")
+
+
+async def update_id_tag(db: Database, id_tag: str, patch: IdTagPatch) -> None:
+    changes = patch.model_dump(exclude_unset=True)
+    if "status" in changes and changes["status"] is None:
+        raise InvalidRequest("status can't be empty", code="validation_error")
+    if changes.get("client_id") is not None and not await db.fetchval(
+        "SELECT 1 FROM clients WHERE id = $1", changes["client_id"]
+    ):
+        raise NotFound(f"client {changes['client_id']} not found", code="client_not_found")
+    await _update(db, "id_tags", "id_tag", id_tag, changes, "id_tag_not_found")
 
 
 async def add_id_tag(db: Database, tag: IdTagIn) -> None:

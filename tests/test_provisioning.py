@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -75,6 +76,21 @@ def test_cli_provisions_a_network(cli_env: None, capsys: pytest.CaptureFixture[s
     )
     assert "3 connectors, with a password" in capsys.readouterr().out
     assert main(["tags", "add", "CARD-1"]) == 0
+    assert (
+        main(
+            [
+                "stations",
+                "update",
+                "ST-1",
+                "--admin-status",
+                "maintenance",
+                "--accept-unknown-tags",
+                "yes",
+            ]
+        )
+        == 0
+    )
+    assert "updated" in capsys.readouterr().out
     capsys.readouterr()
     for args, message in [
         (["stations", "add", "ST-1", "--connectors", "2"], "station_exists"),
@@ -93,6 +109,8 @@ def test_cli_provisions_a_network(cli_env: None, capsys: pytest.CaptureFixture[s
         (["stations", "add", "ST-2", "--connectors", "11"], "validation_error"),
         (["stations", "add", "ST 2", "--connectors", "1"], "validation_error"),
         (["tags", "add", "X" * 21], "validation_error"),
+        (["stations", "update", "ST-1", "--admin-status", "broken"], "validation_error"),
+        (["stations", "update", "NOPE", "--admin-status", "active"], "station_not_found"),
         (["locations", "add", "LOC-2", "--name", "x", "--lat", "95"], "validation_error"),
     ]:
         assert main(args) == 1, args
@@ -164,8 +182,23 @@ async def test_admin_rest_provisioning_and_live_changes(
         assert (
             await http.post("/api/v1/admin/id-tags", json={"id_tag": "CARD-9", "status": "Blocked"})
         ).status_code == 201
+        for path, body, expected in [
+            ("/api/v1/admin/locations/LOC-1", {"name": "Mall 2", "status": "inactive"}, 200),
+            ("/api/v1/admin/tariffs/TAR-1", {"price_per_kwh": "16.50"}, 200),
+            ("/api/v1/admin/tariffs/TAR-1", {"price_per_kwh": -1}, 400),
+            ("/api/v1/admin/tariffs/TAR-1", {"price_per_kwh": None}, 400),
+            ("/api/v1/admin/id-tags/CARD-9", {"status": "Accepted"}, 200),
+            ("/api/v1/admin/id-tags/NOPE", {"status": "Accepted"}, 404),
+            ("/api/v1/admin/locations/LOC-1", {"latitude": 123}, 400),
+        ]:
+            response = await http.patch(path, json=body)
+            assert response.status_code == expected, (path, body, response.text)
     row = await store.get_station(db, "ST-1")
     assert row is not None and row["admin_status"] == "maintenance"
+    assert await db.fetchval("SELECT price_per_kwh FROM tariffs WHERE id='TAR-1'") == Decimal(
+        "16.50"
+    )
+    assert await db.fetchval("SELECT status FROM id_tags WHERE id_tag='CARD-9'") == "Accepted"
     shutdown.set()
 
 
