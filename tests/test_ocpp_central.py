@@ -79,6 +79,11 @@ async def test_handshake_rules(server: Endpoints, db: Database) -> None:
             "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}
         )
         assert boot["status"] == "Accepted" and boot["interval"] == 60
+    # Once a password has been accepted, a wrong one is still refused (the check is cached).
+    with pytest.raises(ConnectionRejected) as info:
+        async with connect(base, "CP-1", "wrong"):
+            pass
+    assert info.value.status_code == 401
 
 
 async def test_a_whole_transaction(server: Endpoints, db: Database) -> None:

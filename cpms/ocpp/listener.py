@@ -19,10 +19,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import structlog
@@ -76,6 +78,19 @@ class CentralSystem:
     bus: EventBus
     telemetry: Telemetry
     config: ListenerConfig
+    #: station → (stored hash, SHA-256 of the password it accepted): a reconnect storm must not
+    #: cost one scrypt per charger; a changed stored hash invalidates the entry.
+    verified: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+
+    async def password_ok(self, station_id: str, password: str, stored: str) -> bool:
+        digest = hashlib.sha256(password.encode()).digest()
+        known = self.verified.get(station_id)
+        if known is not None and known[0] == stored:
+            return hmac.compare_digest(known[1], digest)
+        if not await trio.to_thread.run_sync(verify_password, password, stored):
+            return False
+        self.verified[station_id] = (stored, digest)
+        return True
 
     async def actor_for(self, station_id: str) -> ActorRef[StationMsg]:
         ref = self.registry.lookup(STATION, station_id)
@@ -176,7 +191,7 @@ async def _admit(request: WebSocketRequest, cs: CentralSystem) -> str | None:
         ok = (
             given is not None
             and given[0] == station
-            and await trio.to_thread.run_sync(verify_password, given[1], row["password_hash"])
+            and await cs.password_ok(station, given[1], row["password_hash"])
         )
         if not ok:
             log.warning("ocpp handshake refused", station=station, reason="bad credentials")
