@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from cpms.errors import Conflict, InvalidRequest, NotFound
+from cpms.timeutil import parse_time
 from storage.database import Database, Row
 
 
@@ -146,17 +147,6 @@ async def record_field(db: Database, station_id: str, column: str, value: str) -
     if column not in ("firmware_status", "diagnostics_status"):
         raise ValueError(column)
     await db.execute(f"UPDATE stations SET {column} = $2 WHERE id = $1", station_id, value)
-
-
-def parse_time(value: object) -> datetime | None:
-    """An OCPP timestamp (ISO 8601) as an aware datetime; None when absent or unreadable."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 async def id_tag_info(db: Database, id_tag: str, *, accept_unknown: bool) -> dict[str, Any]:

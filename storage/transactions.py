@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from cpms.timeutil import parse_time
 from storage.database import Database, Row
-from storage.stations import parse_time
 
 _OPEN = ("reserved", "starting", "charging", "stopping")
 

@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cpms.ocpp.frames import OcppError
-from storage.stations import parse_time
+from cpms.timeutil import parse_time
 
 ENERGY = "Energy.Active.Import.Register"
 _SCALE = {"kWh": Decimal(1000), "Wh": Decimal(1), "kW": Decimal(1000), "W": Decimal(1)}

@@ -1,0 +1,17 @@
+"""Timestamps as OCPP and the app send them (ISO 8601), as aware UTC datetimes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ISO 8601 timestamp as an aware datetime (UTC when no zone is given); None when absent
+    or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
