@@ -8,8 +8,11 @@ station's OCPP message log, newest first.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify, request
 
 from actors.charge_point import STATION, Command, Reload
@@ -18,7 +21,96 @@ from cpms.errors import Forbidden, InvalidRequest, NotFound
 from cpms.ocpp import schemas
 from cpms.ocpp.frames import OcppError
 from cpms.runtime import Core
+from storage import Database
 from storage import stations as store
+
+
+@dataclass(frozen=True)
+class _Resource:
+    """A provisioned kind: created with POST /<path>, changed with PATCH /<path>/<id>."""
+
+    path: str
+    id_field: str
+    response_key: str
+    create_model: type[BaseModel]
+    create: Callable[[Database, Any], Awaitable[None]]
+    patch_model: type[BaseModel]
+    update: Callable[[Database, str, Any], Awaitable[None]]
+
+
+_RESOURCES = [
+    _Resource(
+        "tariffs",
+        "id",
+        "tariff_id",
+        prov.TariffIn,
+        prov.add_tariff,
+        prov.TariffPatch,
+        prov.update_tariff,
+    ),
+    _Resource(
+        "locations",
+        "id",
+        "location_id",
+        prov.LocationIn,
+        prov.add_location,
+        prov.LocationPatch,
+        prov.update_location,
+    ),
+    _Resource(
+        "stations",
+        "id",
+        "station_id",
+        prov.StationIn,
+        prov.add_station,
+        prov.StationPatch,
+        prov.update_station,
+    ),
+    _Resource(
+        "id-tags",
+        "id_tag",
+        "id_tag",
+        prov.IdTagIn,
+        prov.add_id_tag,
+        prov.IdTagPatch,
+        prov.update_id_tag,
+    ),
+]
+
+
+async def _json_object() -> Any:
+    data = await request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object", code="validation_error")
+    return data
+
+
+def _register(
+    bp: Blueprint,
+    core: Core,
+    resource: _Resource,
+    after_update: Callable[[str], Awaitable[None]] | None,
+) -> None:
+    async def create() -> Response:
+        item = prov.parse(resource.create_model, await _json_object())
+        await resource.create(core.db, item)
+        response = jsonify(
+            {"success": True, resource.response_key: getattr(item, resource.id_field)}
+        )
+        response.status_code = 201
+        return response
+
+    async def update(ident: str) -> Response:
+        await resource.update(
+            core.db, ident, prov.parse(resource.patch_model, await _json_object())
+        )
+        if after_update is not None:
+            await after_update(ident)
+        return jsonify({"success": True, resource.response_key: ident})
+
+    name = resource.path.replace("-", "_")
+    bp.add_url_rule(f"/{resource.path}", f"create_{name}", create, methods=["POST"])
+    bp.add_url_rule(f"/{resource.path}/<ident>", f"update_{name}", update, methods=["PATCH"])
 
 
 def admin_blueprint(core: Core) -> Blueprint:
@@ -66,66 +158,13 @@ def admin_blueprint(core: Core) -> Blueprint:
             {"success": True, "station_id": station_id, "action": action, "response": answer}
         )
 
-    async def body() -> Any:
-        data = await request.get_json(force=True, silent=True)
-        if not isinstance(data, dict):
-            raise InvalidRequest("the body must be a JSON object", code="validation_error")
-        return data
-
-    def created(kind: str, ident: str) -> Response:
-        response = jsonify({"success": True, kind: ident})
-        response.status_code = 201
-        return response
-
-    @bp.post("/tariffs")
-    async def add_tariff() -> Response:
-        tariff = prov.parse(prov.TariffIn, await body())
-        await prov.add_tariff(core.db, tariff)
-        return created("tariff_id", tariff.id)
-
-    @bp.post("/locations")
-    async def add_location() -> Response:
-        location = prov.parse(prov.LocationIn, await body())
-        await prov.add_location(core.db, location)
-        return created("location_id", location.id)
-
-    @bp.post("/stations")
-    async def add_station() -> Response:
-        station = prov.parse(prov.StationIn, await body())
-        await prov.add_station(core.db, station)
-        return created("station_id", station.id)
-
-    @bp.patch("/stations/<station_id>")
-    async def update_station(station_id: str) -> Response:
-        patch = prov.parse(prov.StationPatch, await body())
-        await prov.update_station(core.db, station_id, patch)
+    async def reload_station(station_id: str) -> None:
         ref = core.registry.lookup(STATION, station_id)
         if ref is not None:
             await ref.ask(Reload())
-        return jsonify({"success": True, "station_id": station_id})
 
-    @bp.patch("/locations/<location_id>")
-    async def update_location(location_id: str) -> Response:
-        await prov.update_location(
-            core.db, location_id, prov.parse(prov.LocationPatch, await body())
-        )
-        return jsonify({"success": True, "location_id": location_id})
-
-    @bp.patch("/tariffs/<tariff_id>")
-    async def update_tariff(tariff_id: str) -> Response:
-        await prov.update_tariff(core.db, tariff_id, prov.parse(prov.TariffPatch, await body()))
-        return jsonify({"success": True, "tariff_id": tariff_id})
-
-    @bp.patch("/id-tags/<id_tag>")
-    async def update_id_tag(id_tag: str) -> Response:
-        await prov.update_id_tag(core.db, id_tag, prov.parse(prov.IdTagPatch, await body()))
-        return jsonify({"success": True, "id_tag": id_tag})
-
-    @bp.post("/id-tags")
-    async def add_id_tag() -> Response:
-        tag = prov.parse(prov.IdTagIn, await body())
-        await prov.add_id_tag(core.db, tag)
-        return created("id_tag", tag.id_tag)
+    for resource in _RESOURCES:
+        _register(bp, core, resource, reload_station if resource.path == "stations" else None)
 
     @bp.get("/stations/<station_id>/messages")
     async def messages(station_id: str) -> Response:

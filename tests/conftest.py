@@ -8,6 +8,7 @@ tests never see each other's rows and never assume a running server.
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -62,6 +63,17 @@ def dsn(pg_cluster: PgCluster) -> str:
     name = f"t{next(_counter)}"
     pg_cluster.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE};")
     return pg_cluster.dsn(name)
+
+
+@pytest.fixture
+def cli_env(dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The environment an admin command sees: only this test's database and data dir."""
+    for key in list(os.environ):
+        if key.startswith("CPMS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CPMS_DATABASE_URL", dsn)
+    monkeypatch.setenv("CPMS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CPMS_LOG_LEVEL", "WARNING")
 
 
 @pytest.fixture

@@ -115,16 +115,6 @@ def test_serve_on_embedded_postgres_reuses_data_and_stops_on_sigterm(tmp_path: P
     assert "250.75" in shown.stdout and "welcome" in shown.stdout
 
 
-@pytest.fixture
-def cli_env(dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith("CPMS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("CPMS_DATABASE_URL", dsn)
-    monkeypatch.setenv("CPMS_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("CPMS_LOG_LEVEL", "WARNING")
-
-
 def test_wallet_commands(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
     client = str(uuid.uuid4())
     assert (

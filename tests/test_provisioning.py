@@ -22,16 +22,6 @@ from tests.ocpp_client import connect
 ADMIN = "admin-test-token"
 
 
-@pytest.fixture
-def cli_env(dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith("CPMS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("CPMS_DATABASE_URL", dsn)
-    monkeypatch.setenv("CPMS_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("CPMS_LOG_LEVEL", "WARNING")
-
-
 def test_cli_provisions_a_network(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tariffs", "add", "TAR-1", "--name", "AC", "--price-per-kwh", "13.50"]) == 0
     assert (

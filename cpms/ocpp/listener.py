@@ -204,11 +204,9 @@ async def _auto_register(db: Database, station: str) -> None:
     """Development and simulation: an unknown station is provisioned on first contact with two
     Type2 22 kW connectors."""
     specs = [store.ConnectorSpec(n, "Type2", Decimal("22")) for n in (1, 2)]
-    try:
+    with contextlib.suppress(Conflict):  # a concurrent connection may have registered it
         await store.create_station(db, station, connectors_count=2, connectors=specs)
         log.info("station auto-registered", station=station)
-    except Conflict:
-        pass  # a concurrent connection registered it
 
 
 async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> None:
