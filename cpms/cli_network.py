@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import trio
+from pydantic import BaseModel
 from rich.console import Console
 
 from cpms import provisioning as prov
@@ -35,6 +36,22 @@ def add_network_commands(commands: Any, common: Common) -> None:
     add.add_argument("--session-fee", default="0")
     add.add_argument("--currency", default="KGS")
     add.set_defaults(handler=_db_command(_tariff_add))
+    update = tariffs.add_parser("update", help="change a tariff")
+    common(update)
+    update.add_argument("id")
+    update.add_argument("--name")
+    update.add_argument("--price-per-kwh")
+    update.add_argument("--session-fee")
+    update.set_defaults(
+        handler=_db_command(
+            _updater(
+                prov.TariffPatch,
+                prov.update_tariff,
+                "tariff",
+                {"name": "name", "price_per_kwh": "price_per_kwh", "session_fee": "session_fee"},
+            )
+        )
+    )
 
     locations = commands.add_parser("locations", help="manage locations").add_subparsers(
         dest="sub", required=True, metavar="ACTION"
@@ -50,6 +67,31 @@ def add_network_commands(commands: Any, common: Common) -> None:
     add.add_argument("--lon", help="longitude, e.g. 74.5698")
     add.add_argument("--tariff", help="tariff id")
     add.set_defaults(handler=_db_command(_location_add))
+    update = locations.add_parser("update", help="change a location")
+    common(update)
+    update.add_argument("id")
+    for option in ("--name", "--address", "--city", "--country", "--lat", "--lon", "--tariff"):
+        update.add_argument(option)
+    update.add_argument("--status", help="active or inactive")
+    update.set_defaults(
+        handler=_db_command(
+            _updater(
+                prov.LocationPatch,
+                prov.update_location,
+                "location",
+                {
+                    "name": "name",
+                    "address": "address",
+                    "city": "city",
+                    "country": "country",
+                    "lat": "latitude",
+                    "lon": "longitude",
+                    "tariff": "tariff_id",
+                    "status": "status",
+                },
+            )
+        )
+    )
 
     stations = commands.add_parser("stations", help="manage stations").add_subparsers(
         dest="sub", required=True, metavar="ACTION"
@@ -95,6 +137,22 @@ def add_network_commands(commands: Any, common: Common) -> None:
     add.add_argument("--status", default="Accepted", help="Accepted, Blocked, Expired or Invalid")
     add.add_argument("--expires", help="expiry, ISO 8601")
     add.set_defaults(handler=_db_command(_tag_add))
+    update = tags.add_parser("update", help="change an id tag")
+    common(update)
+    update.add_argument("id", metavar="tag")
+    update.add_argument("--client", help="client UUID")
+    update.add_argument("--status", help="Accepted, Blocked, Expired or Invalid")
+    update.add_argument("--expires", help="expiry, ISO 8601")
+    update.set_defaults(
+        handler=_db_command(
+            _updater(
+                prov.IdTagPatch,
+                prov.update_id_tag,
+                "id tag",
+                {"client": "client_id", "status": "status", "expires": "expires_at"},
+            )
+        )
+    )
 
     demo = commands.add_parser("seed-demo", help="load a small demo network in Bishkek")
     common(demo)
@@ -130,6 +188,27 @@ def _db_command(
         return 0
 
     return handler
+
+
+def _updater(
+    model: type[BaseModel],
+    update: Callable[[Database, str, Any], Awaitable[None]],
+    kind: str,
+    options: dict[str, str],
+) -> Callable[[Database, argparse.Namespace], Awaitable[str]]:
+    """A command handler applying the given options (option dest → model field) as a patch."""
+
+    async def run(db: Database, a: argparse.Namespace) -> str:
+        given = {
+            field: getattr(a, dest)
+            for dest, field in options.items()
+            if getattr(a, dest) is not None
+        }
+        patch = prov.parse(model, given)
+        await update(db, a.id, patch)
+        return f"{kind} {a.id} updated: {', '.join(sorted(patch.model_fields_set)) or 'nothing'}"
+
+    return run
 
 
 async def _tariff_add(db: Database, a: argparse.Namespace) -> str:

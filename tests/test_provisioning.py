@@ -81,6 +81,13 @@ def test_cli_provisions_a_network(cli_env: None, capsys: pytest.CaptureFixture[s
         == 0
     )
     assert "updated" in capsys.readouterr().out
+    assert main(["tariffs", "update", "TAR-1", "--price-per-kwh", "14.25"]) == 0
+    assert main(["locations", "update", "LOC-1", "--name", "Mall 2", "--status", "inactive"]) == 0
+    assert main(["tags", "update", "CARD-1", "--status", "Blocked"]) == 0
+    shown = capsys.readouterr().out
+    assert "tariff TAR-1 updated: price_per_kwh" in shown
+    assert "location LOC-1 updated: name, status" in shown
+    assert "id tag CARD-1 updated: status" in shown
     capsys.readouterr()
     for args, message in [
         (["stations", "add", "ST-1", "--connectors", "2"], "station_exists"),
@@ -101,6 +108,9 @@ def test_cli_provisions_a_network(cli_env: None, capsys: pytest.CaptureFixture[s
         (["tags", "add", "X" * 21], "validation_error"),
         (["stations", "update", "ST-1", "--admin-status", "broken"], "validation_error"),
         (["stations", "update", "NOPE", "--admin-status", "active"], "station_not_found"),
+        (["tariffs", "update", "TAR-1", "--price-per-kwh", "-3"], "validation_error"),
+        (["locations", "update", "NOPE", "--name", "x"], "location_not_found"),
+        (["tags", "update", "CARD-1", "--status", "Lost"], "validation_error"),
         (["locations", "add", "LOC-2", "--name", "x", "--lat", "95"], "validation_error"),
     ]:
         assert main(args) == 1, args
