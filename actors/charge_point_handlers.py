@@ -125,6 +125,8 @@ Handler = Callable[[StationContext, dict[str, Any], str], Awaitable[dict[str, An
 
 
 async def boot_notification(ctx: StationContext, p: dict[str, Any], uid: str) -> dict[str, Any]:
+    # A (re)booting charger gets the registration an operator set, even from another process.
+    await ctx.refresh()
     await store.record_boot(ctx.db, ctx.station_id, p)
     await store.record_seen(ctx.db, ctx.station_id, online=True, heartbeat=True)
     interval = HEARTBEAT_INTERVAL if ctx.registration == "Accepted" else RETRY_INTERVAL

@@ -122,9 +122,25 @@ def add_network_commands(commands: Any, common: Common) -> None:
     update.add_argument("--password", help="new HTTP Basic password")
     update.add_argument("--admin-status", help="active, maintenance or inactive")
     update.add_argument("--registration", help="Accepted, Pending or Rejected (BootNotification)")
-    update.add_argument("--accept-unknown-tags", choices=["yes", "no"])
+    update.add_argument("--accept-unknown-tags", type=_yes_no, metavar="yes|no")
     update.add_argument("--tariff")
-    update.set_defaults(handler=_db_command(_station_update))
+    update.set_defaults(
+        handler=_db_command(
+            _updater(
+                prov.StationPatch,
+                prov.update_station,
+                "station",
+                {
+                    "location": "location_id",
+                    "password": "password",
+                    "admin_status": "admin_status",
+                    "registration": "registration_status",
+                    "accept_unknown_tags": "accept_unknown_tags",
+                    "tariff": "tariff_id",
+                },
+            )
+        )
+    )
 
     tags = commands.add_parser("tags", help="manage RFID id tags").add_subparsers(
         dest="sub", required=True, metavar="ACTION"
@@ -188,6 +204,12 @@ def _db_command(
         return 0
 
     return handler
+
+
+def _yes_no(text: str) -> bool:
+    if text not in ("yes", "no"):
+        raise argparse.ArgumentTypeError("expected yes or no")
+    return text == "yes"
 
 
 def _updater(
@@ -269,22 +291,6 @@ async def _station_add(db: Database, a: argparse.Namespace) -> str:
     await prov.add_station(db, station)
     auth = "with a password" if a.password else "without a password"
     return f"station {station.id} added ({station.connectors_count} connectors, {auth})"
-
-
-async def _station_update(db: Database, a: argparse.Namespace) -> str:
-    given = {
-        "location_id": a.location,
-        "password": a.password,
-        "admin_status": a.admin_status,
-        "registration_status": a.registration,
-        "tariff_id": a.tariff,
-        "accept_unknown_tags": None
-        if a.accept_unknown_tags is None
-        else a.accept_unknown_tags == "yes",
-    }
-    patch = prov.parse(prov.StationPatch, {k: v for k, v in given.items() if v is not None})
-    await prov.update_station(db, a.id, patch)
-    return f"station {a.id} updated: {', '.join(patch.model_fields_set) or 'nothing'}"
 
 
 async def _tag_add(db: Database, a: argparse.Namespace) -> str:
