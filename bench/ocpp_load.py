@@ -14,6 +14,7 @@ percentiles, the achieved rate and the server's CPU time per message. Finally it
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import itertools
 import json
@@ -30,7 +31,6 @@ from typing import Any
 import httpx
 import psutil
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, connect_websocket
 
 NOW = "2026-11-22T10:00:00Z"
 
@@ -41,20 +41,102 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Closed(Exception):
+    """The server closed the connection or answered out of turn."""
+
+
+class RawSocket:
+    """A minimal OCPP-J WebSocket client over a bare trio stream.
+
+    The load generator shares this machine's two cores with the server, so it speaks just enough
+    RFC 6455 to be cheap: one handshake, unfragmented text frames out (masked with a zero key, which
+    leaves the payload as is), unmasked frames in.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+
+    @classmethod
+    async def open(cls, host: str, port: int, path: str) -> RawSocket:
+        stream = await trio.open_tcp_stream(host, port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        await stream.send_all(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+            ).encode()
+        )
+        sock = cls(stream)
+        while b"\r\n\r\n" not in sock.buffer:
+            await sock._fill()
+        head, _, rest = bytes(sock.buffer).partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            await stream.aclose()
+            raise Closed(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+        sock.buffer = bytearray(rest)
+        return sock
+
+    async def _fill(self) -> None:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            raise Closed("connection closed")
+        self.buffer += data
+
+    async def send(self, text: str) -> None:
+        data = text.encode()
+        size = len(data)
+        if size < 126:
+            head = bytes((0x81, 0x80 | size))
+        elif size < 65536:
+            head = bytes((0x81, 0xFE)) + size.to_bytes(2, "big")
+        else:
+            head = bytes((0x81, 0xFF)) + size.to_bytes(8, "big")
+        await self.stream.send_all(head + b"\0\0\0\0" + data)
+
+    async def receive(self) -> str:
+        while True:
+            while len(self.buffer) < 2:
+                await self._fill()
+            opcode, size = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
+            start = 2
+            if size == 126:
+                start, size = 4, -1
+            elif size == 127:
+                start, size = 10, -1
+            while len(self.buffer) < start:
+                await self._fill()
+            if size < 0:
+                size = int.from_bytes(self.buffer[2:start], "big")
+            while len(self.buffer) < start + size:
+                await self._fill()
+            payload = bytes(self.buffer[start : start + size])
+            del self.buffer[: start + size]
+            if opcode == 0x1:
+                return payload.decode()
+            if opcode == 0x8:
+                raise Closed("close frame")
+            # pings and pongs are not expected from cpms; anything else is skipped
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 @dataclass
 class Charger:
     station: str
-    ws: WebSocketConnection
+    ws: RawSocket
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     energy: int = 0
 
     async def call(self, action: str, payload: dict[str, Any]) -> float:
         unique_id = str(next(self.ids))
         began = time.perf_counter()
-        await self.ws.send_message(json.dumps([2, unique_id, action, payload]))
-        reply = json.loads(await self.ws.get_message())
+        await self.ws.send(json.dumps([2, unique_id, action, payload]))
+        reply = json.loads(await self.ws.receive())
         if reply[0] != 3 or reply[1] != unique_id:
-            raise RuntimeError(f"{self.station}: unexpected {reply}")
+            raise Closed(f"{self.station}: unexpected {reply}")
         return time.perf_counter() - began
 
 
@@ -64,31 +146,27 @@ class Fleet:
     chargers: list[Charger] = field(default_factory=list)
     failures: int = 0
 
-    async def connect(self, nursery: trio.Nursery, station: str) -> None:
+    async def connect(self, station: str) -> None:
         host, port = self.url.split("//")[1].split("/")[0].split(":")
         try:
-            ws = await connect_websocket(
-                nursery, host, int(port), f"/ws/{station}", use_ssl=False, subprotocols=["ocpp1.6"]
-            )
+            ws = await RawSocket.open(host, int(port), f"/ws/{station}")
             charger = Charger(station, ws)
             await charger.call(
                 "BootNotification", {"chargePointVendor": "bench", "chargePointModel": "raw"}
             )
-        except (OSError, HandshakeError, ConnectionClosed, RuntimeError):
+        except (OSError, Closed, trio.BrokenResourceError):
             self.failures += 1
             return
         self.chargers.append(charger)
 
 
-async def connect_all(
-    fleet: Fleet, nursery: trio.Nursery, names: list[str], parallel: int
-) -> float:
+async def connect_all(fleet: Fleet, names: list[str], parallel: int) -> float:
     began = time.perf_counter()
     limit = trio.CapacityLimiter(parallel)
 
     async def one(name: str) -> None:
         async with limit:
-            await fleet.connect(nursery, name)
+            await fleet.connect(name)
 
     async with trio.open_nursery() as connecting:
         for name in names:
@@ -138,7 +216,7 @@ async def drive(fleet: Fleet, rate: float, seconds: float) -> dict[str, Any]:
                             ],
                         },
                     )
-            except (ConnectionClosed, RuntimeError, trio.BrokenResourceError):
+            except (Closed, OSError, trio.BrokenResourceError):
                 errors += 1
                 return
             rtts.append(rtt)
@@ -164,6 +242,24 @@ async def drive(fleet: Fleet, rate: float, seconds: float) -> dict[str, Any]:
         "max_ms": pct(1.0),
         "errors": errors,
     }
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def database_processes(data_dir: Path) -> list[psutil.Process]:
+    """The embedded PostgreSQL's processes: the postmaster and its backends."""
+    main = [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "postgres" and str(data_dir) in " ".join(p.info["cmdline"] or [])
+    ]
+    return [*main, *(c for p in main for c in p.children(recursive=True))]
 
 
 async def provision(dsn_dir: Path, count: int) -> None:
@@ -195,12 +291,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "CPMS_DATA_DIR": str(data),
             "CPMS_HTTP_PORT": str(http),
             "CPMS_OCPP_PORT": str(ocpp),
-            "CPMS_LOG_LEVEL": "WARNING",
+            "CPMS_LOG_LEVEL": os.environ.get("BENCH_SERVER_LOG", "WARNING"),
             "CPMS_GC_TUNING": "true" if args.gc_tuning else "false",
         }
         server = await trio.lowlevel.open_process([sys.executable, "-m", "cpms", "serve"], env=env)
         try:
-            return await run_phases(args, names, server.pid, http, ocpp)
+            return await run_phases(args, names, server.pid, data, http, ocpp)
         finally:
             server.terminate()
             with trio.move_on_after(60):
@@ -211,6 +307,7 @@ async def run_phases(
     args: argparse.Namespace,
     names: list[str],
     server_pid: int,
+    data_dir: Path,
     http: int,
     ocpp: int,
 ) -> dict[str, Any]:
@@ -231,7 +328,7 @@ async def run_phases(
     proc = psutil.Process(server_pid)
     fleet = Fleet(f"ws://127.0.0.1:{ocpp}/ws")
     async with trio.open_nursery() as nursery:
-        took = await connect_all(fleet, nursery, names[: args.stations], args.parallel)
+        took = await connect_all(fleet, names[: args.stations], args.parallel)
         result["connect"] = {
             "stations": args.stations,
             "connected": len(fleet.chargers),
@@ -244,24 +341,27 @@ async def run_phases(
         gc.freeze()
         gc.set_threshold(10_000, 10, 1000)
         result["rates"] = []
+        me = psutil.Process()
         for rate in args.rates:
-            cpu = proc.cpu_times()
+            watched = [proc, me, *database_processes(data_dir)]
+            before = [cpu_seconds(p) for p in watched]
             phase = await drive(fleet, rate, args.phase_seconds)
-            used = proc.cpu_times()
-            spent = (used.user + used.system) - (cpu.user + cpu.system)
-            phase["server_cpu_us_per_msg"] = round(spent / max(phase["messages"], 1) * 1e6, 1)
+            after = [cpu_seconds(p) for p in watched]
+            per_msg = 1e6 / max(phase["messages"], 1)
+            phase["server_cpu_us_per_msg"] = round((after[0] - before[0]) * per_msg, 1)
+            phase["load_generator_cpu_us_per_msg"] = round((after[1] - before[1]) * per_msg, 1)
+            database = sum(after[2:]) - sum(before[2:])
+            phase["database_cpu_us_per_msg"] = round(database * per_msg, 1)
             print(json.dumps(phase), flush=True)
             result["rates"].append(phase)
         if args.max_stations > args.stations:
-            took = await connect_all(
-                fleet, nursery, names[args.stations : args.max_stations], args.parallel
-            )
+            took = await connect_all(fleet, names[args.stations : args.max_stations], args.parallel)
             alive = 0
             for charger in fleet.chargers:
                 try:
                     await charger.call("Heartbeat", {})
                     alive += 1
-                except (ConnectionClosed, RuntimeError, trio.BrokenResourceError):
+                except (Closed, OSError, trio.BrokenResourceError):
                     pass
             result["max"] = {
                 "target": args.max_stations,

@@ -72,7 +72,10 @@ class Settings(BaseSettings):
         "console", description="readable lines or one JSON object per line"
     )
     shutdown_timeout: float = Field(10.0, gt=0, le=120, description="graceful stop budget, s")
-    gc_tuning: bool = Field(True, description="freeze start-up objects, raise GC thresholds")
+    gc_tuning: bool = Field(
+        True,
+        description="collect on growth and on a timer, not by allocation count",
+    )
     storage_inbox: int = Field(1024, ge=1, description="StorageActor inbox capacity")
     storage_batch: int = Field(64, ge=1, le=1000, description="ledger operations per commit")
 
