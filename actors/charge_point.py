@@ -66,10 +66,11 @@ class Detach:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A valid frame from ``link``."""
+    """A valid frame from ``link`` and its ``text`` as received."""
 
     link: ChargerLink
     frame: Frame
+    text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,7 @@ class _Actor:
 
     # -- frames from the charger --------------------------------------------------------------
 
-    async def received(self, link: ChargerLink, frame: Frame) -> None:
+    async def received(self, link: ChargerLink, frame: Frame, text: str | None = None) -> None:
         if link is not self.link:
             return  # a frame still in flight from a replaced connection
         await self._apply(FrameArrived(trio.current_time()))
@@ -177,7 +178,7 @@ class _Actor:
             if isinstance(frame, Call)
             else (self.pending.call.action if self.pending else None)
         )
-        self.ctx.log_message("in", frame, action)
+        self.ctx.log_message("in", frame, action, text)
         if isinstance(frame, Call):
             await self._answer(frame)
         else:
@@ -192,7 +193,17 @@ class _Actor:
                 )
                 raise OcppError(code, f"{call.action} is not handled here", call.unique_id)
             schemas.validate(call.action, call.payload, call.unique_id)
-            payload = await handler(self.ctx, call.payload, call.unique_id)
+            try:
+                payload = await handler(self.ctx, call.payload, call.unique_id)
+            except OcppError:
+                raise
+            except Exception:
+                # Our fault (a database error, a bug): the charger is told, and retries what
+                # the spec says it must; the actor and its state go on.
+                log.exception("handler failed", station=self.station_id, action=call.action)
+                raise OcppError(
+                    "InternalError", "the central system could not handle this", call.unique_id
+                ) from None
             self._check_own_answer(call, payload)
         except OcppError as error:
             await self._send(error.frame(), call.action)
@@ -290,7 +301,7 @@ class _Actor:
         if self.link is None:
             return
         text = frame.encode()
-        self.ctx.log_message("out", frame, action)
+        self.ctx.log_message("out", frame, action, text)
         try:
             await self.link.send(text)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -348,22 +359,26 @@ async def run_charge_point(
     actor = _Actor(ctx, bus, offline_after)
     task_status.started()
     while True:
-        envelope: Envelope[StationMsg] | None = None
-        with trio.move_on_at(actor.deadline()):  # only the wait is bounded, never the work
-            try:
-                envelope = await mailbox.receive()
-            except trio.EndOfChannel:
-                return
-        if envelope is None:
-            await actor.timer()
-        else:
-            await _handle(actor, envelope)
+        # The timer is lazy: every frame pushes the silence deadline later, but the scope's
+        # deadline only moves when it fires (timer() then finds nothing due and the loop sets the
+        # real one) or when a handler sets an earlier one (an outstanding command). Moving a
+        # trio deadline on every message costs more than the message's own work.
+        with trio.CancelScope(deadline=actor.deadline()) as waiting:
+            while True:
+                try:
+                    envelope = await mailbox.receive()
+                except trio.EndOfChannel:
+                    return
+                with trio.CancelScope(shield=True):  # only the wait is bounded, never the work
+                    await _handle(actor, envelope)
+                waiting.deadline = min(waiting.deadline, actor.deadline())
+        await actor.timer()
 
 
 async def _handle(actor: _Actor, envelope: Envelope[StationMsg]) -> None:
     match envelope.message:
-        case Received(link, frame):
-            await actor.received(link, frame)
+        case Received(link, frame, text):
+            await actor.received(link, frame, text)
         case Attach(link):
             await actor.attach(link)
         case Detach(link):

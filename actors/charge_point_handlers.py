@@ -108,8 +108,10 @@ class StationContext:
             )
         self.changed = True
 
-    def log_message(self, direction: str, frame: Frame, action: str | None = None) -> None:
-        self.telemetry.frame(self.station_id, direction, frame, action)
+    def log_message(
+        self, direction: str, frame: Frame, action: str | None = None, text: str | None = None
+    ) -> None:
+        self.telemetry.frame(self.station_id, direction, frame, action, text)
 
     def check_connector(self, connector_id: int, unique_id: str, *, allow_zero: bool) -> None:
         low = 0 if allow_zero else 1

@@ -16,7 +16,10 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
+from actors.charge_point_handlers import HANDLERS
 from cpms.app import Endpoints, run_server
+from cpms.ocpp.frames import Call, CallResult
+from cpms.ocpp.telemetry import Telemetry
 from cpms.passwords import hash_password
 from cpms.settings import Settings
 from storage import Database
@@ -531,3 +534,49 @@ async def test_tls_security_profile_2(
         reply = json.loads(await ws.get_message())
         assert reply[0] == 3 and "currentTime" in reply[2]
     shutdown.set()
+
+
+async def test_strings_text_cannot_hold_are_refused_and_the_log_goes_on(
+    server: Endpoints, db: Database
+) -> None:
+    async with connect(server.ocpp_url, "CP-1", PASSWORD) as charger:
+        for data in ("nul \\u0000 here", "lone \\ud800 surrogate"):
+            await charger.send_raw(f'[2,"d1","DataTransfer",{{"vendorId":"V","data":"{data}"}}]')
+            reply = await charger.receive()
+            assert reply[:3] == [4, "d1", "FormationViolation"], reply
+        await charger.call("Heartbeat", {})
+        for _ in range(50):
+            await trio.sleep(0.1)
+            logged = await db.fetch(
+                "SELECT direction, action FROM ocpp_messages WHERE station_id='CP-1'"
+            )
+            if ("out", "Heartbeat") in [(r["direction"], r["action"]) for r in logged]:
+                break
+        assert ("in", "Heartbeat") in [(r["direction"], r["action"]) for r in logged]
+
+
+async def test_a_row_the_database_refuses_costs_only_itself(db: Database) -> None:
+    telemetry = Telemetry()
+    good = Call("g1", "Heartbeat", {})
+    telemetry.frame("CP-1", "in", good, None)
+    bad = '[2,"b1","DataTransfer",{not json}]'  # as if cut from a frame that was not
+    telemetry.frame("CP-1", "in", Call("b1", "DataTransfer", {}), None, bad)
+    telemetry.frame("CP-1", "out", CallResult("g1", {"currentTime": "x"}), "Heartbeat")
+    with trio.move_on_after(1):
+        await telemetry.run(db, flush_every=0.05)
+    rows = await db.fetch("SELECT unique_id, direction FROM ocpp_messages ORDER BY id")
+    assert [(r["unique_id"], r["direction"]) for r in rows] == [("g1", "in"), ("g1", "out")]
+    assert telemetry.dropped == 1
+
+
+async def test_a_failing_handler_answers_internal_error_and_the_station_goes_on(
+    server: Endpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object) -> dict[str, Any]:
+        raise ConnectionError("database went away")
+
+    monkeypatch.setitem(HANDLERS, "Authorize", broken)
+    async with connect(server.ocpp_url, "CP-1", PASSWORD) as charger:
+        await charger.send_raw('[2,"a1","Authorize",{"idTag":"T1"}]')
+        assert (await charger.receive())[:3] == [4, "a1", "InternalError"]
+        assert "currentTime" in await charger.call("Heartbeat", {})

@@ -65,7 +65,7 @@ class Call:
     payload: dict[str, Any]
 
     def encode(self) -> str:
-        return _dumps([CALL, self.unique_id, self.action, self.payload])
+        return dumps([CALL, self.unique_id, self.action, self.payload])
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ class CallResult:
     payload: dict[str, Any]
 
     def encode(self) -> str:
-        return _dumps([CALLRESULT, self.unique_id, self.payload])
+        return dumps([CALLRESULT, self.unique_id, self.payload])
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,21 +85,63 @@ class CallError:
     details: dict[str, Any] = field(default_factory=dict)
 
     def encode(self) -> str:
-        return _dumps([CALLERROR, self.unique_id, self.code, self.description, self.details])
+        return dumps([CALLERROR, self.unique_id, self.code, self.description, self.details])
 
 
 Frame = Call | CallResult | CallError
 
 
-def _dumps(value: object) -> str:
-    # Decimals (money, energy, charging limits parsed exactly) are written as JSON numbers.
-    return str(simplejson.dumps(value, separators=(",", ":"), ensure_ascii=False, use_decimal=True))
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps(value: object) -> str:
+    """Compact JSON. Decimals (money, energy, charging limits parsed exactly) are written as JSON
+    numbers: the standard library's C encoder cannot, so a value holding one goes to simplejson."""
+    try:
+        return _ENCODER.encode(value)
+    except TypeError:
+        return str(
+            simplejson.dumps(value, separators=(",", ":"), ensure_ascii=False, use_decimal=True)
+        )
+
+
+def payload_text(frame: Call | CallResult, text: str | None) -> str:
+    """The payload of ``frame`` as JSON text, cut from the frame's ``text`` when that is in the
+    compact form (ours always is; most chargers' too), otherwise encoded again."""
+    if text is not None and text.endswith("]"):
+        if isinstance(frame, Call):
+            head = f"[2,{dumps(frame.unique_id)},{dumps(frame.action)},"
+        else:
+            head = f"[3,{dumps(frame.unique_id)},"
+        if text.startswith(head):
+            # The text parsed as this frame and its head matched exactly, so what lies between
+            # the head and the closing bracket is the payload (and maybe whitespace).
+            return text[len(head) : -1]
+    return dumps(frame.payload)
 
 
 def unique_id_hint(text: str) -> str:
     """The unique id of a frame we could not parse, if its start is readable."""
     match = _LEADING_ID.match(text)
     return match[1] if match else UNKNOWN_ID
+
+
+def _representable(value: object) -> bool:
+    """Whether every string can be stored as text: escapes can spell a NUL or half a surrogate
+    pair, which no UTF-8 text (nor PostgreSQL) can hold."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_representable(k) and _representable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_representable(v) for v in value)
+    return True
 
 
 def parse_frame(text: str | bytes) -> Frame:
@@ -122,6 +164,12 @@ def parse_frame(text: str | bytes) -> Frame:
         ) from None
     if not isinstance(message, list) or not message:
         raise OcppError("FormationViolation", "frame must be a JSON array")
+    if "\\u" in text and not _representable(message):
+        raise OcppError(
+            "FormationViolation",
+            "strings must not hold NUL characters or unpaired surrogates",
+            unique_id_hint(text),
+        )
     type_id = message[0]
     unique_id = message[1] if len(message) > 1 and isinstance(message[1], str) else UNKNOWN_ID
     if not isinstance(type_id, int) or isinstance(type_id, bool):

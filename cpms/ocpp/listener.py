@@ -241,7 +241,7 @@ async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> Non
                 log.info("bad frame", station=station, code=error.code, why=error.description)
                 await link.send(error.frame().encode())
                 continue
-            await actor.tell(Received(link, frame))
+            await actor.tell(Received(link, frame, text if isinstance(text, str) else None))
     except (ConnectionClosed, trio.BrokenResourceError):
         pass
     finally:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 import trio
 
-from cpms.ocpp.frames import Call, CallError, CallResult, Frame
+from cpms.ocpp.frames import Call, CallError, CallResult, Frame, dumps, payload_text
 from cpms.ocpp.meter import Reading, Sample
 from storage import Database
 
@@ -33,7 +32,7 @@ class _Message:
     message_type: int
     unique_id: str
     action: str | None
-    payload: Any
+    payload: str  # JSON text
     at: datetime
 
 
@@ -73,25 +72,33 @@ class Telemetry:
         except trio.WouldBlock:
             self.dropped += 1
 
-    def frame(self, station_id: str, direction: str, frame: Frame, action: str | None) -> None:
+    def frame(
+        self,
+        station_id: str,
+        direction: str,
+        frame: Frame,
+        action: str | None,
+        text: str | None = None,
+    ) -> None:
+        """Log a frame; ``text`` is how it went over the wire, to cut its payload from."""
         now = datetime.now(UTC)
         if isinstance(frame, Call):
+            payload = payload_text(frame, text)
             self._put(
-                _Message(
-                    station_id, direction, 2, frame.unique_id, frame.action, frame.payload, now
-                )
+                _Message(station_id, direction, 2, frame.unique_id, frame.action, payload, now)
             )
         elif isinstance(frame, CallResult):
-            self._put(
-                _Message(station_id, direction, 3, frame.unique_id, action, frame.payload, now)
-            )
+            payload = payload_text(frame, text)
+            self._put(_Message(station_id, direction, 3, frame.unique_id, action, payload, now))
         else:
             assert isinstance(frame, CallError)
-            details = {
-                "errorCode": frame.code,
-                "errorDescription": frame.description,
-                "errorDetails": frame.details,
-            }
+            details = dumps(
+                {
+                    "errorCode": frame.code,
+                    "errorDescription": frame.description,
+                    "errorDetails": frame.details,
+                }
+            )
             self._put(_Message(station_id, direction, 4, frame.unique_id, action, details, now))
 
     def samples(
@@ -123,7 +130,7 @@ class Telemetry:
                 items = [await self._receive.receive()]
                 await trio.sleep(flush_every)
                 items += self._drain(batch)
-                await self._write(db, items)
+                await self._write_safely(db, items)
                 if trio.current_time() >= next_prune:
                     await db.execute(
                         "DELETE FROM ocpp_messages WHERE created_at < $1",
@@ -134,7 +141,7 @@ class Telemetry:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 rest = self._drain(10**9)
                 if rest:
-                    await self._write(db, rest)
+                    await self._write_safely(db, rest)
 
     def _drain(self, limit: int) -> list[_Item]:
         items: list[_Item] = []
@@ -144,6 +151,29 @@ class Telemetry:
             except trio.WouldBlock:
                 break
         return items
+
+    async def _write_safely(self, db: Database, items: list[_Item]) -> None:
+        """Write a batch; when the database refuses it, write item by item so one bad row costs
+        only itself (after ten failures in a row the database is taken to be away and the rest
+        of the batch is dropped)."""
+        try:
+            await self._write(db, items)
+            return
+        except Exception as error:  # noqa: BLE001 - whatever it was, the log must go on
+            log.warning("telemetry batch refused, writing items one by one", error=repr(error))
+        failures = 0
+        for number, item in enumerate(items):
+            try:
+                await self._write(db, [item])
+                failures = 0
+            except Exception as error:  # noqa: BLE001
+                self.dropped += 1
+                failures += 1
+                log.error("telemetry item dropped", kind=type(item).__name__, error=repr(error))
+                if failures >= 10:
+                    self.dropped += len(items) - number - 1
+                    log.error("telemetry batch dropped", items=len(items) - number - 1)
+                    return
 
     async def _write(self, db: Database, items: list[_Item]) -> None:
         messages = [i for i in items if isinstance(i, _Message)]
@@ -156,8 +186,9 @@ class Telemetry:
             await db.execute(
                 """INSERT INTO ocpp_messages (station_id, direction, message_type, unique_id,
                           action, payload, created_at)
-                   SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[],
-                          $5::text[], $6::jsonb[], $7::timestamptz[])""",
+                   SELECT s, d, t, u, a, p::jsonb, c
+                   FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], $5::text[],
+                               $6::text[], $7::timestamptz[]) AS m(s, d, t, u, a, p, c)""",
                 [m.station_id for m in messages],
                 [m.direction for m in messages],
                 [m.message_type for m in messages],
