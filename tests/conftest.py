@@ -19,9 +19,12 @@ import pytest
 import trio
 
 from actors import Intensity, Registry, Supervisor, run_supervisor
+from cpms.app import Endpoints, run_server
 from cpms.logs import configure_logging
+from cpms.settings import Settings
 from storage import Database, Ledger, StorageHooks, migrate, storage_actor_spec
 from storage.database import open_database
+from tests.ocpp_server import ADMIN, provision
 
 TEMPLATE = "cpms_template"
 _counter = itertools.count(1)
@@ -116,3 +119,18 @@ async def rig(db: Database, nursery: trio.Nursery) -> LedgerRig:
 @pytest.fixture(scope="session", autouse=True)
 def _logging() -> None:
     configure_logging("INFO", "console")
+
+
+@pytest.fixture
+async def server(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> AsyncIterator[Endpoints]:
+    for name in ("CP-1", "CP-2"):
+        await provision(db, name)
+    settings = Settings(
+        database_url=dsn, data_dir=tmp_path, http_port=0, ocpp_port=0, admin_token=ADMIN
+    )
+    shutdown = trio.Event()
+    endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
+    yield endpoints
+    shutdown.set()
