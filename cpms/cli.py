@@ -21,6 +21,7 @@ from rich.table import Table
 from cpms import __version__
 from cpms.app import run_server
 from cpms.cli_network import add_network_commands
+from cpms.cli_sim import add_sim_commands
 from cpms.errors import CpmsError
 from cpms.logs import configure_logging
 from cpms.runtime import open_core
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(check)
     check.set_defaults(handler=cmd_wallet_check)
     add_network_commands(commands, _common)
+    add_sim_commands(commands, _common)
     return parser
 
 

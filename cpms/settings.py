@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         None, description="Bearer token for /api/v1/admin/*; unset = admin API disabled"
     )
     jwt_secret: SecretStr | None = Field(None, description="HS256 secret for app tokens")
+    sim_password: SecretStr | None = Field(
+        None, description="password `cpms sim` stations present (instead of --password)"
+    )
     jwt_audience: str = Field("authenticated", description="required `aud` claim")
     jwt_issuer: str | None = Field(None, description="required `iss` claim, if set")
     jwt_jwks_url: str | None = Field(None, description="JWKS document for RS256/ES256 tokens")

@@ -207,6 +207,7 @@ class VirtualChargePoint:
         self.response_delay = 0.0
         self.drop_responses = False
         self.boot_status: str | None = None
+        self.draining = False
         self.booted = trio.Event()
         self._ws: Any = None
         self._outbox: collections.deque[_Outgoing] = collections.deque()
@@ -245,21 +246,17 @@ class VirtualChargePoint:
 
     async def run(self) -> None:
         """Connect, and reconnect after every loss, until cancelled."""
-        self.stats.stations += 1
-        try:
-            while True:
-                await self._allowed.wait()
-                try:
-                    await self._connect_once()
-                except TRANSIENT as exc:
-                    self.stats.error(f"connect:{type(exc).__name__}")
-                delay = self._reboot_after
-                self._reboot_after = None
-                if delay is None:
-                    delay = self.rng.uniform(*self.reconnect_delay)
-                await trio.sleep(delay)
-        finally:
-            self.stats.stations -= 1
+        while True:
+            await self._allowed.wait()
+            try:
+                await self._connect_once()
+            except TRANSIENT as exc:
+                self.stats.error(f"connect:{type(exc).__name__}")
+            delay = self._reboot_after
+            self._reboot_after = None
+            if delay is None:
+                delay = self.rng.uniform(*self.reconnect_delay)
+            await trio.sleep(delay)
 
     async def wait_booted(self, timeout: float = 10.0) -> None:
         with trio.fail_after(timeout):
@@ -366,6 +363,7 @@ class VirtualChargePoint:
         began = time.perf_counter()
         try:
             await ws.send_message(json.dumps([2, unique_id, action, payload]))
+            self.stats.sent[action] += 1
             with trio.move_on_after(self.call_timeout):
                 await answered.wait()
         except TRANSIENT as exc:
@@ -378,7 +376,7 @@ class VirtualChargePoint:
         answer = slot[0]
         if isinstance(answer, Exception):
             raise answer
-        self.stats.call_done(action, time.perf_counter() - began)
+        self.stats.answered(action, time.perf_counter() - began)
         if answer[0] == 4:
             self.stats.error(f"callerror:{action}:{answer[2]}")
             raise CallFailed(action, answer[2], answer[3])
@@ -432,7 +430,21 @@ class VirtualChargePoint:
     async def _heartbeat(self) -> None:
         while True:
             await trio.sleep(int(self.config["HeartbeatInterval"]) / self.time_scale)
-            self._enqueue("Heartbeat", dict)
+            if not self.draining:
+                self._enqueue("Heartbeat", dict)
+
+    async def drain(self, timeout: float = 10.0) -> bool:
+        """Stop starting anything (heartbeats, sessions), end running transactions, and wait until
+        everything queued has been sent and answered. False if that took over ``timeout``."""
+        self.draining = True
+        with trio.move_on_after(timeout):
+            for connector in self.connectors.values():
+                if connector.tx is not None:
+                    await self.unplug(connector.connector_id)
+            while self._outbox or self._waiting is not None:  # noqa: ASYNC110 - no event for it
+                await trio.sleep(0.05)
+            return True
+        return False
 
     # -- statuses --------------------------------------------------------------------------------
 
@@ -483,7 +495,9 @@ class VirtualChargePoint:
         the background until :meth:`unplug`, a remote stop, a fault, a full battery held for
         ``stop_after`` seconds... Returns None when the tag is refused or the connector busy."""
         connector = self.connectors[connector_id]
-        if connector.tx is not None or connector.status not in ("Available", "Reserved"):
+        if self.draining or connector.tx is not None:
+            return None
+        if connector.status not in ("Available", "Reserved"):
             return None
         self.set_status(connector, "Preparing")
         if authorize:

@@ -76,14 +76,14 @@ class Histogram:
 class Stats:
     """One process's fleet counters. Every field merges by addition (``max_ms`` by max)."""
 
-    stations: int = 0
+    stations: int = 0  # in the fleet, connected or not
     connected: int = 0
     ever_connected: int = 0
     active_sessions: int = 0
     sessions_started: int = 0
     sessions_completed: int = 0
     energy_wh: int = 0
-    #: CALLs we sent, by action, that the server answered (with a result or a CALLERROR)
+    #: CALLs we sent, by action (their round trips are in ``latency``)
     sent: Counter[str] = field(default_factory=Counter)
     #: CALLs the server sent us, by action
     received: Counter[str] = field(default_factory=Counter)
@@ -95,8 +95,7 @@ class Stats:
     rest_calls: Counter[str] = field(default_factory=Counter)
     recovery_s: float | None = None
 
-    def call_done(self, action: str, seconds: float) -> None:
-        self.sent[action] += 1
+    def answered(self, action: str, seconds: float) -> None:
         histogram = self.latency.get(action)
         if histogram is None:
             histogram = self.latency[action] = Histogram()
@@ -114,7 +113,7 @@ class Stats:
 
     @property
     def messages(self) -> int:
-        """Frames exchanged: each CALL sent and answered, each CALL received."""
+        """CALLs both ways (a CALL and its answer count as one message)."""
         return sum(self.sent.values()) + sum(self.received.values())
 
     def overall(self) -> Histogram:

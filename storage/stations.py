@@ -41,6 +41,7 @@ async def create_station(
     password_hash: str | None = None,
     tariff_id: str | None = None,
     owner_id: uuid.UUID | None = None,
+    accept_unknown_tags: bool = False,
 ) -> None:
     """Add a station with its configured connectors (at most ``connectors_count`` of them).
 
@@ -66,8 +67,8 @@ async def create_station(
         raise NotFound(f"location {location_id} not found", code="location_not_found")
     await db.execute(
         """INSERT INTO stations (id, location_id, connectors_count, model, password_hash,
-                                 tariff_id, owner_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                                 tariff_id, owner_id, accept_unknown_tags)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
         station_id,
         location_id,
         connectors_count,
@@ -75,6 +76,7 @@ async def create_station(
         password_hash,
         tariff_id,
         owner_id,
+        accept_unknown_tags,
     )
     for spec in specs:
         await db.execute(

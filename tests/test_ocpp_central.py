@@ -316,7 +316,11 @@ async def test_unknown_station_registers_itself_when_allowed(
             "BootNotification", {"chargePointVendor": "S", "chargePointModel": "M"}
         )
         assert boot["status"] == "Accepted"
-    assert await store.get_station(db, "SIM-0001") is not None
+        assert (await cp.call("Authorize", {"idTag": "ANYONE"}))["idTagInfo"]["status"] == (
+            "Accepted"
+        )
+    station = await store.get_station(db, "SIM-0001")
+    assert station is not None and station["accept_unknown_tags"]
     assert [c["connector_id"] for c in await store.connectors(db, "SIM-0001")] == [1, 2]
     shutdown.set()
 

@@ -202,10 +202,13 @@ async def _admit(request: WebSocketRequest, cs: CentralSystem) -> str | None:
 
 async def _auto_register(db: Database, station: str) -> None:
     """Development and simulation: an unknown station is provisioned on first contact with two
-    Type2 22 kW connectors."""
+    configured Type2 22 kW connectors. How many it really has is unknown until it reports, so it
+    may use up to ten; and it accepts any id tag (a simulated fleet's drivers are made up)."""
     specs = [store.ConnectorSpec(n, "Type2", Decimal("22")) for n in (1, 2)]
     with contextlib.suppress(Conflict):  # a concurrent connection may have registered it
-        await store.create_station(db, station, connectors_count=2, connectors=specs)
+        await store.create_station(
+            db, station, connectors_count=10, connectors=specs, accept_unknown_tags=True
+        )
         log.info("station auto-registered", station=station)
 
 

@@ -1,0 +1,177 @@
+"""``cpms sim``: a fleet of virtual charge points against a running server, with a report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+
+from cpms.settings import Settings
+from sim.fleet import SCENARIOS, FleetOptions
+from sim.report import build_report, report_tables
+from sim.runner import SimError, run_local, run_workers
+from sim.stats import Stats
+
+Common = Callable[[argparse.ArgumentParser], None]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str, *, allow_zero: bool = True) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise argparse.ArgumentTypeError(f"must be {'≥' if allow_zero else '>'} 0, not {text}")
+    return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        shard, shards = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected K/W, e.g. 0/4") from None
+    if not 0 <= shard < shards:
+        raise argparse.ArgumentTypeError(f"shard {shard} is outside 0..{shards - 1}")
+    return shard, shards
+
+
+def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
+    fleet = parser.add_argument_group("fleet")
+    fleet.add_argument("--stations", type=_positive_int, default=10, help="stations (default 10)")
+    fleet.add_argument(
+        "--connectors", type=_positive_int, default=2, help="connectors per station (default 2)"
+    )
+    fleet.add_argument("--prefix", default="SIM", help="station id prefix: PREFIX-00001, ...")
+    fleet.add_argument(
+        "--password",
+        help="HTTP Basic password of every station (or CPMS_SIM_PASSWORD; default none)",
+    )
+    fleet.add_argument(
+        "--duration",
+        type=_seconds,
+        default=60.0,
+        help="seconds to run, then end sessions and report (default 60; 0 = until Ctrl-C)",
+    )
+    fleet.add_argument(
+        "--ramp", type=_seconds, default=10.0, help="seconds over which stations connect"
+    )
+    fleet.add_argument("--scenario", choices=SCENARIOS, default="steady")
+    fleet.add_argument(
+        "--meter-interval",
+        type=lambda s: _seconds(s, allow_zero=False),
+        default=15.0,
+        help="seconds between MeterValues while charging (default 15)",
+    )
+    fleet.add_argument(
+        "--idle-mean",
+        type=lambda s: _seconds(s, allow_zero=False),
+        default=120.0,
+        help="mean seconds a connector waits for its next driver (default 120)",
+    )
+    fleet.add_argument(
+        "--speed",
+        type=lambda s: _seconds(s, allow_zero=False),
+        default=1.0,
+        help="simulated seconds per real second for batteries and heartbeats (default 1)",
+    )
+    fleet.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        dest="tags",
+        help="id tag drivers present (repeat; default: random unknown tags)",
+    )
+    fleet.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def add_sim_commands(commands: Any, common: Common) -> None:
+    sim = commands.add_parser(
+        "sim",
+        help="run a fleet of virtual charge points against a server",
+        description="Run N virtual OCPP 1.6J charge points with drivers against a cpms server, "
+        "show live counters and end with a report.",
+    )
+    common(sim)
+    sim.add_argument(
+        "--url", required=True, help="OCPP base URL; /STATION_ID is appended (ws://host:9000/ws)"
+    )
+    add_fleet_arguments(sim)
+    sim.add_argument(
+        "--workers", type=_positive_int, default=1, help="processes to spread stations over"
+    )
+    sim.add_argument("--report", type=Path, help="write the report as JSON to this file")
+    sim.add_argument("--no-live", action="store_true", help="no live view, just the report")
+    sim.add_argument("--shard", type=_shard, help=argparse.SUPPRESS)
+    sim.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
+    sim.set_defaults(handler=cmd_sim)
+
+
+def fleet_options(args: argparse.Namespace, settings: Settings, url: str) -> FleetOptions:
+    password = args.password
+    if password is None and settings.sim_password is not None:
+        password = settings.sim_password.get_secret_value()
+    shard, shards = args.shard if getattr(args, "shard", None) else (0, 1)
+    return FleetOptions(
+        url=url,
+        stations=args.stations,
+        connectors=args.connectors,
+        prefix=args.prefix,
+        password=password,
+        duration=args.duration,
+        ramp=args.ramp,
+        scenario=args.scenario,
+        meter_interval=args.meter_interval,
+        seed=args.seed,
+        idle_mean=args.idle_mean,
+        time_scale=args.speed,
+        tags=tuple(args.tags),
+        shard=shard,
+        shards=shards,
+    )
+
+
+def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
+    if args.workers > args.stations:
+        print(f"cpms sim: --workers {args.workers} is more than --stations", file=sys.stderr)
+        return 2
+    options = fleet_options(args, settings, args.url)
+    console = Console(stderr=True)
+    live = None if (args.no_live or args.stream or not console.is_terminal) else console
+
+    async def run() -> tuple[Stats, float]:
+        if args.workers > 1:
+            return await run_workers(options, args.workers, console=live)
+        return await run_local(options, console=live, stream=args.stream)
+
+    try:
+        stats, elapsed = trio.run(run)
+    except SimError as error:
+        print(f"cpms sim: {error}", file=sys.stderr)
+        return 1
+    if args.stream:
+        return 0
+    report = build_report(stats, elapsed=elapsed, scenario=options.scenario, seed=options.seed)
+    print_report(report, args.report)
+    return 0
+
+
+def print_report(report: dict[str, Any], path: Path | None) -> None:
+    Console(highlight=False).print(report_tables(report))
+    if path is not None:
+        path.write_text(json.dumps(report, indent=2) + "\n")
