@@ -20,6 +20,7 @@ from rich.table import Table
 
 from cpms import __version__
 from cpms.app import run_server
+from cpms.cli_demo import add_demo_command
 from cpms.cli_network import add_network_commands
 from cpms.cli_sim import add_sim_commands
 from cpms.errors import CpmsError
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_wallet_check)
     add_network_commands(commands, _common)
     add_sim_commands(commands, _common)
+    add_demo_command(commands, _common)
     return parser
 
 

@@ -112,7 +112,8 @@ STATIONS = [
     ),
 ]
 
-ID_TAGS = [prov.IdTagIn(id_tag="DEMO-CARD-0001"), prov.IdTagIn(id_tag="DEMO-CARD-0002")]
+#: RFID cards of the demo's drivers (``cpms demo`` hands them out to simulated drivers).
+ID_TAGS = [prov.IdTagIn(id_tag=f"DEMO-CARD-{n:04d}") for n in range(1, 21)]
 
 
 async def seed_demo(db: Database, *, station_password: str | None = None) -> dict[str, int]:

@@ -27,7 +27,7 @@ import json
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,9 +43,6 @@ Payload = dict[str, Any]
 #: What to do once a command's answer has gone out (start the transaction it asked for, ...).
 After = Callable[[], Any] | None
 
-#: Reasons a connection attempt or a connection failed, as counted in the report.
-TRANSIENT = (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError)
-
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -53,6 +50,10 @@ def now_iso() -> str:
 
 class Offline(Exception):
     """The charger is not connected (or lost the connection before an answer came)."""
+
+
+#: Reasons a connection attempt or a connection failed, as counted in the report.
+TRANSIENT = (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError, Offline)
 
 
 class CallFailed(Exception):
@@ -156,7 +157,7 @@ class VirtualChargePoint:
         url: str,
         *,
         password: str | None = None,
-        connectors: int = 2,
+        connectors: int | Sequence[tuple[float, bool]] = 2,
         power_kw: float = 22.0,
         dc: bool = False,
         meter_interval: float = 15.0,
@@ -179,12 +180,16 @@ class VirtualChargePoint:
         self.call_timeout = call_timeout
         self.vendor, self.model = vendor, model
         self.firmware = "1.0.0"
-        self.connectors = {n: Connector(n, power_kw, dc) for n in range(1, connectors + 1)}
+        # ``connectors``: how many, all ``power_kw`` and ``dc``; or (power kW, DC?) per connector
+        specs = [(power_kw, dc)] * connectors if isinstance(connectors, int) else connectors
+        self.connectors = {
+            n: Connector(n, power, is_dc) for n, (power, is_dc) in enumerate(specs, start=1)
+        }
         self.config: dict[str, str] = {
             "HeartbeatInterval": "60",
             "MeterValueSampleInterval": str(int(meter_interval)),
             "ConnectionTimeOut": "60",
-            "NumberOfConnectors": str(connectors),
+            "NumberOfConnectors": str(len(self.connectors)),
             "MeterValuesSampledData": (
                 "Energy.Active.Import.Register,Power.Active.Import,SoC,Current.Import,Voltage"
             ),
@@ -203,6 +208,8 @@ class VirtualChargePoint:
             ),
         }
         self.local_list_version = 0
+        #: every transaction started here, in order
+        self.transactions: list[Transaction] = []
         #: Fault injection: seconds before answering a server CALL, and whether to answer at all.
         self.response_delay = 0.0
         self.drop_responses = False
@@ -392,6 +399,8 @@ class VirtualChargePoint:
             item.tries += 1
             try:
                 result = await self._call(item.action, item.build())
+            except Offline:
+                return  # the connection is going; durable items wait for the next one
             except CallFailed as failure:
                 if item.durable and item.tries < 3:
                     await trio.sleep(1)
@@ -521,6 +530,7 @@ class VirtualChargePoint:
         vehicle = vehicle or random_vehicle(self.rng, dc=connector.dc)
         tx = Transaction(connector.connector_id, id_tag, connector.register, vehicle, now_iso())
         connector.tx = tx
+        self.transactions.append(tx)
         payload: Payload = {
             "connectorId": connector.connector_id,
             "idTag": id_tag,

@@ -51,14 +51,20 @@ class FleetOptions:
     shard: int = 0
     shards: int = 1
     power_kw: float = 22.0
+    #: explicit stations instead of PREFIX-00001...: (id, ((power kW, DC?) per connector))
+    layout: tuple[tuple[str, tuple[tuple[float, bool], ...]], ...] = ()
 
-    def station_ids(self) -> list[str]:
-        width = max(5, len(str(self.stations)))
-        return [
-            f"{self.prefix}-{n:0{width}d}"
-            for n in range(1, self.stations + 1)
-            if (n - 1) % self.shards == self.shard
-        ]
+    def station_specs(self) -> list[tuple[str, int | tuple[tuple[float, bool], ...]]]:
+        """This shard's stations with their connectors."""
+        if self.layout:
+            every: list[tuple[str, int | tuple[tuple[float, bool], ...]]] = list(self.layout)
+        else:
+            width = max(5, len(str(self.stations)))
+            every = [
+                (f"{self.prefix}-{n:0{width}d}", self.connectors)
+                for n in range(1, self.stations + 1)
+            ]
+        return [spec for index, spec in enumerate(every) if index % self.shards == self.shard]
 
 
 @dataclass
@@ -72,14 +78,15 @@ class Fleet:
 
     def __post_init__(self) -> None:
         o = self.options
-        self.stats.stations = len(o.station_ids())
-        for station_id in o.station_ids():
+        specs = o.station_specs()
+        self.stats.stations = len(specs)
+        for station_id, connectors in specs:
             self.chargers.append(
                 VirtualChargePoint(
                     station_id,
                     o.url,
                     password=o.password,
-                    connectors=o.connectors,
+                    connectors=connectors,
                     power_kw=o.power_kw,
                     meter_interval=o.meter_interval,
                     seed=o.seed,

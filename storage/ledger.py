@@ -166,9 +166,14 @@ class Ledger:
 
     async def discrepancies(self) -> list[Discrepancy]:
         """Clients whose balance is not the sum of their entries (should always be empty)."""
-        rows = await self._db.fetch(
-            """SELECT c.id, c.balance, coalesce(sum(e.amount), 0) AS entries_sum
-               FROM clients c LEFT JOIN ledger_entries e ON e.client_id = c.id
-               GROUP BY c.id HAVING c.balance <> coalesce(sum(e.amount), 0)"""
-        )
-        return [Discrepancy(r["id"], r["balance"], r["entries_sum"]) for r in rows]
+        return await discrepancies(self._db)
+
+
+async def discrepancies(db: Database) -> list[Discrepancy]:
+    """Clients whose balance is not the sum of their entries (should always be empty)."""
+    rows = await db.fetch(
+        """SELECT c.id, c.balance, coalesce(sum(e.amount), 0) AS entries_sum
+           FROM clients c LEFT JOIN ledger_entries e ON e.client_id = c.id
+           GROUP BY c.id HAVING c.balance <> coalesce(sum(e.amount), 0)"""
+    )
+    return [Discrepancy(r["id"], r["balance"], r["entries_sum"]) for r in rows]

@@ -181,6 +181,8 @@ def test_bad_configuration_exits_2(
         ["wallet", "adjust"],
         ["wallet", "show"],
         ["wallet", "check"],
+        ["sim"],
+        ["demo"],
     ],
 )
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
