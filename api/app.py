@@ -5,8 +5,11 @@ from __future__ import annotations
 from quart_trio import QuartTrio
 
 from api.admin import admin_blueprint
+from api.auth import TokenVerifier
+from api.balance import balance_blueprint
 from api.errors import install_error_handlers
 from api.health import health_blueprint
+from api.identity import Identity
 from api.jsonio import DecimalJSONProvider
 from api.stations import stations_blueprint
 from cpms.runtime import Core
@@ -22,5 +25,7 @@ def create_app(core: Core) -> QuartTrio:
     app.register_blueprint(health_blueprint(core))
     app.register_blueprint(admin_blueprint(core))
     app.register_blueprint(stations_blueprint(core))
+    identity = Identity(TokenVerifier.from_settings(core.settings), core.db)
+    app.register_blueprint(balance_blueprint(core, identity))
     install_error_handlers(app)
     return app

@@ -15,6 +15,7 @@ from cpms.errors import (
     InsufficientBalance,
     InvalidRequest,
     NotFound,
+    Unauthorized,
     Unavailable,
 )
 
@@ -22,6 +23,7 @@ log = structlog.stdlib.get_logger("api.errors")
 
 _STATUS: list[tuple[type[CpmsError], int]] = [
     (InvalidRequest, 400),
+    (Unauthorized, 401),
     (InsufficientBalance, 402),
     (Forbidden, 403),
     (NotFound, 404),

@@ -55,6 +55,12 @@ class Conflict(CpmsError):
     code = "conflict"
 
 
+class Unauthorized(CpmsError):
+    """No valid credentials (HTTP 401)."""
+
+    code = "unauthorized"
+
+
 class Forbidden(CpmsError):
     """The caller may not do this."""
 

@@ -214,6 +214,7 @@ class VirtualChargePoint:
         self.response_delay = 0.0
         self.drop_responses = False
         self.boot_status: str | None = None
+        self.booted_at = -math.inf  # when the last boot was accepted (trio clock)
         self.draining = False
         self.booted = trio.Event()
         self._ws: Any = None
@@ -289,7 +290,11 @@ class VirtualChargePoint:
                 async with trio.open_nursery() as connection:
                     self._ws, self._connection = ws, connection.cancel_scope
                     connection.start_soon(self._reader, ws, connection)
-                    await self._boot()
+                    try:
+                        await self._boot()
+                    except CallFailed:  # counted; a real charger reconnects and boots again
+                        connection.cancel_scope.cancel()
+                        return
                     connection.start_soon(self._sender)
                     connection.start_soon(self._heartbeat)
             finally:
@@ -328,6 +333,7 @@ class VirtualChargePoint:
             await trio.sleep(max(1, result.get("interval") or 10))
         self.stats.connected += 1
         self.stats.ever_connected += 1
+        self.booted_at = trio.current_time()
         self._connected_at = trio.current_time()
         # statuses first, then whatever waited for the connection, in order
         for connector in [None, *reversed(self.connectors.values())]:

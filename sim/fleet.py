@@ -122,7 +122,7 @@ class Fleet:
                     drivers.start_soon(self._faults, cp)
                 await finished.wait()
                 drivers.cancel_scope.cancel()
-            if not await cp.drain():
+            if not await cp.drain(timeout=60):
                 self.stats.error("drain:timeout")
 
     def _arrival_rate(self, rng: random.Random) -> float:
@@ -183,7 +183,7 @@ class Fleet:
         self.stats.events["storm_dropped"] = self.stats.connected
         for cp in self.chargers:
             cp.disconnect(reconnect_after=rng.uniform(0, 1))
-        await trio.sleep(0.05)
-        while self.stats.connected < len(self.chargers):  # noqa: ASYNC110
-            await trio.sleep(0.05)
+        # recovered: every station has booted again since the storm began
+        while not all(cp.connected and cp.booted_at > began for cp in self.chargers):  # noqa: ASYNC110
+            await trio.sleep(0.1)
         self.stats.recovery_s = round(trio.current_time() - began, 2)

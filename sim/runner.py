@@ -21,6 +21,7 @@ import trio
 from rich.console import Console
 from rich.live import Live
 
+from cpms.gc_tuning import run_gc_maintenance, tune_gc
 from sim.fleet import Fleet, FleetOptions
 from sim.report import live_view
 from sim.stats import Stats
@@ -71,13 +72,18 @@ async def run_local(
     await check_reachable(options.url)
     fleet = Fleet(options)
     began = trio.current_time()
+    # thousands of idle connections: the same collector pacing as the server (cpms.gc_tuning)
+    tune_gc(True)
+    done = trio.Event()
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_gc_maintenance, done)
         nursery.start_soon(_until_interrupted, fleet.stop.set)
         if console is not None:
             nursery.start_soon(_show_live, console, lambda: fleet.stats, options.duration, began)
         if stream:
             nursery.start_soon(_stream, fleet.stats)
         await fleet.run()
+        done.set()
         nursery.cancel_scope.cancel()
     if stream:
         _emit("final", fleet.stats)

@@ -115,6 +115,9 @@ async def test_every_command_through_the_server(server: Endpoints, db: Database)
         }
         await until(lambda: cp.connections > before and cp.connected)
     assert [r["stop_reason"] for r in await transactions(db)] == ["Remote"]
+    station = await store.get_station(db, "CP-1")
+    assert station is not None  # the progress notifications that follow the commands arrived
+    assert (station["diagnostics_status"], station["firmware_status"]) == ("Uploaded", "Installed")
     assert not [e for e in cp.stats.errors if not e.startswith("callerror:TriggerMessage")]
     del tag
 
@@ -168,3 +171,31 @@ async def test_faults(server: Endpoints, db: Database) -> None:
     [row] = await transactions(db)
     assert row["stop_reason"] == "Other"
     assert cp.connectors[2].history[-2:] == ["Faulted", "Available"]
+
+
+async def test_a_charging_profile_limits_the_power(server: Endpoints, db: Database) -> None:
+    tag = await tagged(db)
+    async with charger(server, time_scale=60) as cp:
+        await cp.wait_booted()
+        tx = await cp.plug_in(1, tag, vehicle=Vehicle(60, 20.0, 11))
+        assert tx is not None
+        await until(lambda: cp.connectors[1].power > 10)
+        profile = {
+            "connectorId": 1,
+            "csChargingProfiles": {
+                "chargingProfileId": 9,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "TxProfile",
+                "chargingProfileKind": "Relative",
+                "chargingSchedule": {
+                    "chargingRateUnit": "A",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6, "numberPhases": 3}],
+                },
+            },
+        }
+        reply = await admin(server, "CP-1", "SetChargingProfile", profile)
+        assert reply.json()["response"] == {"status": "Accepted"}
+        await until(lambda: 0 < cp.connectors[1].power <= 6 * 230 * 3 / 1000)  # 4.14 kW
+        await admin(server, "CP-1", "ClearChargingProfile", {"connectorId": 1})
+        await until(lambda: cp.connectors[1].power > 10)
+        await cp.unplug(1)

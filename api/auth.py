@@ -1,0 +1,140 @@
+"""Who is calling: ``Authorization: Bearer <JWT>`` → the client id (the token's ``sub``).
+
+Two kinds of tokens are accepted, so the app's existing Supabase tokens keep working:
+
+* HS256 signed with ``CPMS_JWT_SECRET``;
+* RS256 / ES256 signed with a key from the JWKS document at ``CPMS_JWT_JWKS_URL`` (an
+  ``https://`` URL, or a file path), found by the token's ``kid``. The document is cached for ten
+  minutes and fetched again, at most once a minute, when a token names a key it lacks.
+
+The audience must be ``CPMS_JWT_AUDIENCE`` (``authenticated`` by default), the issuer
+``CPMS_JWT_ISSUER`` when set; ``exp`` and ``sub`` are required and ``sub`` must be a UUID.
+Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import jwt
+import structlog
+import trio
+
+from cpms.errors import Unauthorized
+from cpms.settings import Settings
+
+log = structlog.stdlib.get_logger("api.auth")
+
+ASYMMETRIC = ("RS256", "ES256")
+JWKS_TTL = 600.0
+JWKS_RETRY = 60.0
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        *,
+        secret: str | None,
+        audience: str,
+        issuer: str | None = None,
+        jwks_source: str | None = None,
+    ) -> None:
+        self.secret = secret
+        self.audience = audience
+        self.issuer = issuer
+        self.jwks_source = jwks_source
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = -JWKS_TTL
+        self._lock = trio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenVerifier:
+        return cls(
+            secret=None if settings.jwt_secret is None else settings.jwt_secret.get_secret_value(),
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            jwks_source=settings.jwt_jwks_url,
+        )
+
+    async def client_id(self, authorization: str | None) -> UUID:
+        """The client a request's ``Authorization`` header proves, or :class:`Unauthorized`."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise Unauthorized("Authorization: Bearer <token> is required")
+        token = authorization[7:].strip()
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("the token is not a JWT", code="invalid_token") from None
+        algorithm = header.get("alg")
+        key: Any
+        if algorithm == "HS256":
+            if self.secret is None:
+                raise Unauthorized("HS256 tokens are not accepted here", code="invalid_token")
+            key = self.secret
+        elif algorithm in ASYMMETRIC:
+            key = await self._public_key(header.get("kid"))
+        else:
+            raise Unauthorized(
+                f"tokens signed with {algorithm} are not accepted", code="invalid_token"
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired", code="token_expired") from None
+        except jwt.PyJWTError as error:
+            raise Unauthorized(f"the token is not valid: {error}", code="invalid_token") from None
+        try:
+            return UUID(str(claims["sub"]))
+        except ValueError:
+            raise Unauthorized(
+                "the token's subject is not a client id", code="invalid_token"
+            ) from None
+
+    async def _public_key(self, kid: object) -> Any:
+        if self.jwks_source is None:
+            raise Unauthorized("RS256/ES256 tokens are not accepted here", code="invalid_token")
+        async with self._lock:
+            now = trio.current_time()
+            stale = now - self._fetched_at > JWKS_TTL
+            unknown = kid not in self._keys and now - self._fetched_at > JWKS_RETRY
+            if stale or unknown:
+                await self._fetch()
+        key = self._keys.get(str(kid)) if kid is not None else None
+        if key is None and kid is None and len(self._keys) == 1:
+            key = next(iter(self._keys.values()))
+        if key is None:
+            raise Unauthorized(f"no key {kid!r} in the JWKS document", code="invalid_token")
+        return key
+
+    async def _fetch(self) -> None:
+        assert self.jwks_source is not None
+        try:
+            if self.jwks_source.startswith(("https://", "http://")):
+                async with httpx.AsyncClient(timeout=5) as http:
+                    response = await http.get(self.jwks_source)
+                    response.raise_for_status()
+                    document = response.json()
+            else:
+                document = json.loads(await trio.Path(Path(self.jwks_source)).read_text())
+            keys = {}
+            for jwk in document.get("keys", []):
+                if jwk.get("use", "sig") == "sig":
+                    keys[str(jwk.get("kid"))] = jwt.PyJWK(jwk).key
+        except (httpx.HTTPError, OSError, ValueError, jwt.PyJWTError) as error:
+            log.warning("JWKS document unavailable", source=self.jwks_source, error=str(error))
+            if not self._keys:
+                raise Unauthorized("token keys are unavailable", code="invalid_token") from None
+            return
+        self._keys = keys
+        self._fetched_at = trio.current_time()

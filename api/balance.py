@@ -1,0 +1,127 @@
+"""The wallet, read side: ``/api/v1/balance/get``, ``/balance/{client_id}``, ``/balance/history``.
+
+``balance`` is what the client can spend now; ``reserved`` is on hold for running sessions
+(seed 001 §7: show both, their sum is ``total``). History is the ledger, newest first, each entry
+with its balance before and after.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field, ValidationError
+from quart import Blueprint, Response, jsonify, request
+
+from api.identity import Identity
+from cpms.errors import Forbidden, InvalidRequest
+from cpms.runtime import Core
+from storage.clients import get_client
+
+#: ``type`` filter: a ledger type, or the app's coarse kinds (seed 002 §6.3)
+TYPE_GROUPS = {
+    "topup": ("topup",),
+    "charge": ("charge_reserve", "charge_payment", "charge_debt"),
+    "refund": ("charge_refund",),
+    "adjustment": ("adjustment",),
+    "charge_reserve": ("charge_reserve",),
+    "charge_refund": ("charge_refund",),
+    "charge_payment": ("charge_payment",),
+    "charge_debt": ("charge_debt",),
+}
+
+
+class HistoryQuery(BaseModel):
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0)
+    type: Literal[tuple(TYPE_GROUPS)] | None = None  # type: ignore[valid-type]
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+
+
+def parse_query(model: type[BaseModel], args: Any) -> Any:
+    """Query parameters through ``model``; a bad one is ``validation_error`` naming it."""
+    try:
+        return model.model_validate(dict(args))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise InvalidRequest(problems, code="validation_error") from None
+
+
+def balance_blueprint(core: Core, identity: Identity) -> Blueprint:
+    bp = Blueprint("balance", __name__, url_prefix="/api/v1/balance")
+
+    async def wallet(client_id: UUID) -> Response:
+        client = await get_client(core.db, client_id)
+        reserved = await core.ledger.held(client_id)
+        return jsonify(
+            {
+                "success": True,
+                "client_id": str(client_id),
+                "balance": client["balance"],
+                "reserved": reserved,
+                "total": client["balance"] + reserved,
+                "currency": "KGS",
+                "status": client["status"],
+            }
+        )
+
+    @bp.get("/get")
+    async def own() -> Response:
+        return await wallet(await identity.client_id())
+
+    @bp.get("/history")
+    async def history() -> Response:
+        client_id = await identity.client_id()
+        query: HistoryQuery = parse_query(HistoryQuery, request.args)
+        types = list(TYPE_GROUPS[query.type]) if query.type else None
+        rows = await core.db.fetch(
+            """SELECT id, type, amount, balance_before, balance_after, session_id, invoice_id,
+                      description, created_at, count(*) OVER () AS total
+               FROM ledger_entries
+               WHERE client_id = $1 AND ($2::text[] IS NULL OR type = ANY($2))
+                 AND ($3::timestamptz IS NULL OR created_at >= $3)
+                 AND ($4::timestamptz IS NULL OR created_at < $4)
+               ORDER BY id DESC LIMIT $5 OFFSET $6""",
+            client_id,
+            types,
+            query.date_from,
+            query.date_to,
+            query.limit,
+            query.offset,
+        )
+        total = rows[0]["total"] if rows else 0
+        return jsonify(
+            {
+                "success": True,
+                "transactions": [
+                    {
+                        "id": r["id"],
+                        "type": r["type"],
+                        "amount": r["amount"],
+                        "balance_before": r["balance_before"],
+                        "balance_after": r["balance_after"],
+                        "session_id": None if r["session_id"] is None else str(r["session_id"]),
+                        "invoice_id": r["invoice_id"],
+                        "description": r["description"],
+                        "created_at": r["created_at"],
+                    }
+                    for r in rows
+                ],
+                "total": total,
+                "limit": query.limit,
+                "offset": query.offset,
+            }
+        )
+
+    @bp.get("/<client_id>")
+    async def by_id(client_id: str) -> Response:
+        caller = await identity.client_id()
+        if client_id != str(caller):
+            raise Forbidden("a client can read only its own balance")
+        return await wallet(caller)
+
+    return bp
