@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import structlog
 import trio
 
-from actors import Address, ChildSpec, Envelope, Mailbox, Request, Restart
+from actors import Address, ChildSpec, Envelope, Mailbox, Registry, Request, Restart
 from actors.charge_point_handlers import HANDLERS, StationContext
 from actors.charge_point_state import (
     Effect,
@@ -349,6 +349,7 @@ async def run_charge_point(
     bus: EventBus,
     offline_after: float,
     telemetry: Telemetry,
+    registry: Registry | None = None,
     preloaded: list[StationContext] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -356,6 +357,7 @@ async def run_charge_point(
         ctx = preloaded.pop()
     else:
         ctx = await StationContext.load(db, station_id, telemetry)
+    ctx.registry = registry
     actor = _Actor(ctx, bus, offline_after)
     task_status.started()
     while True:
@@ -402,6 +404,7 @@ def charge_point_spec(
     offline_after: float = 300.0,
     telemetry: Telemetry,
     context: StationContext | None = None,
+    registry: Registry | None = None,
 ) -> ChildSpec[StationMsg]:
     """``context``: the station as already read (start-up), used for the first start only."""
     return ChildSpec(
@@ -413,6 +416,7 @@ def charge_point_spec(
             bus=bus,
             offline_after=offline_after,
             telemetry=telemetry,
+            registry=registry,
             preloaded=None if context is None else [context],
         ),
         Restart.PERMANENT,

@@ -6,17 +6,34 @@ storage work, and returns the response payload; a semantic problem is an ``OcppE
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
+from actors._registry import Registry
+from actors.errors import ActorError
+from actors.session_messages import (
+    SESSION,
+    ChargerStarted,
+    ChargerStopped,
+    MeterReading,
+    SessionMsg,
+    Superseded,
+)
 from cpms.ocpp.frames import Frame, OcppError
 from cpms.ocpp.meter import parse_samples, summarize
 from cpms.ocpp.telemetry import Telemetry
+from cpms.timeutil import parse_time
 from storage import Database, Row
+from storage import sessions as sessions_store
 from storage import stations as store
 from storage import transactions as tx
+
+log = structlog.stdlib.get_logger("actors.charge_point")
 
 HEARTBEAT_INTERVAL = 60
 RETRY_INTERVAL = 30
@@ -40,6 +57,10 @@ class StationContext:
     connectors: dict[int, dict[str, Any]]
     telemetry: Telemetry
     changed: bool = False
+    #: where the app's sessions are found; None in a central system without them (tests)
+    registry: Registry | None = None
+    #: transaction id → app session id, for the transactions this station has running
+    transactions: dict[int, uuid.UUID] = field(default_factory=dict)
     vendors: dict[str, Callable[[StationContext, dict[str, Any]], Awaitable[dict[str, Any]]]] = (
         field(default_factory=dict)
     )
@@ -108,6 +129,27 @@ class StationContext:
             )
         self.changed = True
 
+    async def tell_session(self, session_id: uuid.UUID, message: SessionMsg) -> bool:
+        """Pass a charger's report to its session; False when the session has no actor (it has
+        ended, or is being restarted and will read what was recorded)."""
+        ref = None if self.registry is None else self.registry.lookup(SESSION, str(session_id))
+        if ref is None:
+            return False
+        await ref.tell(message)
+        return True
+
+    async def app_session(self, transaction_id: int) -> uuid.UUID | None:
+        """The app session behind one of this station's transactions, if any."""
+        known = self.transactions.get(transaction_id)
+        if known is not None:
+            return known
+        row = await sessions_store.by_transaction(self.db, self.station_id, transaction_id)
+        if row is None or row["origin"] != "app":
+            return None
+        session_id: uuid.UUID = row["id"]
+        self.transactions[transaction_id] = session_id
+        return session_id
+
     def log_message(
         self, direction: str, frame: Frame, action: str | None = None, text: str | None = None
     ) -> None:
@@ -157,12 +199,35 @@ async def status_notification(ctx: StationContext, p: dict[str, Any], uid: str) 
 
 
 async def authorize(ctx: StationContext, p: dict[str, Any], uid: str) -> dict[str, Any]:
+    if await sessions_store.open_by_tag(ctx.db, ctx.station_id, p["idTag"]) is not None:
+        return {"idTagInfo": {"status": "Accepted"}}  # an app session's own tag
     info = await store.id_tag_info(ctx.db, p["idTag"], accept_unknown=ctx.accept_unknown_tags)
     return {"idTagInfo": info}
 
 
 async def start_transaction(ctx: StationContext, p: dict[str, Any], uid: str) -> dict[str, Any]:
     ctx.check_connector(p["connectorId"], uid, allow_zero=False)
+    connector, tag = p["connectorId"], p["idTag"]
+    session = await sessions_store.awaiting_start(ctx.db, ctx.station_id, connector, tag)
+    if session is not None:  # the app session that asked for this start
+        started_at = parse_time(p["timestamp"]) or datetime.now(UTC)
+        transaction_id = await sessions_store.attach_transaction(
+            ctx.db, session["id"], p["meterStart"], started_at
+        )
+        ctx.transactions[transaction_id] = session["id"]
+        message = ChargerStarted(transaction_id, p["meterStart"], started_at)
+        await ctx.tell_session(session["id"], message)
+        return {"transactionId": transaction_id, "idTagInfo": {"status": "Accepted"}}
+    other = await sessions_store.open_app_session_on(ctx.db, ctx.station_id, connector)
+    if other is not None and ctx.registry is not None:
+        ref = ctx.registry.lookup(SESSION, str(other["id"]))
+        if ref is not None:
+            try:
+                await ref.ask(Superseded(), timeout=10)
+            except ActorError as error:
+                log.warning(
+                    "superseded session did not answer", session=str(other["id"]), error=str(error)
+                )
     info = await store.id_tag_info(ctx.db, p["idTag"], accept_unknown=ctx.accept_unknown_tags)
     client = await store.tag_client(ctx.db, p["idTag"])
     transaction_id, _new = await tx.start_transaction(
@@ -182,8 +247,23 @@ async def meter_values(ctx: StationContext, p: dict[str, Any], uid: str) -> dict
     samples = parse_samples(p["meterValue"], uid)
     transaction_id = p.get("transactionId")
     ctx.telemetry.samples(ctx.station_id, p["connectorId"], transaction_id, samples)
-    if transaction_id is not None:
-        ctx.telemetry.reading(ctx.station_id, transaction_id, summarize(samples))
+    if transaction_id is None:
+        return {}
+    reading = summarize(samples)
+    session_id = await ctx.app_session(transaction_id)
+    if session_id is None:
+        ctx.telemetry.reading(ctx.station_id, transaction_id, reading)
+        return {}
+    at = max((s.sampled_at for s in samples), default=None) or datetime.now(UTC)
+    await ctx.tell_session(
+        session_id,
+        MeterReading(
+            None if reading.energy_wh is None else int(reading.energy_wh),
+            reading.power_kw,
+            reading.soc_percent,
+            at,
+        ),
+    )
     return {}
 
 
@@ -194,9 +274,18 @@ async def stop_transaction(ctx: StationContext, p: dict[str, Any], uid: str) -> 
         samples = parse_samples(p["transactionData"], uid)
         if row["status"] == "charging":  # a replayed stop must not add its samples again
             ctx.telemetry.samples(ctx.station_id, row["connector_id"], transaction_id, samples)
-    await tx.stop_transaction(
-        ctx.db, ctx.station_id, transaction_id, p["meterStop"], p["timestamp"], p.get("reason")
-    )
+    if row is not None and row["origin"] == "app":
+        # Recorded before the charger is answered, so a restart settles it; then the session's
+        # actor settles now. A replayed stop changes nothing (the session has ended).
+        stopped_at = parse_time(p["timestamp"]) or datetime.now(UTC)
+        reason = p.get("reason") or "Local"
+        if await sessions_store.record_stop(ctx.db, row["id"], p["meterStop"], stopped_at, reason):
+            await ctx.tell_session(row["id"], ChargerStopped(p["meterStop"], stopped_at, reason))
+        ctx.transactions.pop(transaction_id, None)
+    else:
+        await tx.stop_transaction(
+            ctx.db, ctx.station_id, transaction_id, p["meterStop"], p["timestamp"], p.get("reason")
+        )
     if "idTag" not in p:
         return {}
     info = await store.id_tag_info(ctx.db, p["idTag"], accept_unknown=ctx.accept_unknown_tags)

@@ -7,17 +7,19 @@ from quart_trio import QuartTrio
 from api.admin import admin_blueprint
 from api.auth import TokenVerifier
 from api.balance import balance_blueprint
+from api.charging import charging_blueprint
 from api.errors import install_error_handlers
 from api.health import health_blueprint
 from api.identity import Identity
 from api.jsonio import DecimalJSONProvider
 from api.stations import stations_blueprint
 from cpms.runtime import Core
+from cpms.sessions import Sessions
 
 MAX_BODY = 1024 * 1024
 
 
-def create_app(core: Core) -> QuartTrio:
+def create_app(core: Core, sessions: Sessions) -> QuartTrio:
     """Build the REST facade over ``core``; handlers reach actors and storage only through it."""
     app = QuartTrio("cpms")
     app.json = DecimalJSONProvider(app)
@@ -27,5 +29,6 @@ def create_app(core: Core) -> QuartTrio:
     app.register_blueprint(stations_blueprint(core))
     identity = Identity(TokenVerifier.from_settings(core.settings), core.db)
     app.register_blueprint(balance_blueprint(core, identity))
+    app.register_blueprint(charging_blueprint(sessions, identity))
     install_error_handlers(app)
     return app

@@ -48,14 +48,14 @@ async def run_server(
     )
     async with open_core(settings, storage_hooks=storage_hooks) as core:
         async with trio.open_nursery() as doors:
-            _central, ocpp_port = await doors.start(
+            _central, ocpp_port, sessions = await doors.start(
                 lambda task_status: run_central_system(
                     core, shutdown_trigger=shutdown.wait, task_status=task_status
                 )
             )
             http_url = await doors.start(
                 lambda task_status: serve_api(
-                    create_app(core),
+                    create_app(core, sessions),
                     settings.http_host,
                     settings.http_port,
                     shutdown_trigger=shutdown.wait,

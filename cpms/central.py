@@ -12,11 +12,13 @@ import trio
 from actors import Intensity, Supervisor, run_supervisor
 from actors.charge_point import charge_point_spec
 from actors.charge_point_handlers import StationContext
+from actors.session import SessionDeps, Timings
 from cpms.location_status import run_location_status
 from cpms.ocpp import schemas
 from cpms.ocpp.listener import CentralSystem, ListenerConfig, serve_ocpp
 from cpms.ocpp.telemetry import Telemetry
 from cpms.runtime import Core
+from cpms.sessions import Sessions
 
 log = structlog.stdlib.get_logger("cpms.central")
 
@@ -34,9 +36,10 @@ async def run_central_system(
     core: Core,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]],
-    task_status: trio.TaskStatus[tuple[CentralSystem, int]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[tuple[CentralSystem, int, Sessions]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Start every known station's actor, then listen; reports ``(central system, port)``."""
+    """Start every known station's actor and every open session's, then listen; reports
+    ``(central system, port, sessions)``."""
     settings = core.settings
     schemas.warm_up()
     telemetry = Telemetry()
@@ -62,9 +65,23 @@ async def run_central_system(
                     offline_after=config.offline_after,
                     telemetry=telemetry,
                     context=context,
+                    registry=core.registry,
                 )
             )
         log.info("station actors started", stations=len(contexts))
+        supervisor: Supervisor = await nursery.start(
+            run_supervisor, "sessions", core.registry, Intensity(restarts=100, period=10.0)
+        )
+        timings = Timings(
+            start_timeout=settings.session_start_timeout,
+            max_duration=settings.session_max_duration,
+            offline_grace=settings.session_offline_grace,
+            offline_check=min(30.0, settings.session_offline_grace / 4),
+        )
+        sessions = Sessions(
+            supervisor, SessionDeps(core.db, core.ledger, core.registry, core.bus, timings)
+        )
+        await sessions.recover()
         cs = CentralSystem(core.db, core.registry, stations, core.bus, telemetry, config)
         port: int = await nursery.start(
             lambda task_status: serve_ocpp(
@@ -76,6 +93,6 @@ async def run_central_system(
                 task_status=task_status,
             )
         )
-        task_status.started((cs, port))
+        task_status.started((cs, port, sessions))
         await shutdown_trigger()
         nursery.cancel_scope.cancel()

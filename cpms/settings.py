@@ -59,6 +59,13 @@ class Settings(BaseSettings):
         None, description="Bearer token for /api/v1/admin/*; unset = admin API disabled"
     )
     jwt_secret: SecretStr | None = Field(None, description="HS256 secret for app tokens")
+    session_start_timeout: float = Field(
+        600.0, gt=0, description="s a session waits for StartTransaction, then refunds"
+    )
+    session_max_duration: float = Field(43200.0, gt=0, description="s before a session is stopped")
+    session_offline_grace: float = Field(
+        600.0, gt=0, description="s a charging session waits for an offline charger, then settles"
+    )
     sim_password: SecretStr | None = Field(
         None, description="password `cpms sim` stations present (instead of --password)"
     )

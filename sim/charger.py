@@ -740,7 +740,11 @@ class VirtualChargePoint:
             [self.connectors.get(connector_id)] if connector_id else list(self.connectors.values())
         )
         connector = next(
-            (c for c in candidates if c is not None and c.tx is None and c.status == "Available"),
+            (
+                c
+                for c in candidates
+                if c is not None and c.tx is None and not c.inoperative and c.status == "Available"
+            ),
             None,
         )
         if connector is None:
@@ -940,7 +944,9 @@ class VirtualChargePoint:
     def _on_UpdateFirmware(self, p: Payload) -> tuple[Payload, After]:
         async def update() -> None:
             for status in ("Downloading", "Downloaded", "Installing", "Installed"):
-                self._enqueue("FirmwareStatusNotification", functools.partial(dict, status=status))
+                notice = functools.partial(dict, status=status)
+                # kept across a reboot, as a charger reports an update's progress after it
+                self._enqueue("FirmwareStatusNotification", notice, durable=True)
                 await trio.sleep(0.2)
             self.firmware = "1.0.1"
 

@@ -22,8 +22,9 @@ async def start_transaction(
     """Record a StartTransaction; returns ``(transaction_id, is_new)``.
 
     The same StartTransaction sent again (a charger replaying its queue after a reconnect) gets
-    the transaction id it got the first time. A session still open on the connector is closed
-    as failed: the charger has moved on without telling us.
+    the transaction id it got the first time. A charger-started session still open on the
+    connector is closed as failed: the charger has moved on without telling us (an app session
+    there has been told first, and has given its connector and money back).
     """
     started_at = parse_time(timestamp)
     existing = await db.fetchval(
@@ -41,7 +42,8 @@ async def start_transaction(
     await db.execute(
         """UPDATE charging_sessions SET status = 'failed', error = 'superseded by a new
                   transaction on the connector', updated_at = now()
-           WHERE station_id = $1 AND connector_id = $2 AND status = ANY($3::text[])""",
+           WHERE station_id = $1 AND connector_id = $2 AND status = ANY($3::text[])
+             AND origin = 'rfid'""",
         station_id,
         connector_id,
         list(_OPEN),

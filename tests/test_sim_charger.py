@@ -114,10 +114,12 @@ async def test_every_command_through_the_server(server: Endpoints, db: Database)
             "status": "Accepted"
         }
         await until(lambda: cp.connections > before and cp.connected)
+        # the progress notifications that follow GetDiagnostics and UpdateFirmware arrive
+        query = "SELECT diagnostics_status, firmware_status FROM stations WHERE id = 'CP-1'"
+        with trio.fail_after(5):
+            while list((await db.fetchrow(query) or {}).values()) != ["Uploaded", "Installed"]:  # noqa: ASYNC110
+                await trio.sleep(0.1)
     assert [r["stop_reason"] for r in await transactions(db)] == ["Remote"]
-    station = await store.get_station(db, "CP-1")
-    assert station is not None  # the progress notifications that follow the commands arrived
-    assert (station["diagnostics_status"], station["firmware_status"]) == ("Uploaded", "Installed")
     assert not [e for e in cp.stats.errors if not e.startswith("callerror:TriggerMessage")]
     del tag
 

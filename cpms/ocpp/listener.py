@@ -104,6 +104,7 @@ class CentralSystem:
                     bus=self.bus,
                     offline_after=self.config.offline_after,
                     telemetry=self.telemetry,
+                    registry=self.registry,
                 )
             )
         except ValueError:  # started by a concurrent connection a moment ago

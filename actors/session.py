@@ -1,0 +1,642 @@
+"""SessionActor: one supervised actor per charging session (``session:<uuid>``).
+
+It owns the session from the app's request to the last cent. ``Begin`` checks the client, the
+station and the connector, holds the reservation through the StorageActor (committed before the
+charger hears anything), then asks the station's ChargePointActor for RemoteStartTransaction.
+The ChargePointActor tells it what the charger reports (``ChargerStarted``, ``MeterReading``,
+``ChargerStopped``); meter readings move energy, cost and progress, and reaching the limit asks
+the charger to stop. Settlement captures the actual cost (the rest back; an overrun from the
+free balance, a debt where that runs short) or releases everything.
+
+Its state machine is :mod:`actors.session_state`; what it must remember is persisted in the
+session's row after every step, with its deadlines, so after a restart of the actor or of the
+whole server it is rebuilt from the row and goes on (money operations carry idempotency keys
+derived from the session id, so repeating one after a crash applies it once).
+
+Timers: no StartTransaction within ``start_timeout`` → cancelled, all refunded; charging longer
+than ``max_duration`` → stopped and settled; the charger offline while charging for
+``offline_grace`` → settled on the last meter reading.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+import structlog
+import trio
+
+from actors._address import Address
+from actors._mailbox import Envelope, Mailbox
+from actors._registry import Registry
+from actors._supervisor import ChildSpec, Restart
+from actors.charge_point import STATION, Command, GetSnapshot
+from actors.errors import ActorError
+from actors.session_messages import (
+    SESSION,
+    Begin,
+    ChargerStarted,
+    ChargerStopped,
+    MeterReading,
+    Refused,
+    SessionMsg,
+    StartRequest,
+    StopSession,
+    Superseded,
+    hold_for,
+    session_tag,
+)
+from actors.session_state import OPEN, Effect, Event, Phase, transition
+from cpms.charging import Limit, Meter, Tariff, reservation
+from cpms.errors import Conflict, CpmsError, Forbidden, NotFound, Unavailable
+from cpms.events import EventBus
+from storage import Database, Ledger
+from storage import sessions as store
+from storage import stations as stations_store
+from storage.clients import get_client
+
+log = structlog.stdlib.get_logger("actors.session")
+
+BUSY_STATUSES = {"Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Reserved"}
+
+
+@dataclass(frozen=True)
+class Timings:
+    start_timeout: float = 600.0
+    max_duration: float = 12 * 3600.0
+    offline_grace: float = 600.0
+    offline_check: float = 30.0
+    command_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class SessionDeps:
+    db: Database
+    ledger: Ledger
+    registry: Registry
+    bus: EventBus
+    timings: Timings = Timings()
+
+
+# -- state ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Session:
+    id: uuid.UUID
+    client_id: uuid.UUID
+    station_id: str
+    connector_id: int
+    limit: Limit
+    tariff: Tariff
+    rate: Decimal
+    phase: Phase = Phase.RESERVED
+    reserved: Decimal = Decimal("0")
+    hold_id: uuid.UUID | None = None
+    transaction_id: int | None = None
+    meter: Meter | None = None
+    power_kw: Decimal | None = None
+    soc: int | None = None
+    start_deadline: datetime = field(default_factory=lambda: datetime.now(UTC))
+    max_deadline: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime | None = None
+    stopped_at: datetime | None = None
+    meter_stop: int | None = None
+    stop_reason: str | None = None
+    final_cost: Decimal | None = None
+    refunded: Decimal | None = None
+    debt: Decimal | None = None
+    error: str | None = None
+    offline_since: float | None = None
+
+    @property
+    def id_tag(self) -> str:
+        return session_tag(self.id)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], tariff: Tariff) -> _Session:
+        limit = Limit(row["limit_type"], row["limit_value"])
+        session = cls(
+            row["id"],
+            row["client_id"],
+            row["station_id"],
+            row["connector_id"],
+            limit,
+            tariff,
+            row["rate_per_kwh"] or tariff.price_per_kwh,
+            Phase(row["status"]),
+            row["reserved_amount"],
+            row["hold_id"],
+            row["transaction_id"],
+            start_deadline=row["start_deadline"],
+            max_deadline=row["max_deadline"],
+            started_at=row["started_at"],
+            stopped_at=row["stopped_at"],
+            meter_stop=row["meter_stop_wh"],
+            stop_reason=row["stop_reason"],
+        )
+        if row["meter_start_wh"] is not None:
+            session.meter = Meter(tariff, row["meter_start_wh"], started_at=row["started_at"])
+            if row["meter_last_wh"] is not None:
+                # the cost of energy metered before the restart at the rate of its start
+                session.meter.reading(row["meter_last_wh"], row["started_at"] or row["created_at"])
+        session.power_kw, session.soc = row["power_kw"], row["soc_percent"]
+        return session
+
+    def current_cost(self) -> Decimal:
+        return Decimal("0.00") if self.meter is None else self.meter.cost(self.stopped_at)
+
+
+# -- the actor ------------------------------------------------------------------------------------
+
+
+class _Actor:
+    def __init__(
+        self, deps: SessionDeps, tasks: trio.Nursery, mailbox: Mailbox[SessionMsg]
+    ) -> None:
+        self.deps = deps
+        self.tasks = tasks
+        self.mailbox = mailbox
+        self.s: _Session | None = None
+        self.stop_waiters: list[Envelope[SessionMsg]] = []
+
+    # -- begin ------------------------------------------------------------------------------
+
+    async def begin(self, session_id: uuid.UUID, request: StartRequest) -> dict[str, Any]:
+        db = self.deps.db
+        client = await get_client(db, request.client_id)
+        if client["status"] == "blocked":
+            raise Forbidden("client is blocked", code="client_blocked")
+        if client["status"] == "pending_deletion":
+            raise Forbidden("client account is being deleted", code="client_pending_deletion")
+        await self._check_station(request)
+        tariff = await store.tariff_for_station(db, request.station_id)
+        if tariff is None:
+            raise Unavailable(
+                f"station {request.station_id} has no tariff", code="station_unavailable"
+            )
+        now = datetime.now(UTC)
+        amount = reservation(request.limit, tariff, client["balance"], now)
+        t = self.deps.timings
+        s = _Session(
+            session_id,
+            request.client_id,
+            request.station_id,
+            request.connector_id,
+            request.limit,
+            tariff,
+            tariff.rate_at(now),
+            start_deadline=now + timedelta(seconds=t.start_timeout),
+            max_deadline=now + timedelta(seconds=t.max_duration),
+        )
+        s.reserved, s.hold_id = amount, hold_for(s.id)
+        await store.create(
+            db,
+            session_id=s.id,
+            client_id=s.client_id,
+            station_id=s.station_id,
+            connector_id=s.connector_id,
+            id_tag=s.id_tag,
+            limit=s.limit,
+            tariff=tariff,
+            rate=s.rate,
+            start_deadline=s.start_deadline,
+            max_deadline=s.max_deadline,
+            reserved=amount,
+            hold_id=s.hold_id,
+        )
+        self.s = s
+        await self.reserve()
+        await self.apply(Event.BEGIN)
+        answer: dict[str, Any] = {
+            "session_id": str(s.id),
+            "reserved_amount": amount,
+            "limit_type": s.limit.kind,
+            "limit_value": s.limit.value,
+            "rate_per_kwh": s.rate,
+            "session_fee": tariff.session_fee,
+        }
+        if s.limit.kind == "amount" and s.rate > 0:
+            assert s.limit.value is not None
+            energy = (s.limit.value - tariff.session_fee) / s.rate
+            answer["estimated_energy"] = max(Decimal("0"), energy).quantize(Decimal("0.1"))
+        return answer
+
+    async def reserve(self) -> None:
+        """Hold the reservation (again, after a crash: the same key replays the first result).
+        Refused, the session is forgotten: nothing was reserved."""
+        s = self.s
+        assert s is not None and s.hold_id is not None
+        try:
+            await self.deps.ledger.reserve(
+                s.client_id,
+                s.reserved,
+                key=f"session:{s.id}:reserve",
+                hold_id=s.hold_id,
+                session_id=s.id,
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await store.forget(self.deps.db, s.id)
+            raise
+
+    async def _check_station(self, request: StartRequest) -> None:
+        db = self.deps.db
+        station = await stations_store.get_station(db, request.station_id)
+        if station is None:
+            raise NotFound(f"station {request.station_id} not found", code="station_not_found")
+        if station["admin_status"] == "maintenance":
+            raise Unavailable(
+                f"station {request.station_id} is under maintenance", code="station_maintenance"
+            )
+        if station["admin_status"] != "active" or station["registration_status"] != "Accepted":
+            raise Unavailable(
+                f"station {request.station_id} is not available", code="station_unavailable"
+            )
+        configured = {c["connector_id"] for c in await stations_store.connectors(db, station["id"])}
+        if request.connector_id not in configured:
+            raise NotFound(
+                f"connector {request.connector_id} of {request.station_id} not found",
+                code="connector_not_found",
+            )
+        ref = self.deps.registry.lookup(STATION, request.station_id)
+        snapshot = None
+        if ref is not None:
+            try:
+                snapshot = await ref.ask(GetSnapshot(), timeout=5)
+            except ActorError:
+                snapshot = None
+        if snapshot is None or not snapshot.online or not snapshot.connected:
+            raise Unavailable(f"station {request.station_id} is offline", code="station_offline")
+        status = snapshot.connectors.get(request.connector_id, {}).get("status", "Unavailable")
+        if status == "Faulted":
+            raise Conflict(f"connector {request.connector_id} is faulted", code="connector_faulted")
+        if status == "Unavailable":
+            raise Unavailable(
+                f"connector {request.connector_id} is unavailable", code="station_unavailable"
+            )
+        if status in BUSY_STATUSES:
+            raise Conflict(
+                f"connector {request.connector_id} is occupied", code="connector_occupied"
+            )
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def apply(self, event: Event) -> None:
+        s = self.s
+        assert s is not None
+        phase, effects = transition(s.phase, event)
+        if phase is not s.phase:
+            log.info("session step", session=str(s.id), on=event.value, phase=phase.value)
+        s.phase = phase
+        for effect in effects:
+            await self._perform(effect)
+        if s.phase not in OPEN:
+            for waiter in self.stop_waiters:
+                waiter.respond(self.outcome())
+            self.stop_waiters.clear()
+
+    async def _perform(self, effect: Effect) -> None:
+        s = self.s
+        assert s is not None
+        if effect is Effect.REMOTE_START:
+            payload = {"connectorId": s.connector_id, "idTag": s.id_tag}
+            self.tasks.start_soon(self._command, "RemoteStartTransaction", payload, True)
+        elif effect is Effect.REMOTE_STOP:
+            if s.transaction_id is not None:
+                payload = {"transactionId": s.transaction_id}
+                self.tasks.start_soon(self._command, "RemoteStopTransaction", payload, False)
+        elif effect is Effect.RELEASE:
+            if s.hold_id is not None:
+                result = await self.deps.ledger.release(s.hold_id, key=f"session:{s.id}:release")
+                s.refunded, s.final_cost = result.refunded, Decimal("0.00")
+        elif effect is Effect.CAPTURE:
+            await self._capture()
+        elif effect is Effect.PERSIST:
+            await self.persist()
+        else:
+            self.deps.bus.publish({"type": "session_update", "data": self.view()})
+
+    async def _capture(self) -> None:
+        s = self.s
+        assert s is not None and s.hold_id is not None
+        if s.meter is not None and s.meter_stop is not None and s.stopped_at is not None:
+            s.meter.reading(s.meter_stop, s.stopped_at)
+        cost = s.current_cost()
+        result = await self.deps.ledger.capture(s.hold_id, cost, key=f"session:{s.id}:capture")
+        s.final_cost, s.refunded, s.debt = cost, result.refunded, result.debt
+        if s.stopped_at is None:
+            s.stopped_at = datetime.now(UTC)
+
+    async def _command(self, action: str, payload: dict[str, Any], refusal_ends: bool) -> None:
+        s = self.s
+        assert s is not None
+        why: str | None = None
+        ref = self.deps.registry.lookup(STATION, s.station_id)
+        if ref is None:
+            why = "the station has no actor"
+        else:
+            try:
+                answer = await ref.ask(
+                    Command(action, payload, timeout=self.deps.timings.command_timeout),
+                    timeout=self.deps.timings.command_timeout + 5,
+                )
+                if answer.get("status") != "Accepted":
+                    why = f"{action} {answer.get('status')}"
+            except (CpmsError, ActorError) as error:
+                why = f"{action}: {error}"
+        if why is not None:
+            log.warning("charger command failed", session=str(s.id), why=why)
+            if refusal_ends:
+                await self.mailbox.deliver(Envelope(Refused(why)))
+
+    async def persist(self) -> None:
+        s = self.s
+        assert s is not None
+        meter = s.meter
+        stop: dict[str, Any] = {}
+        if s.meter_stop is not None:  # recorded by the station as it arrived; never unset
+            stop = {"meter_stop_wh": s.meter_stop, "stopped_at": s.stopped_at}
+        await store.save(
+            self.deps.db,
+            s.id,
+            **stop,
+            status=s.phase.value,
+            energy_kwh=Decimal("0") if meter is None else meter.energy_kwh,
+            meter_last_wh=None if meter is None else meter.last_wh,
+            current_cost=s.current_cost(),
+            power_kw=s.power_kw,
+            soc_percent=s.soc,
+            final_cost=s.final_cost,
+            refunded_amount=s.refunded,
+            debt_amount=s.debt,
+            stop_reason=s.stop_reason,
+            error=s.error,
+            settled_at=datetime.now(UTC) if s.phase not in OPEN else None,
+        )
+
+    async def handle(self, envelope: Envelope[SessionMsg]) -> None:
+        s = self.s
+        message = envelope.message
+        if s is None:  # only Begin comes before the session exists
+            envelope.fail(NotFound("session not found", code="session_not_found"))
+            return
+        match message:
+            case ChargerStarted(transaction_id, meter_start, at):
+                if s.phase is Phase.STARTING:
+                    s.transaction_id, s.started_at = transaction_id, at
+                    s.meter = Meter(s.tariff, meter_start, started_at=at)
+                    await self.apply(Event.CHARGER_STARTED)
+            case MeterReading(wh, power, soc, at):
+                if s.meter is None or s.phase not in (Phase.CHARGING, Phase.STOPPING):
+                    return
+                if wh is not None:
+                    s.meter.reading(wh, at)
+                s.power_kw = power if power is not None else s.power_kw
+                s.soc = soc if soc is not None else s.soc
+                s.offline_since = None
+                if s.meter.limit_reached(s.limit, s.reserved):
+                    s.stop_reason = s.stop_reason or "limit_reached"
+                    await self.apply(Event.LIMIT_REACHED)
+                if s.phase is Phase.CHARGING:
+                    await self.persist()
+            case ChargerStopped(meter_stop, at, reason):
+                if s.phase in (Phase.CHARGING, Phase.STOPPING):
+                    s.meter_stop, s.stopped_at = meter_stop, at
+                    s.stop_reason = s.stop_reason or reason
+                    await self.apply(Event.CHARGER_STOPPED)
+            case Superseded():
+                s.error = "the charger started another transaction on the connector"
+                await self.apply(Event.SUPERSEDED)
+                envelope.respond(None)
+            case StopSession(client_id):
+                if client_id != s.client_id:
+                    envelope.fail(Forbidden("only the session's owner can stop it"))
+                    return
+                if s.phase in OPEN:
+                    s.stop_reason = s.stop_reason or "user"
+                    await self.apply(Event.STOP_REQUESTED)
+                if s.phase in OPEN:
+                    self.stop_waiters.append(envelope)
+                else:
+                    envelope.respond(self.outcome())
+            case Refused(why):
+                s.error = why
+                await self.apply(Event.START_REFUSED)
+            case Begin():
+                envelope.fail(Conflict("the session has begun already", code="session_exists"))
+
+    async def on_timer(self) -> None:
+        s = self.s
+        assert s is not None
+        now = datetime.now(UTC)
+        if s.phase in (Phase.RESERVED, Phase.STARTING) and now >= s.start_deadline:
+            s.error = "the charger did not start within the time allowed"
+            await self.apply(Event.START_TIMEOUT)
+        elif s.phase in (Phase.CHARGING, Phase.STOPPING):
+            if now >= s.max_deadline:
+                s.stop_reason = s.stop_reason or "max_duration"
+                await self.apply(Event.MAX_DURATION)
+            await self._check_online()
+
+    async def _check_online(self) -> None:
+        s = self.s
+        assert s is not None
+        ref = self.deps.registry.lookup(STATION, s.station_id)
+        online = False
+        if ref is not None:
+            try:
+                online = (await ref.ask(GetSnapshot(), timeout=5)).online
+            except ActorError:
+                online = False
+        if online:
+            s.offline_since = None
+            return
+        now = trio.current_time()
+        if s.offline_since is None:
+            s.offline_since = now
+            log.warning("charger offline during session", session=str(s.id))
+        elif now - s.offline_since >= self.deps.timings.offline_grace:
+            s.stop_reason = s.stop_reason or "charger_offline"
+            if s.meter is not None:
+                s.meter_stop = s.meter.last_wh
+            s.stopped_at = (s.meter.last_at if s.meter else None) or datetime.now(UTC)
+            await self.apply(Event.OFFLINE_GRACE)
+
+    def next_timer(self) -> float:
+        """When to wake without a message (trio clock)."""
+        s = self.s
+        assert s is not None
+        now_wall, now = datetime.now(UTC), trio.current_time()
+        if s.phase in (Phase.RESERVED, Phase.STARTING):
+            return now + max(0.0, (s.start_deadline - now_wall).total_seconds())
+        until_max = max(0.0, (s.max_deadline - now_wall).total_seconds())
+        return now + min(until_max, self.deps.timings.offline_check)
+
+    def outcome(self) -> dict[str, Any]:
+        return stop_outcome(self.view())
+
+    def view(self) -> dict[str, Any]:
+        s = self.s
+        assert s is not None
+        return session_view(
+            {
+                "id": s.id,
+                "client_id": s.client_id,
+                "station_id": s.station_id,
+                "connector_id": s.connector_id,
+                "status": s.phase.value,
+                "limit_type": s.limit.kind,
+                "limit_value": s.limit.value,
+                "rate_per_kwh": s.rate,
+                "session_fee": s.tariff.session_fee,
+                "reserved_amount": s.reserved,
+                "energy_kwh": Decimal("0") if s.meter is None else s.meter.energy_kwh,
+                "current_cost": s.current_cost(),
+                "final_cost": s.final_cost,
+                "refunded_amount": s.refunded,
+                "debt_amount": s.debt,
+                "power_kw": s.power_kw,
+                "soc_percent": s.soc,
+                "started_at": s.started_at,
+                "stopped_at": s.stopped_at,
+                "stop_reason": s.stop_reason,
+                "error": s.error,
+                "transaction_id": s.transaction_id,
+            }
+        )
+
+
+def stop_outcome(view: dict[str, Any]) -> dict[str, Any]:
+    """What the app gets for a stop (seed 000 §3), from a :func:`session_view`."""
+    final = view["final_cost"]
+    return {
+        "session_id": view["id"],
+        "status": view["status"],
+        "final_cost": final if final is not None else view["current_cost"],
+        "energy_consumed": view["energy_consumed"],
+        "refunded_amount": view["refunded_amount"],
+        "duration_minutes": view["charging_duration_minutes"],
+    }
+
+
+def session_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A session as the app sees it (seed 000 §2, 001 §7), from the actor or from its row."""
+    energy = Decimal(row["energy_kwh"] or 0).quantize(Decimal("0.001"))
+    limit_type, limit_value = row["limit_type"], row["limit_value"]
+    reserved = row["reserved_amount"] or Decimal("0")
+    cost = row["final_cost"] if row["final_cost"] is not None else row["current_cost"]
+    if limit_type == "energy" and limit_value:
+        progress = energy / limit_value * 100
+    elif limit_type == "amount" and limit_value:
+        progress = cost / limit_value * 100
+    else:
+        progress = cost / reserved * 100 if reserved else Decimal("0")
+    progress = min(Decimal("100"), progress).quantize(Decimal("1"))
+    started, stopped = row["started_at"], row["stopped_at"]
+    minutes = 0
+    if started is not None:
+        minutes = int(((stopped or datetime.now(UTC)) - started).total_seconds() // 60)
+    power = row["power_kw"]
+    return {
+        "id": str(row["id"]),
+        "status": row["status"],
+        "station_id": row["station_id"],
+        "connector_id": row["connector_id"],
+        "transaction_id": row.get("transaction_id"),
+        "limit_type": limit_type,
+        "limit_value": limit_value,
+        "rate_per_kwh": row["rate_per_kwh"],
+        "session_fee": row["session_fee"],
+        "reserved_amount": reserved,
+        "energy_consumed": energy,
+        "current_cost": row["current_cost"],
+        "final_cost": row["final_cost"],
+        "refunded_amount": row["refunded_amount"],
+        "debt_amount": row.get("debt_amount"),
+        "charging_power": None if power is None else int(Decimal(power).to_integral_value()),
+        "ev_battery_soc": row["soc_percent"],
+        "progress_percent": progress,
+        "limit_reached": row.get("stop_reason") == "limit_reached",
+        "charging_duration_minutes": minutes,
+        "started_at": started,
+        "stopped_at": stopped,
+        "stop_reason": row.get("stop_reason"),
+        "error": row.get("error"),
+    }
+
+
+async def run_session(
+    mailbox: Mailbox[SessionMsg],
+    *,
+    session_id: uuid.UUID,
+    deps: SessionDeps,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with trio.open_nursery() as tasks:
+        actor = _Actor(deps, tasks, mailbox)
+        row = await store.get(deps.db, session_id)
+        if row is not None:  # a restart: rebuild from the row
+            if Phase(row["status"]) not in OPEN:
+                task_status.started()
+                tasks.cancel_scope.cancel()
+                return
+            tariff = await store.tariff_for_station(deps.db, row["station_id"])
+            if tariff is None:
+                tariff = Tariff(
+                    row["tariff_id"], row["rate_per_kwh"] or Decimal("0"), row["session_fee"]
+                )
+            actor.s = _Session.from_row(row, tariff)
+            await _resume(actor)
+        task_status.started()
+        while actor.s is None or actor.s.phase in OPEN:
+            envelope: Envelope[SessionMsg] | None = None
+            deadline = actor.next_timer() if actor.s is not None else float("inf")
+            with trio.move_on_at(deadline):
+                try:
+                    envelope = await mailbox.receive()
+                except trio.EndOfChannel:
+                    break
+            with trio.CancelScope(shield=True):  # work is never cut by a timer
+                if envelope is None:
+                    await actor.on_timer()
+                elif isinstance(envelope.message, Begin) and actor.s is None:
+                    try:
+                        envelope.respond(await actor.begin(session_id, envelope.message.request))
+                    except CpmsError as error:
+                        envelope.fail(error)
+                        break
+                else:
+                    await actor.handle(envelope)
+        tasks.cancel_scope.cancel()
+
+
+async def _resume(actor: _Actor) -> None:
+    """After a restart: finish what the row says was under way."""
+    s = actor.s
+    assert s is not None
+    if s.phase is Phase.RESERVED:
+        try:
+            await actor.reserve()  # made or replayed: then the charger was never asked
+        except CpmsError as error:
+            log.warning("session dropped on resume", session=str(s.id), why=str(error))
+            s.phase = Phase.CANCELLED
+            return
+        await actor.apply(Event.BEGIN)
+    elif s.phase in (Phase.CHARGING, Phase.STOPPING) and s.meter_stop is not None:
+        await actor.apply(Event.CHARGER_STOPPED)  # the charger's stop was recorded; settle
+    elif s.phase is Phase.STOPPING:
+        await actor._perform(Effect.REMOTE_STOP)
+
+
+def session_spec(session_id: uuid.UUID, deps: SessionDeps) -> ChildSpec[SessionMsg]:
+    return ChildSpec(
+        Address(SESSION, str(session_id)),
+        partial(run_session, session_id=session_id, deps=deps),
+        Restart.TRANSIENT,
+        inbox=64,
+    )

@@ -1,0 +1,128 @@
+"""Charging for the app (seed 000 §1–3, 001 §6–7): start, status, stop, history.
+
+Handlers check the request and the caller and pass it to the session's actor; the actor does
+the reserving, the charger and the settling.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from quart import Blueprint, Response, jsonify, request
+
+from actors.session import session_view
+from actors.session_messages import StartRequest
+from api.balance import parse_query
+from api.identity import Identity
+from cpms.charging import Limit
+from cpms.errors import Forbidden, InvalidRequest
+from cpms.sessions import Sessions
+from storage import sessions as store
+
+
+class StartBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: uuid.UUID | None = None
+    station_id: str = Field(min_length=1, max_length=64)
+    connector_id: int = Field(ge=1, le=10)
+    energy_kwh: Decimal | None = Field(None, allow_inf_nan=False)
+    amount_som: Decimal | None = Field(None, allow_inf_nan=False)
+
+
+class StopBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: uuid.UUID
+    client_id: uuid.UUID | None = None
+
+
+class HistoryQuery(BaseModel):
+    limit: int = Field(20, ge=1, le=100)
+    offset: int = Field(0, ge=0)
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+    station_id: str | None = None
+
+
+async def parse_body(model: type[BaseModel]) -> BaseModel:
+    data = await request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object", code="invalid_request")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise InvalidRequest(problems, code="validation_error") from None
+
+
+def _same_client(claimed: uuid.UUID | None, caller: uuid.UUID) -> None:
+    if claimed is not None and claimed != caller:
+        raise Forbidden("client_id does not match the token", code="client_mismatch")
+
+
+def charging_blueprint(sessions: Sessions, identity: Identity) -> Blueprint:
+    bp = Blueprint("charging", __name__, url_prefix="/api/v1/charging")
+
+    @bp.post("/start")
+    async def start() -> Response:
+        caller = await identity.client_id()
+        body = await parse_body(StartBody)
+        assert isinstance(body, StartBody)
+        _same_client(body.client_id, caller)
+        limit = Limit.from_request(body.energy_kwh, body.amount_som)
+        started = await sessions.start(
+            StartRequest(caller, body.station_id, body.connector_id, limit)
+        )
+        return jsonify({"success": True, **started})
+
+    @bp.get("/status/<session_id>")
+    async def status(session_id: str) -> Response:
+        caller = await identity.client_id()
+        view = await sessions.status(_session_id(session_id), caller)
+        return jsonify({"success": True, "session": view})
+
+    @bp.post("/stop")
+    async def stop() -> Response:
+        caller = await identity.client_id()
+        body = await parse_body(StopBody)
+        assert isinstance(body, StopBody)
+        _same_client(body.client_id, caller)
+        return jsonify({"success": True, **(await sessions.stop(body.session_id, caller))})
+
+    @bp.get("/history")
+    async def history() -> Response:
+        caller = await identity.client_id()
+        query: HistoryQuery = parse_query(HistoryQuery, request.args)
+        rows, total = await store.history(
+            sessions.deps.db,
+            caller,
+            limit=query.limit,
+            offset=query.offset,
+            date_from=query.date_from,
+            date_to=query.date_to,
+            station_id=query.station_id,
+        )
+        return jsonify(
+            {
+                "success": True,
+                "sessions": [session_view(row) for row in rows],
+                "total": total,
+                "limit": query.limit,
+                "offset": query.offset,
+            }
+        )
+
+    return bp
+
+
+def _session_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidRequest(f"{text!r} is not a session id", code="validation_error") from None

@@ -1,0 +1,154 @@
+"""Charging maths, pure: tariffs (with time-of-day rates), limits, the reservation (seed 001 §6),
+and a session's running cost.
+
+    reservation = energy limit → kWh × rate + session fee
+                  amount limit → the amount
+                  no limit     → min(balance, 200), at least 10
+
+Cost accrues as the meter moves: each increment of energy is priced at the rate in force when it
+was metered (local time of the network), plus the session fee once charging has begun, plus any
+per-minute price. Money is Decimal throughout and rounded to the cent only when shown or billed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from decimal import Decimal
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from cpms.errors import InsufficientBalance, InvalidRequest
+from cpms.money import round_money
+
+LimitKind = Literal["energy", "amount", "none"]
+
+NO_LIMIT_CAP = Decimal("200")
+NO_LIMIT_MINIMUM = Decimal("10")
+MAX_AMOUNT_LIMIT = Decimal("100000")
+MAX_ENERGY_LIMIT = Decimal("1000")  # kWh; no vehicle takes more in one session
+KWH = Decimal("1000")
+
+
+@dataclass(frozen=True)
+class TimeRate:
+    starts_at: time
+    ends_at: time  # exclusive; at or before starts_at means past midnight
+    price_per_kwh: Decimal
+    weekdays: frozenset[int] | None = None  # ISO 1..7; None = every day
+
+    def applies(self, local: datetime) -> bool:
+        if self.weekdays is not None and local.isoweekday() not in self.weekdays:
+            return False
+        now = local.time()
+        if self.starts_at < self.ends_at:
+            return self.starts_at <= now < self.ends_at
+        return now >= self.starts_at or now < self.ends_at
+
+
+@dataclass(frozen=True)
+class Tariff:
+    id: str | None
+    price_per_kwh: Decimal
+    session_fee: Decimal = Decimal("0")
+    price_per_minute: Decimal = Decimal("0")
+    rates: tuple[TimeRate, ...] = ()
+    currency: str = "KGS"
+    zone: str = "Asia/Bishkek"
+
+    def rate_at(self, when: datetime) -> Decimal:
+        local = when.astimezone(ZoneInfo(self.zone))
+        for rate in self.rates:
+            if rate.applies(local):
+                return rate.price_per_kwh
+        return self.price_per_kwh
+
+
+@dataclass(frozen=True)
+class Limit:
+    kind: LimitKind
+    value: Decimal | None = None
+
+    @classmethod
+    def from_request(cls, energy_kwh: Decimal | None, amount_som: Decimal | None) -> Limit:
+        if energy_kwh is not None and amount_som is not None:
+            raise InvalidRequest("give energy_kwh or amount_som, not both", code="validation_error")
+        if energy_kwh is not None:
+            if not Decimal("0") < energy_kwh <= MAX_ENERGY_LIMIT:
+                raise InvalidRequest(
+                    f"energy_kwh must be above 0 and at most {MAX_ENERGY_LIMIT}",
+                    code="validation_error",
+                )
+            return cls("energy", energy_kwh)
+        if amount_som is not None:
+            if not Decimal("0") < amount_som <= MAX_AMOUNT_LIMIT:
+                raise InvalidRequest(
+                    f"amount_som must be above 0 and at most {MAX_AMOUNT_LIMIT}",
+                    code="validation_error",
+                )
+            return cls("amount", amount_som)
+        return cls("none")
+
+
+def reservation(limit: Limit, tariff: Tariff, balance: Decimal, at: datetime) -> Decimal:
+    """What to hold for a session (seed 001 §6); InsufficientBalance when the balance is short."""
+    if limit.kind == "energy":
+        assert limit.value is not None
+        required = round_money(limit.value * tariff.rate_at(at) + tariff.session_fee)
+    elif limit.kind == "amount":
+        assert limit.value is not None
+        required = round_money(limit.value)
+    else:
+        required = min(balance, NO_LIMIT_CAP).quantize(Decimal("0.01"))
+        if required < NO_LIMIT_MINIMUM:
+            raise InsufficientBalance(NO_LIMIT_MINIMUM, balance)
+        return required
+    if balance < required:
+        raise InsufficientBalance(required, balance)
+    return required
+
+
+@dataclass
+class Meter:
+    """A session's energy and cost as meter readings arrive (readings never go backwards)."""
+
+    tariff: Tariff
+    start_wh: int
+    last_wh: int = 0
+    energy_cost: Decimal = Decimal("0")
+    started_at: datetime | None = None
+    last_at: datetime | None = None
+    samples: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        self.last_wh = max(self.last_wh, self.start_wh)
+
+    def reading(self, wh: int, at: datetime) -> None:
+        if wh > self.last_wh:
+            delta = Decimal(wh - self.last_wh) / KWH
+            self.energy_cost += delta * self.tariff.rate_at(at)
+            self.last_wh = wh
+        self.last_at = at if self.last_at is None else max(self.last_at, at)
+        self.samples += 1
+
+    @property
+    def energy_kwh(self) -> Decimal:
+        return Decimal(self.last_wh - self.start_wh) / KWH
+
+    def cost(self, now: datetime | None = None) -> Decimal:
+        """The cost so far (to the cent): energy, the session fee, minutes."""
+        minutes = Decimal("0")
+        end = now or self.last_at
+        if self.started_at is not None and end is not None and self.tariff.price_per_minute:
+            minutes = Decimal(max(0, int((end - self.started_at).total_seconds()))) / 60
+        return round_money(
+            self.energy_cost + self.tariff.session_fee + minutes * self.tariff.price_per_minute
+        )
+
+    def limit_reached(self, limit: Limit, reserved: Decimal) -> bool:
+        if limit.kind == "energy":
+            assert limit.value is not None
+            return self.energy_kwh >= limit.value
+        whole = limit.value if limit.kind == "amount" else reserved
+        assert whole is not None
+        return self.cost() >= whole

@@ -1,0 +1,64 @@
+"""The door to charging sessions for the REST facade: start one (a new SessionActor, asked to
+``Begin``), stop one, and bring back every open session's actor when the server starts."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from actors import AskTimeout, Supervisor
+from actors.session import SessionDeps, session_spec, session_view, stop_outcome
+from actors.session_messages import SESSION, Begin, StartRequest, StopSession
+from cpms.errors import Forbidden, NotFound
+from storage import sessions as store
+
+log = structlog.stdlib.get_logger("cpms.sessions")
+
+#: How long ``stop`` waits for the charger's StopTransaction before answering with where the
+#: session stands (it settles anyway when the charger reports).
+STOP_WAIT = 15.0
+
+
+@dataclass(frozen=True)
+class Sessions:
+    supervisor: Supervisor
+    deps: SessionDeps
+
+    async def start(self, request: StartRequest) -> dict[str, Any]:
+        session_id = uuid.uuid4()
+        ref = await self.supervisor.start_child(session_spec(session_id, self.deps))
+        return await ref.ask(Begin(request), timeout=60)
+
+    async def status(self, session_id: uuid.UUID, client_id: uuid.UUID) -> dict[str, Any]:
+        row = await self._owned(session_id, client_id)
+        return session_view(row)
+
+    async def stop(self, session_id: uuid.UUID, client_id: uuid.UUID) -> dict[str, Any]:
+        row = await self._owned(session_id, client_id)
+        ref = self.deps.registry.lookup(SESSION, str(session_id))
+        if ref is not None:
+            try:
+                return await ref.ask(StopSession(client_id), timeout=STOP_WAIT)
+            except AskTimeout:
+                row = await self._owned(session_id, client_id)
+        return stop_outcome(session_view(row))
+
+    async def _owned(self, session_id: uuid.UUID, client_id: uuid.UUID) -> dict[str, Any]:
+        row = await store.get(self.deps.db, session_id)
+        if row is None:
+            raise NotFound(f"session {session_id} not found", code="session_not_found")
+        if row["client_id"] != client_id:
+            raise Forbidden("this session belongs to another client")
+        return row
+
+    async def recover(self) -> int:
+        """Start an actor for every open app session (after a restart); returns how many."""
+        rows = await store.open_sessions(self.deps.db)
+        for row in rows:
+            await self.supervisor.start_child(session_spec(row["id"], self.deps))
+        if rows:
+            log.info("sessions recovered", sessions=len(rows))
+        return len(rows)

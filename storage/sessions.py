@@ -1,0 +1,230 @@
+"""Charging sessions as the SessionActor persists them, and the reads around them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from cpms.charging import Limit, Tariff, TimeRate
+from cpms.errors import Conflict
+from storage.database import Database, Row
+
+OPEN = ["reserved", "starting", "charging", "stopping"]
+
+
+async def tariff_for_station(db: Database, station_id: str) -> Tariff | None:
+    """The station's tariff, or its location's; None when neither has one."""
+    row = await db.fetchrow(
+        """SELECT t.* FROM stations s
+           LEFT JOIN locations l ON l.id = s.location_id
+           JOIN tariffs t ON t.id = coalesce(s.tariff_id, l.tariff_id)
+           WHERE s.id = $1""",
+        station_id,
+    )
+    if row is None:
+        return None
+    rates = await db.fetch(
+        "SELECT * FROM tariff_rates WHERE tariff_id = $1 ORDER BY starts_at", row["id"]
+    )
+    return Tariff(
+        row["id"],
+        row["price_per_kwh"],
+        row["session_fee"],
+        row["price_per_minute"],
+        tuple(
+            TimeRate(
+                r["starts_at"],
+                r["ends_at"],
+                r["price_per_kwh"],
+                None if r["weekdays"] is None else frozenset(r["weekdays"]),
+            )
+            for r in rates
+        ),
+        row["currency"].strip(),
+    )
+
+
+async def create(
+    db: Database,
+    *,
+    session_id: uuid.UUID,
+    client_id: uuid.UUID,
+    station_id: str,
+    connector_id: int,
+    id_tag: str,
+    limit: Limit,
+    tariff: Tariff,
+    rate: Decimal,
+    start_deadline: datetime,
+    max_deadline: datetime,
+    reserved: Decimal,
+    hold_id: uuid.UUID,
+    origin: str = "app",
+) -> None:
+    """A new session holding its connector; ``connector_occupied`` if one is open there."""
+    try:
+        await db.execute(
+            """INSERT INTO charging_sessions (id, client_id, station_id, connector_id, id_tag,
+                      origin, status, limit_type, limit_value, tariff_id, rate_per_kwh,
+                      session_fee, start_deadline, max_deadline, reserved_amount, hold_id)
+               VALUES ($1, $2, $3, $4, $5, $6, 'reserved', $7, $8, $9, $10, $11, $12, $13, $14,
+                       $15)""",
+            session_id,
+            client_id,
+            station_id,
+            connector_id,
+            id_tag,
+            origin,
+            limit.kind,
+            limit.value,
+            tariff.id,
+            rate,
+            tariff.session_fee,
+            start_deadline,
+            max_deadline,
+            reserved,
+            hold_id,
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict(
+            f"connector {connector_id} of {station_id} is busy", code="connector_occupied"
+        ) from None
+
+
+async def forget(db: Database, session_id: uuid.UUID) -> None:
+    """Remove a session whose reservation was refused (it never held money)."""
+    await db.execute(
+        "DELETE FROM charging_sessions WHERE id = $1 AND status = 'reserved'", session_id
+    )
+
+
+async def save(db: Database, session_id: uuid.UUID, **fields: Any) -> None:
+    """Write the given columns of a session (the actor's own state)."""
+    names = list(fields)
+    assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(names, start=2))
+    await db.execute(
+        f"UPDATE charging_sessions SET {assignments}, updated_at = now() WHERE id = $1",
+        session_id,
+        *fields.values(),
+    )
+
+
+async def get(db: Database, session_id: uuid.UUID) -> Row | None:
+    return await db.fetchrow("SELECT * FROM charging_sessions WHERE id = $1", session_id)
+
+
+async def open_sessions(db: Database) -> list[Row]:
+    return await db.fetch(
+        "SELECT * FROM charging_sessions WHERE status = ANY($1::text[]) AND origin = 'app'", OPEN
+    )
+
+
+async def awaiting_start(
+    db: Database, station_id: str, connector_id: int, id_tag: str
+) -> Row | None:
+    """The app session a StartTransaction with ``id_tag`` on this connector belongs to."""
+    return await db.fetchrow(
+        """SELECT * FROM charging_sessions
+           WHERE station_id = $1 AND connector_id = $2 AND id_tag = $3 AND origin = 'app'
+             AND status = ANY($4::text[])""",
+        station_id,
+        connector_id,
+        id_tag,
+        OPEN,
+    )
+
+
+async def open_by_tag(db: Database, station_id: str, id_tag: str) -> Row | None:
+    return await db.fetchrow(
+        """SELECT id FROM charging_sessions
+           WHERE station_id = $1 AND id_tag = $2 AND origin = 'app' AND status = ANY($3::text[])""",
+        station_id,
+        id_tag,
+        OPEN,
+    )
+
+
+async def record_stop(
+    db: Database, session_id: uuid.UUID, meter_stop: int, stopped_at: datetime, reason: str
+) -> bool:
+    """Note the charger's StopTransaction on an open session; False if it has ended already."""
+    result = await db.execute(
+        """UPDATE charging_sessions
+           SET meter_stop_wh = $2, stopped_at = $3, stop_reason = coalesce(stop_reason, $4),
+               updated_at = now()
+           WHERE id = $1 AND status = ANY($5::text[])""",
+        session_id,
+        meter_stop,
+        stopped_at,
+        reason,
+        OPEN,
+    )
+    return not result.endswith(" 0")
+
+
+async def open_app_session_on(db: Database, station_id: str, connector_id: int) -> Row | None:
+    return await db.fetchrow(
+        """SELECT * FROM charging_sessions
+           WHERE station_id = $1 AND connector_id = $2 AND origin = 'app'
+             AND status = ANY($3::text[])""",
+        station_id,
+        connector_id,
+        OPEN,
+    )
+
+
+async def attach_transaction(
+    db: Database, session_id: uuid.UUID, meter_start: int, started_at: datetime
+) -> int:
+    """Give the session its OCPP transaction id (the same one again for a replay)."""
+    transaction_id = await db.fetchval(
+        """UPDATE charging_sessions
+           SET transaction_id = coalesce(transaction_id, nextval('ocpp_transaction_id_seq')),
+               meter_start_wh = coalesce(meter_start_wh, $2),
+               meter_last_wh = coalesce(meter_last_wh, $2),
+               started_at = coalesce(started_at, $3), updated_at = now()
+           WHERE id = $1 RETURNING transaction_id""",
+        session_id,
+        meter_start,
+        started_at,
+    )
+    return int(transaction_id)
+
+
+async def by_transaction(db: Database, station_id: str, transaction_id: int) -> Row | None:
+    return await db.fetchrow(
+        "SELECT * FROM charging_sessions WHERE station_id = $1 AND transaction_id = $2",
+        station_id,
+        transaction_id,
+    )
+
+
+async def history(
+    db: Database,
+    client_id: uuid.UUID,
+    *,
+    limit: int,
+    offset: int,
+    date_from: datetime | None,
+    date_to: datetime | None,
+    station_id: str | None,
+) -> tuple[list[Row], int]:
+    rows = await db.fetch(
+        """SELECT *, count(*) OVER () AS total FROM charging_sessions
+           WHERE client_id = $1 AND status NOT IN ('reserved')
+             AND ($2::timestamptz IS NULL OR created_at >= $2)
+             AND ($3::timestamptz IS NULL OR created_at < $3)
+             AND ($4::text IS NULL OR station_id = $4)
+           ORDER BY created_at DESC LIMIT $5 OFFSET $6""",
+        client_id,
+        date_from,
+        date_to,
+        station_id,
+        limit,
+        offset,
+    )
+    return rows, (rows[0]["total"] if rows else 0)

@@ -1,0 +1,366 @@
+"""Charging sessions end to end: the app's REST calls, a simulated charger, the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from cpms import provisioning as prov
+from cpms.app import Endpoints, run_server
+from cpms.settings import Settings
+from sim.charger import VirtualChargePoint
+from storage import Database, Ledger
+from tests.conftest import start_ledger
+from tests.ocpp_server import PASSWORD, provision
+from tests.tokens import SECRET, bearer, hs256
+
+D = Decimal
+
+
+@dataclass
+class Rig:
+    endpoints: Endpoints
+    http: httpx.AsyncClient
+    db: Database
+    ledger: Ledger
+    shutdown: trio.Event
+
+    def charger(self, station: str = "CP-1", **options: Any) -> VirtualChargePoint:
+        options.setdefault("meter_interval", 0.1)
+        options.setdefault("reconnect_delay", (0.05, 0.1))
+        return VirtualChargePoint(station, self.endpoints.ocpp_url, password=PASSWORD, **options)
+
+    async def client(self, balance: str) -> tuple[uuid.UUID, dict[str, str]]:
+        client = uuid.uuid4()
+        headers = bearer(hs256(client))
+        assert (await self.http.get("/api/v1/balance/get", headers=headers)).status_code == 200
+        if Decimal(balance):
+            await self.ledger.credit(client, balance, key=f"topup-{client}")
+        return client, headers
+
+    async def balance(self, headers: dict[str, str]) -> dict[str, Any]:
+        return dict((await self.http.get("/api/v1/balance/get", headers=headers)).json())
+
+    async def status(self, session: str, headers: dict[str, str]) -> dict[str, Any]:
+        reply = await self.http.get(f"/api/v1/charging/status/{session}", headers=headers)
+        assert reply.status_code == 200, reply.text
+        return dict(reply.json()["session"])
+
+    async def start(self, headers: dict[str, str], **body: Any) -> httpx.Response:
+        body.setdefault("station_id", "CP-1")
+        body.setdefault("connector_id", 1)
+        return await self.http.post("/api/v1/charging/start", headers=headers, json=body)
+
+    async def started(self, headers: dict[str, str], **body: Any) -> str:
+        reply = await self.start(headers, **body)
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["session_id"])
+
+    async def until_status(
+        self, session: str, headers: dict[str, str], wanted: str, timeout: float = 10
+    ) -> dict[str, Any]:
+        with trio.fail_after(timeout):
+            while (view := await self.status(session, headers))["status"] != wanted:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        return view
+
+    async def exact(self, client: uuid.UUID) -> Decimal:
+        """The client's balance, checked against its ledger entries; no hold left open."""
+        balance = await self.db.fetchval("SELECT balance FROM clients WHERE id = $1", client)
+        total = await self.db.fetchval(
+            "SELECT coalesce(sum(amount), 0) FROM ledger_entries WHERE client_id = $1", client
+        )
+        held = await self.db.fetchval(
+            "SELECT count(*) FROM holds WHERE client_id = $1 AND status = 'held'", client
+        )
+        assert balance == total and held == 0, (balance, total, held)
+        return Decimal(balance)
+
+
+async def open_rig(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery, **overrides: Any
+) -> Rig:
+    """A server with stations CP-1 and CP-2 (connectors 1 CCS2 120 kW and 2 GBT 60 kW, tariff
+    15 som/kWh + 10 som per session) and an app-token secret."""
+    await prov.add_tariff(
+        db, prov.TariffIn(id="T1", name="DC", price_per_kwh=D("15.00"), session_fee=D("10.00"))
+    )
+    for name in ("CP-1", "CP-2"):
+        await provision(db, name)
+        await db.execute("UPDATE stations SET tariff_id = 'T1' WHERE id = $1", name)
+    options: dict[str, Any] = {
+        "session_start_timeout": 3,
+        "session_offline_grace": 2,
+        **overrides,
+    }
+    settings = Settings(
+        database_url=dsn,
+        data_dir=tmp_path,
+        http_port=0,
+        ocpp_port=0,
+        jwt_secret=SECRET,
+        ocpp_offline_after=1,
+        **options,
+    )
+    shutdown = trio.Event()
+    endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
+    ledger_rig = await start_ledger(nursery, db)
+    http = httpx.AsyncClient(base_url=endpoints.http_url, timeout=30)
+    return Rig(endpoints, http, db, ledger_rig.ledger, shutdown)
+
+
+@pytest.fixture
+async def rig(db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
+    rig = await open_rig(db, dsn, tmp_path, nursery)
+    yield rig
+    await rig.http.aclose()
+    rig.shutdown.set()
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - polls state another task changes
+            await trio.sleep(0.02)
+
+
+async def entries(db: Database, client: uuid.UUID) -> list[tuple[str, Decimal]]:
+    rows = await db.fetch(
+        "SELECT type, amount FROM ledger_entries WHERE client_id = $1 ORDER BY id", client
+    )
+    return [(r["type"], r["amount"]) for r in rows]
+
+
+async def test_energy_limit_stops_the_charger_and_settles(rig: Rig) -> None:
+    client, me = await rig.client("500")
+    async with rig.charger(time_scale=600) as cp:
+        await cp.wait_booted()
+        await until(lambda: not cp._outbox)
+        reply = await rig.http.post(
+            "/api/v1/charging/start",
+            headers=me,
+            json={"station_id": "CP-1", "connector_id": 1, "energy_kwh": 2},
+        )
+        assert reply.status_code == 200, reply.text
+        started = reply.json()
+        assert started["success"] and started["limit_type"] == "energy"
+        assert D(str(started["reserved_amount"])) == D("40.00")  # 2 × 15 + 10
+        session = started["session_id"]
+        assert (await rig.balance(me))["balance"] == 460
+        await until(lambda: cp.connectors[1].tx is not None)
+        tx = cp.connectors[1].tx
+        assert tx is not None
+        await tx.ended.wait()  # the limit stopped it: RemoteStopTransaction
+        assert tx.stop_reason == "Remote"
+        view = await rig.until_status(session, me, "settled")
+    assert view["limit_reached"] and view["energy_consumed"] >= 2
+    cost = D(str(view["final_cost"]))
+    energy = D(str(view["energy_consumed"]))
+    assert cost == (energy * 15 + 10).quantize(D("0.01"), rounding=ROUND_HALF_UP)
+    history = await entries(rig.db, client)
+    assert history[:2] == [("topup", D("500.00")), ("charge_reserve", D("-40.00"))]
+    assert await rig.exact(client) == D("500") - cost
+    assert (await rig.balance(me))["reserved"] == 0
+
+
+async def test_amount_limit_and_an_overrun_paid_from_the_free_balance(rig: Rig) -> None:
+    client, me = await rig.client("100")
+    async with rig.charger(time_scale=600) as cp:
+        await cp.wait_booted()
+        reply = await rig.start(me, amount_som=50)
+        started = reply.json()
+        assert (started["reserved_amount"], started["estimated_energy"]) == (50, 2.7)
+        session = started["session_id"]
+        await until(lambda: cp.connectors[1].tx is not None)
+        view = await rig.until_status(session, me, "settled")
+    cost = D(str(view["final_cost"]))
+    assert cost >= 50 and view["limit_reached"]
+    kinds = [kind for kind, _ in await entries(rig.db, client)]
+    assert kinds[:2] == ["topup", "charge_reserve"]
+    assert ("charge_payment" in kinds) == (cost > 50)  # stopping takes a moment
+    assert await rig.exact(client) == D("100") - cost
+
+
+async def test_no_limit_reserves_up_to_200_and_the_owner_stops(rig: Rig) -> None:
+    client, me = await rig.client("150")
+    async with rig.charger(time_scale=60) as cp:
+        await cp.wait_booted()
+        session = await rig.started(me)
+        view = await rig.status(session, me)
+        assert (view["reserved_amount"], view["limit_type"]) == (150, "none")
+        await rig.until_status(session, me, "charging")
+        await until(lambda: cp.connectors[1].energy > cp.connectors[1].tx.meter_start + 100)  # type: ignore[union-attr]
+        other, them = await rig.client("0")
+        refused = await rig.http.post(
+            "/api/v1/charging/stop", headers=them, json={"session_id": session}
+        )
+        assert refused.status_code == 403 and refused.json()["error"] == "access_denied"
+        assert (
+            await rig.http.get(f"/api/v1/charging/status/{session}", headers=them)
+        ).status_code == 403
+        stop = await rig.http.post(
+            "/api/v1/charging/stop", headers=me, json={"session_id": session}
+        )
+        assert stop.status_code == 200, stop.text
+        outcome = stop.json()
+    assert outcome["status"] == "settled"
+    cost, refund = D(str(outcome["final_cost"])), D(str(outcome["refunded_amount"]))
+    assert cost + refund == 150 and cost > 10
+    assert await rig.exact(client) == D("150") - cost
+    history = (await rig.http.get("/api/v1/charging/history", headers=me)).json()
+    assert [s["id"] for s in history["sessions"]] == [session] and history["total"] == 1
+    del other
+
+
+async def test_a_session_the_charger_never_starts_is_refunded(rig: Rig) -> None:
+    client, me = await rig.client("100")
+    async with rig.charger() as cp:
+        await cp.wait_booted()
+        cp.drop_responses = True  # RemoteStartTransaction goes unanswered
+        session = await rig.started(me, energy_kwh=1)
+        assert (await rig.balance(me))["reserved"] == 25
+        view = await rig.until_status(session, me, "cancelled", timeout=8)  # 3 s start timeout
+    assert view["refunded_amount"] == 25 and "did not start" in view["error"]
+    assert await rig.exact(client) == 100
+
+
+async def test_stop_before_the_charger_starts_cancels_with_a_full_refund(rig: Rig) -> None:
+    client, me = await rig.client("100")
+    async with rig.charger() as cp:
+        await cp.wait_booted()
+        cp.drop_responses = True
+        session = await rig.started(me, amount_som=30)
+        stop = await rig.http.post(
+            "/api/v1/charging/stop", headers=me, json={"session_id": session}
+        )
+        assert stop.json()["status"] == "cancelled" and stop.json()["refunded_amount"] == 30
+    assert await rig.exact(client) == 100
+
+
+async def test_a_refused_remote_start_is_refunded(rig: Rig) -> None:
+    client, me = await rig.client("100")
+    async with rig.charger() as cp:
+        await cp.wait_booted()
+        cp.connectors[1].inoperative = True  # unknown to the server: the charger says Rejected
+        session = await rig.started(me, amount_som=30)
+        view = await rig.until_status(session, me, "rejected")
+    assert view["refunded_amount"] == 30
+    assert await rig.exact(client) == 100
+
+
+async def test_overrun_beyond_the_free_balance_is_debt(rig: Rig) -> None:
+    client, me = await rig.client("60")
+    async with rig.charger(time_scale=600) as cp:
+        await cp.wait_booted()
+        session = await rig.started(me, amount_som=50)
+        await rig.until_status(session, me, "charging")
+        cp.drop_responses = True  # RemoteStopTransaction goes unanswered: it charges on
+        connector = cp.connectors[1]
+        await until(lambda: (connector.energy - connector.tx.meter_start) / 1000 * 15 + 10 > 80)  # type: ignore[union-attr]
+        await cp.unplug(1)
+        cp.drop_responses = False
+        view = await rig.until_status(session, me, "settled")
+    cost = D(str(view["final_cost"]))
+    assert cost > 80 and D(str(view["debt_amount"])) == cost - 60
+    kinds = [kind for kind, _ in await entries(rig.db, client)]
+    assert kinds == ["topup", "charge_reserve", "charge_payment", "charge_debt"]
+    assert await rig.exact(client) == 60 - cost  # negative: the client owes
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"station_id": "NOPE"}, 404, "station_not_found"),
+        ({"connector_id": 3}, 404, "connector_not_found"),
+        ({"station_id": "CP-2"}, 503, "station_offline"),
+        ({"connector_id": 0}, 400, "validation_error"),
+        ({"connector_id": 11}, 400, "validation_error"),
+        ({"energy_kwh": 0}, 400, "validation_error"),
+        ({"energy_kwh": -1}, 400, "validation_error"),
+        ({"amount_som": 100001}, 400, "validation_error"),
+        ({"amount_som": 10, "energy_kwh": 1}, 400, "validation_error"),
+        ({"amount_som": "lots"}, 400, "validation_error"),
+        ({"client_id": str(uuid.uuid4())}, 403, "client_mismatch"),
+        ({"energy_kwh": 100}, 402, "insufficient_balance"),
+        ({"surprise": 1}, 400, "validation_error"),
+    ],
+)
+async def test_refusals_reserve_nothing(
+    rig: Rig, body: dict[str, Any], status: int, code: str
+) -> None:
+    client, me = await rig.client("100")
+    async with rig.charger() as cp:
+        await cp.wait_booted()
+        await until(lambda: not cp._outbox)
+        reply = await rig.start(me, **body)
+    assert reply.status_code == status, reply.text
+    assert reply.json()["success"] is False and reply.json()["error"] == code
+    if code == "insufficient_balance":
+        assert (reply.json()["required_amount"], reply.json()["current_balance"]) == (1510, 100)
+    assert await entries(rig.db, client) == [("topup", D("100.00"))]
+    assert await rig.db.fetchval("SELECT count(*) FROM charging_sessions") == 0
+
+
+async def test_station_and_client_states_that_refuse(rig: Rig) -> None:
+    client, me = await rig.client("5")
+    async with rig.charger() as cp:
+        await cp.wait_booted()
+        await until(lambda: not cp._outbox)
+        reply = await rig.start(me)
+        assert reply.json()["error"] == "insufficient_balance"  # no limit needs 10
+        assert reply.json()["required_amount"] == 10
+        await rig.ledger.credit(client, "100", key="more")
+        await cp.fault(2)
+        await until(lambda: not cp._outbox)
+        assert (await rig.start(me, connector_id=2)).json()["error"] == "connector_faulted"
+        await rig.db.execute("UPDATE stations SET admin_status = 'maintenance' WHERE id = 'CP-1'")
+        assert (await rig.start(me)).json()["error"] == "station_maintenance"
+        await rig.db.execute("UPDATE stations SET admin_status = 'active' WHERE id = 'CP-1'")
+        await rig.db.execute("UPDATE clients SET status = 'blocked' WHERE id = $1", client)
+        assert (await rig.start(me)).json()["error"] == "client_blocked"
+        await rig.db.execute("UPDATE clients SET status = 'pending_deletion' WHERE id = $1", client)
+        assert (await rig.start(me)).json()["error"] == "client_pending_deletion"
+    assert await rig.exact(client) == 105
+    assert await rig.db.fetchval("SELECT count(*) FROM charging_sessions") == 0
+
+
+async def test_concurrent_starts_on_one_connector_one_wins(rig: Rig) -> None:
+    drivers = [await rig.client("100") for _ in range(6)]
+    replies: list[httpx.Response] = []
+    async with rig.charger() as cp:
+        await cp.wait_booted()
+        await until(lambda: not cp._outbox)
+        cp.drop_responses = True  # keep the winner in "starting"
+
+        async def go(headers: dict[str, str]) -> None:
+            replies.append(await rig.start(headers, amount_som=20))
+
+        async with trio.open_nursery() as nursery:
+            for _, headers in drivers:
+                nursery.start_soon(go, headers)
+    winners = [r for r in replies if r.status_code == 200]
+    assert len(winners) == 1
+    assert {r.json()["error"] for r in replies if r.status_code != 200} == {"connector_occupied"}
+    reserved = await rig.db.fetchval("SELECT count(*) FROM holds")
+    assert reserved == 1
+
+
+async def test_charger_gone_while_charging_settles_on_the_last_meter(rig: Rig) -> None:
+    client, me = await rig.client("200")
+    async with rig.charger(time_scale=60) as cp:
+        await cp.wait_booted()
+        session = await rig.started(me, amount_som=100)
+        await rig.until_status(session, me, "charging")
+        await until(lambda: cp.connectors[1].energy > cp.connectors[1].tx.meter_start + 200)  # type: ignore[union-attr]
+        cp.go_offline()
+        view = await rig.until_status(session, me, "settled", timeout=15)
+    assert view["stop_reason"] == "charger_offline"
+    cost = D(str(view["final_cost"]))
+    assert cost > 10 and await rig.exact(client) == 200 - cost
