@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import collections
-import functools
 import itertools
 import json
 import math
@@ -929,14 +928,18 @@ class VirtualChargePoint:
             "chargingSchedule": schedule,
         }, None
 
+    def _progress(self, action: str, status: str) -> None:
+        """A diagnostics or firmware progress notice; kept across a reboot, as a charger
+        reports an update's progress after it."""
+        payload: Payload = {"status": status}
+        self._enqueue(action, lambda: payload, durable=True)
+
     def _on_GetDiagnostics(self, p: Payload) -> tuple[Payload, After]:
         name = f"diagnostics-{self.station_id}.log"
 
         async def upload() -> None:
             for status in ("Uploading", "Uploaded"):
-                self._enqueue(
-                    "DiagnosticsStatusNotification", functools.partial(dict, status=status)
-                )
+                self._progress("DiagnosticsStatusNotification", status)
                 await trio.sleep(0.2)
 
         return {"fileName": name}, upload
@@ -944,9 +947,7 @@ class VirtualChargePoint:
     def _on_UpdateFirmware(self, p: Payload) -> tuple[Payload, After]:
         async def update() -> None:
             for status in ("Downloading", "Downloaded", "Installing", "Installed"):
-                notice = functools.partial(dict, status=status)
-                # kept across a reboot, as a charger reports an update's progress after it
-                self._enqueue("FirmwareStatusNotification", notice, durable=True)
+                self._progress("FirmwareStatusNotification", status)
                 await trio.sleep(0.2)
             self.firmware = "1.0.1"
 

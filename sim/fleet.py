@@ -104,11 +104,13 @@ class Fleet:
             for index, cp in enumerate(self.chargers):
                 delay = o.ramp * index / max(1, len(self.chargers))
                 nursery.start_soon(self._station, cp, delay, finished)
+            storm = trio.CancelScope()
             if o.scenario == "reconnect-storm":
-                nursery.start_soon(self._storm)
+                nursery.start_soon(self._storm, storm)
             with trio.move_on_after(o.duration if o.duration > 0 else math.inf):
                 await self.stop.wait()
             self.stats.events["connected_at_end"] = self.stats.connected
+            storm.cancel()  # a storm not recovered by now reports no recovery time
             finished.set()
         return self.stats
 
@@ -172,7 +174,11 @@ class Fleet:
             else:
                 await cp.send_malformed()
 
-    async def _storm(self) -> None:
+    async def _storm(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._storm_once()
+
+    async def _storm_once(self) -> None:
         o = self.options
         rng = random.Random(f"{o.seed}:storm")
         await trio.sleep(max(o.ramp + 1, o.duration / 2))
@@ -180,10 +186,17 @@ class Fleet:
             while self.stats.connected < len(self.chargers):  # noqa: ASYNC110 - counters only
                 await trio.sleep(0.1)  # wait until everyone is in before the storm
         began = trio.current_time()
-        self.stats.events["storm_dropped"] = self.stats.connected
-        for cp in self.chargers:
+        dropped = [cp for cp in self.chargers if cp.connected]
+        self.stats.events["storm_dropped"] = len(dropped)
+        for cp in dropped:
             cp.disconnect(reconnect_after=rng.uniform(0, 1))
-        # recovered: every station has booted again since the storm began
-        while not all(cp.connected and cp.booted_at > began for cp in self.chargers):  # noqa: ASYNC110
+
+        def recovered() -> bool:
+            """Every station dropped has booted again since, and every station is in."""
+            return all(cp.booted_at > began for cp in dropped) and all(
+                cp.connected for cp in self.chargers
+            )
+
+        while not recovered():  # noqa: ASYNC110 - counters only
             await trio.sleep(0.1)
         self.stats.recovery_s = round(trio.current_time() - began, 2)

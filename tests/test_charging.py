@@ -364,3 +364,19 @@ async def test_charger_gone_while_charging_settles_on_the_last_meter(rig: Rig) -
     assert view["stop_reason"] == "charger_offline"
     cost = D(str(view["final_cost"]))
     assert cost > 10 and await rig.exact(client) == 200 - cost
+
+
+async def test_a_session_over_its_maximum_duration_is_stopped(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    rig = await open_rig(db, dsn, tmp_path, nursery, session_max_duration=2)
+    client, me = await rig.client("100")
+    async with rig.charger(time_scale=10) as cp:
+        await cp.wait_booted()
+        session = await rig.started(me)
+        await rig.until_status(session, me, "charging")
+        view = await rig.until_status(session, me, "settled", timeout=10)
+    assert view["stop_reason"] == "max_duration"
+    assert await rig.exact(client) == 100 - D(str(view["final_cost"]))
+    await rig.http.aclose()
+    rig.shutdown.set()
