@@ -12,6 +12,7 @@ from api.errors import install_error_handlers
 from api.health import health_blueprint
 from api.identity import Identity
 from api.jsonio import DecimalJSONProvider
+from api.locations import locations_blueprint
 from api.stations import stations_blueprint
 from cpms.runtime import Core
 from cpms.sessions import Sessions
@@ -30,5 +31,6 @@ def create_app(core: Core, sessions: Sessions) -> QuartTrio:
     identity = Identity(TokenVerifier.from_settings(core.settings), core.db)
     app.register_blueprint(balance_blueprint(core, identity))
     app.register_blueprint(charging_blueprint(sessions, identity))
+    app.register_blueprint(locations_blueprint(core))
     install_error_handlers(app)
     return app
