@@ -31,6 +31,7 @@ from actors.charge_point_state import (
     SilenceElapsed,
     transition,
 )
+from actors.session_messages import RfidSessions
 from cpms.errors import Unavailable
 from cpms.events import EventBus
 from cpms.ocpp import schemas
@@ -350,6 +351,7 @@ async def run_charge_point(
     offline_after: float,
     telemetry: Telemetry,
     registry: Registry | None = None,
+    sessions: RfidSessions | None = None,
     preloaded: list[StationContext] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -357,7 +359,7 @@ async def run_charge_point(
         ctx = preloaded.pop()
     else:
         ctx = await StationContext.load(db, station_id, telemetry)
-    ctx.registry = registry
+    ctx.registry, ctx.sessions = registry, sessions
     actor = _Actor(ctx, bus, offline_after)
     task_status.started()
     while True:
@@ -405,6 +407,7 @@ def charge_point_spec(
     telemetry: Telemetry,
     context: StationContext | None = None,
     registry: Registry | None = None,
+    sessions: RfidSessions | None = None,
 ) -> ChildSpec[StationMsg]:
     """``context``: the station as already read (start-up), used for the first start only."""
     return ChildSpec(
@@ -417,6 +420,7 @@ def charge_point_spec(
             offline_after=offline_after,
             telemetry=telemetry,
             registry=registry,
+            sessions=sessions,
             preloaded=None if context is None else [context],
         ),
         Restart.PERMANENT,

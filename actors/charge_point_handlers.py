@@ -21,9 +21,13 @@ from actors.session_messages import (
     ChargerStarted,
     ChargerStopped,
     MeterReading,
+    RfidSessions,
+    RfidStart,
     SessionMsg,
     Superseded,
 )
+from cpms.charging import NO_LIMIT_MINIMUM
+from cpms.errors import CpmsError
 from cpms.ocpp.frames import Frame, OcppError
 from cpms.ocpp.meter import parse_samples, summarize
 from cpms.ocpp.telemetry import Telemetry
@@ -59,6 +63,8 @@ class StationContext:
     changed: bool = False
     #: where the app's sessions are found; None in a central system without them (tests)
     registry: Registry | None = None
+    #: bills card transactions to their clients; None in a central system without sessions
+    sessions: RfidSessions | None = None
     #: transaction id → app session id, for the transactions this station has running
     transactions: dict[int, uuid.UUID] = field(default_factory=dict)
     vendors: dict[str, Callable[[StationContext, dict[str, Any]], Awaitable[dict[str, Any]]]] = (
@@ -139,12 +145,12 @@ class StationContext:
         return True
 
     async def app_session(self, transaction_id: int) -> uuid.UUID | None:
-        """The app session behind one of this station's transactions, if any."""
+        """The billed session (app or card) behind one of this station's transactions."""
         known = self.transactions.get(transaction_id)
         if known is not None:
             return known
         row = await sessions_store.by_transaction(self.db, self.station_id, transaction_id)
-        if row is None or row["origin"] != "app":
+        if row is None or row["hold_id"] is None:  # not billed: no actor to tell
             return None
         session_id: uuid.UUID = row["id"]
         self.transactions[transaction_id] = session_id
@@ -201,8 +207,27 @@ async def status_notification(ctx: StationContext, p: dict[str, Any], uid: str) 
 async def authorize(ctx: StationContext, p: dict[str, Any], uid: str) -> dict[str, Any]:
     if await sessions_store.open_by_tag(ctx.db, ctx.station_id, p["idTag"]) is not None:
         return {"idTagInfo": {"status": "Accepted"}}  # an app session's own tag
-    info = await store.id_tag_info(ctx.db, p["idTag"], accept_unknown=ctx.accept_unknown_tags)
-    return {"idTagInfo": info}
+    return {"idTagInfo": await _card_info(ctx, p["idTag"])}
+
+
+async def _billed(ctx: StationContext) -> bool:
+    """Whether card transactions here are billed: a station with no tariff charges nothing."""
+    if ctx.sessions is None:
+        return False
+    return await sessions_store.tariff_for_station(ctx.db, ctx.station_id) is not None
+
+
+async def _card_info(ctx: StationContext, tag: str) -> dict[str, Any]:
+    """``idTagInfo`` for a card: where charging is billed, a client's card also needs an active
+    client who can afford the smallest reservation (seed 001 §6: 10 som), or it is Blocked."""
+    info = await store.id_tag_info(ctx.db, tag, accept_unknown=ctx.accept_unknown_tags)
+    client = await store.tag_client(ctx.db, tag)
+    if client is None or info["status"] != "Accepted" or not await _billed(ctx):
+        return info
+    row = await ctx.db.fetchrow("SELECT status, balance FROM clients WHERE id = $1", client)
+    if row is None or row["status"] != "active" or row["balance"] < NO_LIMIT_MINIMUM:
+        return {**info, "status": "Blocked"}
+    return info
 
 
 async def start_transaction(ctx: StationContext, p: dict[str, Any], uid: str) -> dict[str, Any]:
@@ -218,7 +243,14 @@ async def start_transaction(ctx: StationContext, p: dict[str, Any], uid: str) ->
         message = ChargerStarted(transaction_id, p["meterStart"], started_at)
         await ctx.tell_session(session["id"], message)
         return {"transactionId": transaction_id, "idTagInfo": {"status": "Accepted"}}
-    other = await sessions_store.open_app_session_on(ctx.db, ctx.station_id, connector)
+    started_at = parse_time(p["timestamp"]) or datetime.now(UTC)
+    replayed = await tx.replayed(
+        ctx.db, ctx.station_id, connector, tag, p["meterStart"], started_at
+    )
+    if replayed is not None:  # a charger replaying its queue gets the same answer
+        info = await store.id_tag_info(ctx.db, tag, accept_unknown=ctx.accept_unknown_tags)
+        return {"transactionId": replayed, "idTagInfo": info}
+    other = await sessions_store.open_billed_session_on(ctx.db, ctx.station_id, connector)
     if other is not None and ctx.registry is not None:
         ref = ctx.registry.lookup(SESSION, str(other["id"]))
         if ref is not None:
@@ -228,8 +260,18 @@ async def start_transaction(ctx: StationContext, p: dict[str, Any], uid: str) ->
                 log.warning(
                     "superseded session did not answer", session=str(other["id"]), error=str(error)
                 )
-    info = await store.id_tag_info(ctx.db, p["idTag"], accept_unknown=ctx.accept_unknown_tags)
-    client = await store.tag_client(ctx.db, p["idTag"])
+    info = await _card_info(ctx, tag)
+    client = await store.tag_client(ctx.db, tag)
+    if client is not None and info["status"] == "Accepted" and await _billed(ctx):
+        assert ctx.sessions is not None
+        start = RfidStart(client, ctx.station_id, connector, tag, p["meterStart"], started_at)
+        try:
+            transaction_id = await ctx.sessions.start_rfid(start)
+        except CpmsError as refusal:  # the client can't pay after all: the charger must stop
+            log.info("card session refused", station=ctx.station_id, why=refusal.code)
+            info = {**info, "status": "Blocked"}
+        else:
+            return {"transactionId": transaction_id, "idTagInfo": info}
     transaction_id, _new = await tx.start_transaction(
         ctx.db,
         ctx.station_id,
@@ -274,7 +316,7 @@ async def stop_transaction(ctx: StationContext, p: dict[str, Any], uid: str) -> 
         samples = parse_samples(p["transactionData"], uid)
         if row["status"] == "charging":  # a replayed stop must not add its samples again
             ctx.telemetry.samples(ctx.station_id, row["connector_id"], transaction_id, samples)
-    if row is not None and row["origin"] == "app":
+    if row is not None and row["hold_id"] is not None:
         # Recorded before the charger is answered, so a restart settles it; then the session's
         # actor settles now. A replayed stop changes nothing (the session has ended).
         stopped_at = parse_time(p["timestamp"]) or datetime.now(UTC)

@@ -39,10 +39,12 @@ from actors.errors import ActorError
 from actors.session_messages import (
     SESSION,
     Begin,
+    BeginRfid,
     ChargerStarted,
     ChargerStopped,
     MeterReading,
     Refused,
+    RfidStart,
     SessionMsg,
     StartRequest,
     StopSession,
@@ -112,10 +114,11 @@ class _Session:
     debt: Decimal | None = None
     error: str | None = None
     offline_since: float | None = None
+    card: str | None = None  # the RFID card of a session begun at the charger
 
     @property
     def id_tag(self) -> str:
-        return session_tag(self.id)
+        return self.card or session_tag(self.id)
 
     @classmethod
     def from_row(cls, row: dict[str, Any], tariff: Tariff) -> _Session:
@@ -139,6 +142,8 @@ class _Session:
             meter_stop=row["meter_stop_wh"],
             stop_reason=row["stop_reason"],
         )
+        if row["origin"] == "rfid":
+            session.card = row["id_tag"]
         if row["meter_start_wh"] is not None:
             session.meter = Meter(tariff, row["meter_start_wh"], started_at=row["started_at"])
             if row["meter_last_wh"] is not None:
@@ -225,6 +230,58 @@ class _Actor:
             energy = (s.limit.value - tariff.session_fee) / s.rate
             answer["estimated_energy"] = max(Decimal("0"), energy).quantize(Decimal("0.1"))
         return answer
+
+    async def begin_rfid(self, session_id: uuid.UUID, start: RfidStart) -> int:
+        """A card's transaction is running: hold the no-limit reservation for its client and
+        give the charger a transaction id. Refusals (blocked, short of money) are raised."""
+        db = self.deps.db
+        client = await get_client(db, start.client_id)
+        if client["status"] != "active":
+            raise Forbidden("the card's client may not charge", code="client_blocked")
+        tariff = await store.tariff_for_station(db, start.station_id)
+        if tariff is None:
+            raise Unavailable(
+                f"station {start.station_id} has no tariff", code="station_unavailable"
+            )
+        limit = Limit("none")
+        amount = reservation(limit, tariff, client["balance"], start.at)
+        hold = hold_for(session_id)
+        s = _Session(
+            session_id,
+            start.client_id,
+            start.station_id,
+            start.connector_id,
+            limit,
+            tariff,
+            tariff.rate_at(start.at),
+            reserved=amount,
+            hold_id=hold,
+            max_deadline=datetime.now(UTC) + timedelta(seconds=self.deps.timings.max_duration),
+            card=start.id_tag,
+        )
+        await store.create(
+            db,
+            session_id=s.id,
+            client_id=s.client_id,
+            station_id=s.station_id,
+            connector_id=s.connector_id,
+            id_tag=start.id_tag,
+            limit=limit,
+            tariff=tariff,
+            rate=s.rate,
+            start_deadline=s.start_deadline,
+            max_deadline=s.max_deadline,
+            reserved=amount,
+            hold_id=hold,
+            origin="rfid",
+        )
+        self.s = s
+        await self.reserve()
+        s.transaction_id = await store.attach_transaction(db, s.id, start.meter_start, start.at)
+        s.started_at = start.at
+        s.meter = Meter(tariff, start.meter_start, started_at=start.at)
+        await self.apply(Event.CHARGER_STARTED)
+        return s.transaction_id
 
     async def reserve(self) -> None:
         """Hold the reservation (again, after a crash: the same key replays the first result).
@@ -427,7 +484,7 @@ class _Actor:
             case Refused(why):
                 s.error = why
                 await self.apply(Event.START_REFUSED)
-            case Begin():
+            case Begin() | BeginRfid():
                 envelope.fail(Conflict("the session has begun already", code="session_exists"))
 
     async def on_timer(self) -> None:
@@ -604,9 +661,13 @@ async def run_session(
             with trio.CancelScope(shield=True):  # work is never cut by a timer
                 if envelope is None:
                     await actor.on_timer()
-                elif isinstance(envelope.message, Begin) and actor.s is None:
+                elif isinstance(envelope.message, Begin | BeginRfid) and actor.s is None:
+                    message = envelope.message
                     try:
-                        envelope.respond(await actor.begin(session_id, envelope.message.request))
+                        if isinstance(message, Begin):
+                            envelope.respond(await actor.begin(session_id, message.request))
+                        else:
+                            envelope.respond(await actor.begin_rfid(session_id, message.start))
                     except CpmsError as error:
                         envelope.fail(error)
                         break

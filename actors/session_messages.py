@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from actors._mailbox import Request
 from cpms.charging import Limit
@@ -69,11 +69,6 @@ class Refused:
     why: str
 
 
-SessionMsg = (
-    Begin | ChargerStarted | MeterReading | ChargerStopped | Superseded | StopSession | Refused
-)
-
-
 def session_tag(session_id: uuid.UUID) -> str:
     """The idTag the charger gets for an app session (OCPP allows 20 characters)."""
     return "A" + session_id.hex[:19].upper()
@@ -82,3 +77,40 @@ def session_tag(session_id: uuid.UUID) -> str:
 def hold_for(session_id: uuid.UUID) -> uuid.UUID:
     """The session's hold id, derived so that a reservation repeated after a crash is the same."""
     return uuid.uuid5(session_id, "hold")
+
+
+@dataclass(frozen=True, slots=True)
+class RfidStart:
+    """A transaction a driver began at the charger with a card that belongs to a client."""
+
+    client_id: uuid.UUID
+    station_id: str
+    connector_id: int
+    id_tag: str
+    meter_start: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BeginRfid(Request[int]):
+    """The first message of a charger-begun session: hold money, answer the transaction id."""
+
+    start: RfidStart
+
+
+class RfidSessions(Protocol):
+    """What a ChargePointActor needs to bill a card's transaction to its client."""
+
+    async def start_rfid(self, start: RfidStart) -> int: ...
+
+
+SessionMsg = (
+    Begin
+    | BeginRfid
+    | ChargerStarted
+    | MeterReading
+    | ChargerStopped
+    | Superseded
+    | StopSession
+    | Refused
+)

@@ -60,6 +60,8 @@ TABLE: dict[tuple[Phase, Event], tuple[Phase, tuple[Effect, ...]]] = {
     (P.RESERVED, E.BEGIN): (P.STARTING, (X.PERSIST, X.REMOTE_START, X.PUBLISH)),
     (P.RESERVED, E.STOP_REQUESTED): (P.CANCELLED, _GIVE_BACK),
     (P.RESERVED, E.START_TIMEOUT): (P.CANCELLED, _GIVE_BACK),
+    # a session begun at the charger (RFID): the transaction is running when the hold is made
+    (P.RESERVED, E.CHARGER_STARTED): (P.CHARGING, (X.PERSIST, X.PUBLISH)),
     (P.STARTING, E.START_REFUSED): (P.REJECTED, _GIVE_BACK),
     (P.STARTING, E.SUPERSEDED): (P.CANCELLED, _GIVE_BACK),
     (P.STARTING, E.START_TIMEOUT): (P.CANCELLED, _GIVE_BACK),
@@ -70,10 +72,12 @@ TABLE: dict[tuple[Phase, Event], tuple[Phase, tuple[Effect, ...]]] = {
     (P.CHARGING, E.MAX_DURATION): (P.STOPPING, _STOP),
     (P.CHARGING, E.CHARGER_STOPPED): (P.SETTLED, _SETTLE),
     (P.CHARGING, E.OFFLINE_GRACE): (P.SETTLED, _SETTLE),
+    (P.CHARGING, E.SUPERSEDED): (P.SETTLED, _SETTLE),  # moved on without a stop: bill the meter
     (P.STOPPING, E.STOP_REQUESTED): (P.STOPPING, (X.REMOTE_STOP,)),  # ask again
     (P.STOPPING, E.MAX_DURATION): (P.STOPPING, (X.REMOTE_STOP,)),
     (P.STOPPING, E.CHARGER_STOPPED): (P.SETTLED, _SETTLE),
     (P.STOPPING, E.OFFLINE_GRACE): (P.SETTLED, _SETTLE),
+    (P.STOPPING, E.SUPERSEDED): (P.SETTLED, _SETTLE),
 }
 
 

@@ -52,6 +52,18 @@ async def run_central_system(
     async with trio.open_nursery() as nursery:
         await nursery.start(telemetry.run, core.db)
         await nursery.start(run_location_status, core.db, core.bus)
+        supervisor: Supervisor = await nursery.start(
+            run_supervisor, "sessions", core.registry, Intensity(restarts=100, period=10.0)
+        )
+        timings = Timings(
+            start_timeout=settings.session_start_timeout,
+            max_duration=settings.session_max_duration,
+            offline_grace=settings.session_offline_grace,
+            offline_check=min(30.0, settings.session_offline_grace / 4),
+        )
+        sessions = Sessions(
+            supervisor, SessionDeps(core.db, core.ledger, core.registry, core.bus, timings)
+        )
         stations: Supervisor = await nursery.start(
             run_supervisor, "stations", core.registry, Intensity(restarts=100, period=10.0)
         )
@@ -66,23 +78,14 @@ async def run_central_system(
                     telemetry=telemetry,
                     context=context,
                     registry=core.registry,
+                    sessions=sessions,
                 )
             )
         log.info("station actors started", stations=len(contexts))
-        supervisor: Supervisor = await nursery.start(
-            run_supervisor, "sessions", core.registry, Intensity(restarts=100, period=10.0)
-        )
-        timings = Timings(
-            start_timeout=settings.session_start_timeout,
-            max_duration=settings.session_max_duration,
-            offline_grace=settings.session_offline_grace,
-            offline_check=min(30.0, settings.session_offline_grace / 4),
-        )
-        sessions = Sessions(
-            supervisor, SessionDeps(core.db, core.ledger, core.registry, core.bus, timings)
-        )
         await sessions.recover()
-        cs = CentralSystem(core.db, core.registry, stations, core.bus, telemetry, config)
+        cs = CentralSystem(
+            core.db, core.registry, stations, core.bus, telemetry, config, sessions=sessions
+        )
         port: int = await nursery.start(
             lambda task_status: serve_ocpp(
                 cs,

@@ -11,7 +11,14 @@ import structlog
 
 from actors import AskTimeout, Supervisor
 from actors.session import SessionDeps, session_spec, session_view, stop_outcome
-from actors.session_messages import SESSION, Begin, StartRequest, StopSession
+from actors.session_messages import (
+    SESSION,
+    Begin,
+    BeginRfid,
+    RfidStart,
+    StartRequest,
+    StopSession,
+)
 from cpms.errors import Forbidden, NotFound
 from storage import sessions as store
 
@@ -31,6 +38,12 @@ class Sessions:
         session_id = uuid.uuid4()
         ref = await self.supervisor.start_child(session_spec(session_id, self.deps))
         return await ref.ask(Begin(request), timeout=60)
+
+    async def start_rfid(self, start: RfidStart) -> int:
+        """Bill a card's transaction to its client; answers the transaction id."""
+        session_id = uuid.uuid4()
+        ref = await self.supervisor.start_child(session_spec(session_id, self.deps))
+        return await ref.ask(BeginRfid(start), timeout=30)
 
     async def status(self, session_id: uuid.UUID, client_id: uuid.UUID) -> dict[str, Any]:
         row = await self._owned(session_id, client_id)

@@ -118,8 +118,11 @@ async def get(db: Database, session_id: uuid.UUID) -> Row | None:
 
 
 async def open_sessions(db: Database) -> list[Row]:
+    """Open sessions with money held: each has (or had) a SessionActor."""
     return await db.fetch(
-        "SELECT * FROM charging_sessions WHERE status = ANY($1::text[]) AND origin = 'app'", OPEN
+        """SELECT * FROM charging_sessions
+           WHERE status = ANY($1::text[]) AND hold_id IS NOT NULL""",
+        OPEN,
     )
 
 
@@ -166,10 +169,11 @@ async def record_stop(
     return not result.endswith(" 0")
 
 
-async def open_app_session_on(db: Database, station_id: str, connector_id: int) -> Row | None:
+async def open_billed_session_on(db: Database, station_id: str, connector_id: int) -> Row | None:
+    """The open session holding money on this connector (app or card), if any."""
     return await db.fetchrow(
         """SELECT * FROM charging_sessions
-           WHERE station_id = $1 AND connector_id = $2 AND origin = 'app'
+           WHERE station_id = $1 AND connector_id = $2 AND hold_id IS NOT NULL
              AND status = ANY($3::text[])""",
         station_id,
         connector_id,

@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from cpms.timeutil import parse_time
 from storage.database import Database, Row
 
 _OPEN = ("reserved", "starting", "charging", "stopping")
+
+
+async def replayed(
+    db: Database,
+    station_id: str,
+    connector_id: int,
+    id_tag: str,
+    meter_start: int,
+    started_at: datetime,
+) -> int | None:
+    """The transaction id an identical StartTransaction got before, if one did."""
+    existing = await db.fetchval(
+        """SELECT transaction_id FROM charging_sessions
+           WHERE station_id = $1 AND connector_id = $2 AND id_tag = $3
+             AND meter_start_wh = $4 AND started_at = $5 AND transaction_id IS NOT NULL""",
+        station_id,
+        connector_id,
+        id_tag,
+        meter_start,
+        started_at,
+    )
+    return None if existing is None else int(existing)
 
 
 async def start_transaction(
@@ -27,18 +50,10 @@ async def start_transaction(
     there has been told first, and has given its connector and money back).
     """
     started_at = parse_time(timestamp)
-    existing = await db.fetchval(
-        """SELECT transaction_id FROM charging_sessions
-           WHERE station_id = $1 AND connector_id = $2 AND id_tag = $3
-             AND meter_start_wh = $4 AND started_at = $5""",
-        station_id,
-        connector_id,
-        id_tag,
-        meter_start,
-        started_at,
-    )
-    if existing is not None:
-        return int(existing), False
+    if started_at is not None:
+        existing = await replayed(db, station_id, connector_id, id_tag, meter_start, started_at)
+        if existing is not None:
+            return existing, False
     await db.execute(
         """UPDATE charging_sessions SET status = 'failed', error = 'superseded by a new
                   transaction on the connector', updated_at = now()

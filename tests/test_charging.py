@@ -380,3 +380,31 @@ async def test_a_session_over_its_maximum_duration_is_stopped(
     assert await rig.exact(client) == 100 - D(str(view["final_cost"]))
     await rig.http.aclose()
     rig.shutdown.set()
+
+
+async def test_a_card_session_is_billed_to_its_client(rig: Rig) -> None:
+    client, me = await rig.client("100")
+    poor, _ = await rig.client("5")
+    await rig.db.execute(
+        "INSERT INTO id_tags (id_tag, client_id) VALUES ('CARD-1', $1), ('CARD-2', $2)",
+        client,
+        poor,
+    )
+    async with rig.charger(time_scale=60) as cp:
+        await cp.wait_booted()
+        assert await cp.plug_in(1, "CARD-2") is None  # 5 som can't cover the 10 som minimum
+        tx = await cp.plug_in(1, "CARD-1")
+        assert tx is not None
+        await until(lambda: tx.transaction_id is not None)
+        assert (await rig.balance(me))["reserved"] == 100  # min(balance, 200)
+        await until(lambda: cp.connectors[1].energy > tx.meter_start + 300)
+        await cp.unplug(1)
+        await until(lambda: not cp._outbox)
+        history = (await rig.http.get("/api/v1/charging/history", headers=me)).json()
+        [session] = history["sessions"]
+        view = await rig.until_status(session["id"], me, "settled")
+    energy = D(str(view["energy_consumed"]))
+    cost = (energy * 15 + 10).quantize(D("0.01"), rounding=ROUND_HALF_UP)
+    assert D(str(view["final_cost"])) == cost and view["stop_reason"] == "Local"
+    assert await rig.exact(client) == 100 - cost
+    assert await rig.exact(poor) == 5

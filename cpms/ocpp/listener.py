@@ -45,6 +45,7 @@ from actors.charge_point import (
     StationMsg,
     charge_point_spec,
 )
+from actors.session_messages import RfidSessions
 from cpms.errors import Conflict
 from cpms.events import EventBus
 from cpms.ocpp.frames import CallError, OcppError, parse_frame, unique_id_hint
@@ -78,6 +79,8 @@ class CentralSystem:
     bus: EventBus
     telemetry: Telemetry
     config: ListenerConfig
+    #: bills card transactions (None: a central system without sessions, in tests)
+    sessions: RfidSessions | None = None
     #: station → (stored hash, SHA-256 of the password it accepted): a reconnect storm must not
     #: cost one scrypt per charger; a changed stored hash invalidates the entry.
     verified: dict[str, tuple[str, bytes]] = field(default_factory=dict)
@@ -105,6 +108,7 @@ class CentralSystem:
                     offline_after=self.config.offline_after,
                     telemetry=self.telemetry,
                     registry=self.registry,
+                    sessions=self.sessions,
                 )
             )
         except ValueError:  # started by a concurrent connection a moment ago
