@@ -13,6 +13,7 @@ from api.health import health_blueprint
 from api.identity import Identity
 from api.jsonio import DecimalJSONProvider
 from api.locations import locations_blueprint
+from api.openapi import openapi_blueprint
 from api.stations import stations_blueprint
 from cpms.runtime import Core
 from cpms.sessions import Sessions
@@ -32,5 +33,6 @@ def create_app(core: Core, sessions: Sessions) -> QuartTrio:
     app.register_blueprint(balance_blueprint(core, identity))
     app.register_blueprint(charging_blueprint(sessions, identity))
     app.register_blueprint(locations_blueprint(core))
+    app.register_blueprint(openapi_blueprint())
     install_error_handlers(app)
     return app

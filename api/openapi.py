@@ -1,0 +1,235 @@
+"""``GET /api/v1/openapi.json``: an OpenAPI 3.1 document of every endpoint the facade serves.
+
+Each operation is described once, here, next to the pydantic models that validate its input (so
+request schemas can't drift from what handlers accept); a test checks that every route the app
+registers is in the document and nothing else is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from quart import Blueprint, Response, jsonify
+
+from api.admin import _RESOURCES
+from api.balance import HistoryQuery as BalanceHistoryQuery
+from api.charging import HistoryQuery as ChargingHistoryQuery
+from api.charging import StartBody, StopBody
+from api.locations import LocationsQuery
+from cpms import __version__
+
+ERROR = {
+    "type": "object",
+    "required": ["success", "error", "message"],
+    "properties": {
+        "success": {"const": False},
+        "error": {"type": "string", "description": "a code from the seeds, e.g. station_offline"},
+        "message": {"type": "string"},
+    },
+}
+OK = {"type": "object", "properties": {"success": {"const": True}}, "additionalProperties": True}
+
+
+@dataclass(frozen=True)
+class Op:
+    method: str
+    path: str  # OpenAPI form: /api/v1/charging/status/{session_id}
+    summary: str
+    tag: str
+    auth: str | None = None  # "app" (JWT) or "admin"
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    params: tuple[str, ...] = field(default=())
+
+
+def _operations() -> list[Op]:
+    app_errors = (400, 401, 403)
+    ops = [
+        Op("get", "/health", "Liveness and readiness: database, actors, GC", "system"),
+        Op("get", "/api/v1/openapi.json", "This document", "system"),
+        Op(
+            "get",
+            "/api/v1/station/status/{station_id}",
+            "A station's live status and connectors (seed 001 §2)",
+            "stations",
+            errors=(404,),
+        ),
+        Op(
+            "get",
+            "/api/v1/locations",
+            "Locations with status, counts and, on request, their stations (seed 001 §3)",
+            "stations",
+            query=LocationsQuery,
+            errors=(400,),
+        ),
+        Op(
+            "get",
+            "/api/v1/locations/{location_id}",
+            "One location with its stations",
+            "stations",
+            errors=(404,),
+        ),
+        Op(
+            "get", "/api/v1/balance/get", "The caller's balance and reserved money", "wallet", "app"
+        ),
+        Op(
+            "get",
+            "/api/v1/balance/history",
+            "The caller's ledger, newest first",
+            "wallet",
+            "app",
+            query=BalanceHistoryQuery,
+            errors=(400,),
+        ),
+        Op(
+            "get",
+            "/api/v1/balance/{client_id}",
+            "A balance, for its owner only",
+            "wallet",
+            "app",
+            errors=(403, 404),
+        ),
+        Op(
+            "post",
+            "/api/v1/charging/start",
+            "Reserve money and ask the charger to start (seed 000 §1, 001 §6)",
+            "charging",
+            "app",
+            body=StartBody,
+            errors=(*app_errors, 402, 404, 409, 503),
+        ),
+        Op(
+            "get",
+            "/api/v1/charging/status/{session_id}",
+            "A session's energy, cost and progress",
+            "charging",
+            "app",
+            errors=(403, 404),
+        ),
+        Op(
+            "post",
+            "/api/v1/charging/stop",
+            "Stop a session (owner only) and settle it",
+            "charging",
+            "app",
+            body=StopBody,
+            errors=(*app_errors, 404),
+        ),
+        Op(
+            "get",
+            "/api/v1/charging/history",
+            "The caller's sessions, newest first",
+            "charging",
+            "app",
+            query=ChargingHistoryQuery,
+            errors=(400,),
+        ),
+        Op(
+            "post",
+            "/api/v1/admin/stations/{station_id}/ocpp/{action}",
+            "Send an OCPP 1.6 command to a connected charger; answers its reply",
+            "admin",
+            "admin",
+            errors=(400, 401, 404, 503, 504),
+        ),
+        Op(
+            "get",
+            "/api/v1/admin/stations/{station_id}/messages",
+            "The station's OCPP message log, newest first",
+            "admin",
+            "admin",
+            errors=(401, 404),
+        ),
+    ]
+    for resource in _RESOURCES:
+        ops.append(
+            Op(
+                "post",
+                f"/api/v1/admin/{resource.path}",
+                f"Create {resource.path}",
+                "admin",
+                "admin",
+                body=resource.create_model,
+                errors=(400, 401, 409),
+            )
+        )
+        ops.append(
+            Op(
+                "patch",
+                f"/api/v1/admin/{resource.path}/{{ident}}",
+                f"Change {resource.path}",
+                "admin",
+                "admin",
+                body=resource.patch_model,
+                errors=(400, 401, 404),
+            )
+        )
+    return ops
+
+
+def _parameters(op: Op) -> list[dict[str, Any]]:
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in (part[1:-1] for part in op.path.split("/") if part.startswith("{"))
+    ]
+    if op.query is not None:
+        schema = op.query.model_json_schema()
+        for name, prop in schema.get("properties", {}).items():
+            params.append({"name": name, "in": "query", "required": False, "schema": prop})
+    return params
+
+
+def document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for op in _operations():
+        operation: dict[str, Any] = {
+            "summary": op.summary,
+            "tags": [op.tag],
+            "parameters": _parameters(op),
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": OK}}},
+                **{
+                    str(code): {
+                        "description": "error",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    }
+                    for code in op.errors
+                },
+            },
+        }
+        if op.auth is not None:
+            operation["security"] = [{"appToken" if op.auth == "app" else "adminToken": []}]
+        if op.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": op.body.model_json_schema()}},
+            }
+        paths.setdefault(op.path, {})[op.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "cpms", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": ERROR},
+            "securitySchemes": {
+                "appToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "adminToken": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
+
+
+def openapi_blueprint() -> Blueprint:
+    bp = Blueprint("openapi", __name__)
+    spec = document()
+
+    @bp.get("/api/v1/openapi.json")
+    async def openapi() -> Response:
+        return jsonify(spec)
+
+    return bp
