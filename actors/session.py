@@ -199,21 +199,7 @@ class _Actor:
             max_deadline=now + timedelta(seconds=t.max_duration),
         )
         s.reserved, s.hold_id = amount, hold_for(s.id)
-        await store.create(
-            db,
-            session_id=s.id,
-            client_id=s.client_id,
-            station_id=s.station_id,
-            connector_id=s.connector_id,
-            id_tag=s.id_tag,
-            limit=s.limit,
-            tariff=tariff,
-            rate=s.rate,
-            start_deadline=s.start_deadline,
-            max_deadline=s.max_deadline,
-            reserved=amount,
-            hold_id=s.hold_id,
-        )
+        await self._create(s, "app")
         self.s = s
         await self.reserve()
         await self.apply(Event.BEGIN)
@@ -259,22 +245,7 @@ class _Actor:
             max_deadline=datetime.now(UTC) + timedelta(seconds=self.deps.timings.max_duration),
             card=start.id_tag,
         )
-        await store.create(
-            db,
-            session_id=s.id,
-            client_id=s.client_id,
-            station_id=s.station_id,
-            connector_id=s.connector_id,
-            id_tag=start.id_tag,
-            limit=limit,
-            tariff=tariff,
-            rate=s.rate,
-            start_deadline=s.start_deadline,
-            max_deadline=s.max_deadline,
-            reserved=amount,
-            hold_id=hold,
-            origin="rfid",
-        )
+        await self._create(s, "rfid")
         self.s = s
         await self.reserve()
         s.transaction_id = await store.attach_transaction(db, s.id, start.meter_start, start.at)
@@ -282,6 +253,26 @@ class _Actor:
         s.meter = Meter(tariff, start.meter_start, started_at=start.at)
         await self.apply(Event.CHARGER_STARTED)
         return s.transaction_id
+
+    async def _create(self, s: _Session, origin: str) -> None:
+        """The session's row, holding its connector (``connector_occupied`` when taken)."""
+        assert s.hold_id is not None
+        await store.create(
+            self.deps.db,
+            session_id=s.id,
+            client_id=s.client_id,
+            station_id=s.station_id,
+            connector_id=s.connector_id,
+            id_tag=s.id_tag,
+            limit=s.limit,
+            tariff=s.tariff,
+            rate=s.rate,
+            start_deadline=s.start_deadline,
+            max_deadline=s.max_deadline,
+            reserved=s.reserved,
+            hold_id=s.hold_id,
+            origin=origin,
+        )
 
     async def reserve(self) -> None:
         """Hold the reservation (again, after a crash: the same key replays the first result).

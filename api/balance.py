@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from quart import Blueprint, Response, jsonify, request
 
 from api.identity import Identity
-from cpms.errors import Forbidden, InvalidRequest
+from cpms.errors import Forbidden
+from cpms.provisioning import parse
 from cpms.runtime import Core
 from storage.clients import get_client
 
@@ -42,13 +43,7 @@ class HistoryQuery(BaseModel):
 
 def parse_query(model: type[BaseModel], args: Any) -> Any:
     """Query parameters through ``model``; a bad one is ``validation_error`` naming it."""
-    try:
-        return model.model_validate(dict(args))
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        raise InvalidRequest(problems, code="validation_error") from None
+    return parse(model, dict(args))
 
 
 def balance_blueprint(core: Core, identity: Identity) -> Blueprint:

@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, jsonify, request
 
 from actors.session import session_view
@@ -19,6 +19,7 @@ from api.balance import parse_query
 from api.identity import Identity
 from cpms.charging import Limit
 from cpms.errors import Forbidden, InvalidRequest
+from cpms.provisioning import parse
 from cpms.sessions import Sessions
 from storage import sessions as store
 
@@ -52,13 +53,7 @@ async def parse_body(model: type[BaseModel]) -> BaseModel:
     data = await request.get_json(silent=True)
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object", code="invalid_request")
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        raise InvalidRequest(problems, code="validation_error") from None
+    return parse(model, data)
 
 
 def _same_client(claimed: uuid.UUID | None, caller: uuid.UUID) -> None:
