@@ -10,9 +10,10 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, jsonify, request
 
 from actors.charge_point import STATION, Command, Reload
@@ -23,6 +24,16 @@ from cpms.ocpp.frames import OcppError
 from cpms.runtime import Core
 from storage import Database
 from storage import stations as store
+from storage.clients import ensure_client
+from storage.ledger_ops import parse_uuid
+
+
+class WalletCredit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2, allow_inf_nan=False)
+    reason: str = Field(min_length=1, max_length=500)
+    key: str = Field(min_length=1, max_length=200, description="idempotency key")
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,25 @@ def admin_blueprint(core: Core) -> Blueprint:
 
     for resource in _RESOURCES:
         _register(bp, core, resource, reload_station if resource.path == "stations" else None)
+
+    @bp.post("/clients/<client_id>/credit")
+    async def credit(client_id: str) -> Response:
+        """Credit a wallet (ledger type ``adjustment``; the client is created if new). The
+        ``key`` makes a repeated request apply once."""
+        body = prov.parse(WalletCredit, await request.get_json(force=True, silent=True) or {})
+        client = parse_uuid(client_id, field="client_id", code="invalid_client_id")
+        await ensure_client(core.db, client)
+        result = await core.ledger.credit(
+            client, body.amount, key=body.key, entry_type="adjustment", description=body.reason
+        )
+        return jsonify(
+            {
+                "success": True,
+                "client_id": str(client),
+                "balance": result.balance,
+                "replayed": result.replayed,
+            }
+        )
 
     @bp.get("/stations/<station_id>/messages")
     async def messages(station_id: str) -> Response:

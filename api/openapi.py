@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 
-from api.admin import _RESOURCES
+from api.admin import _RESOURCES, WalletCredit
 from api.balance import HistoryQuery as BalanceHistoryQuery
 from api.charging import HistoryQuery as ChargingHistoryQuery
 from api.charging import StartBody, StopBody
@@ -134,6 +134,15 @@ def _operations() -> list[Op]:
             "admin",
             "admin",
             errors=(400, 401, 404, 503, 504),
+        ),
+        Op(
+            "post",
+            "/api/v1/admin/clients/{client_id}/credit",
+            "Credit a wallet (adjustment; `key` makes a repeat apply once)",
+            "admin",
+            "admin",
+            body=WalletCredit,
+            errors=(400, 401, 409),
         ),
         Op(
             "get",

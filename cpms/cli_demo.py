@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import trio
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -20,6 +22,7 @@ from cpms.cli_sim import print_report
 from cpms.demo_data import ID_TAGS, STATIONS, seed_demo
 from cpms.logs import configure_logging
 from cpms.settings import Settings
+from sim.drivers import DriverOptions
 from sim.fleet import FleetOptions
 from sim.report import build_report
 from sim.runner import run_local
@@ -51,6 +54,9 @@ def add_demo_command(commands: Any, common: Common) -> None:
     )
     demo.add_argument(
         "--idle-mean", type=float, default=20.0, help="mean seconds between drivers (default 20)"
+    )
+    demo.add_argument(
+        "--app-drivers", type=int, default=4, help="drivers using the app's REST API (default 4)"
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-live", action="store_true", help="no live view")
@@ -101,6 +107,17 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(stderr=True)
     live = None if args.no_live or not console.is_terminal else console
 
+    # The demo's app drivers sign their tokens and fund their wallets with these (one run's).
+    secrets_for_demo = {
+        name: SecretStr(secrets.token_urlsafe(32))
+        for name in ("jwt_secret", "admin_token")
+        if getattr(settings, name) is None
+    }
+    settings = settings.model_copy(update=secrets_for_demo)
+    assert settings.jwt_secret is not None and settings.admin_token is not None
+    jwt_secret = settings.jwt_secret.get_secret_value()
+    admin_token = settings.admin_token.get_secret_value()
+
     async def run() -> tuple[dict[str, Any], dict[str, Any]]:
         async with open_storage(database_url=settings.database_dsn, pg_dir=settings.pg_dir) as db:
             await seed_demo(db)
@@ -124,6 +141,15 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                     time_scale=args.speed,
                     tags=tuple(t.id_tag for t in ID_TAGS),
                     seed=args.seed,
+                    drivers=DriverOptions(
+                        rest_url=endpoints.http_url,
+                        drivers=args.app_drivers,
+                        jwt_secret=jwt_secret,
+                        admin_token=admin_token,
+                        idle_mean=args.idle_mean,
+                        seed=args.seed,
+                        audience=settings.jwt_audience,
+                    ),
                 )
                 stats, elapsed = await run_local(options, console=live)
                 await trio.sleep(0.5)  # the server's batched writes

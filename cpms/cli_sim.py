@@ -13,6 +13,7 @@ import trio
 from rich.console import Console
 
 from cpms.settings import Settings
+from sim.drivers import DriverOptions
 from sim.fleet import SCENARIOS, FleetOptions
 from sim.report import build_report, report_tables
 from sim.runner import SimError, run_local, run_workers
@@ -112,6 +113,15 @@ def add_sim_commands(commands: Any, common: Common) -> None:
         "--url", required=True, help="OCPP base URL; /STATION_ID is appended (ws://host:9000/ws)"
     )
     add_fleet_arguments(sim)
+    app = sim.add_argument_group("app-side drivers (the mobile app's REST calls)")
+    app.add_argument("--rest-url", help="the REST facade, e.g. http://127.0.0.1:8080")
+    app.add_argument(
+        "--drivers",
+        type=_positive_int,
+        help="app users starting and stopping sessions through REST (needs --rest-url and the "
+        "server's CPMS_JWT_SECRET and CPMS_ADMIN_TOKEN in the environment, to sign tokens and "
+        "fund wallets)",
+    )
     sim.add_argument(
         "--workers", type=_positive_int, default=1, help="processes to spread stations over"
     )
@@ -120,6 +130,35 @@ def add_sim_commands(commands: Any, common: Common) -> None:
     sim.add_argument("--shard", type=_shard, help=argparse.SUPPRESS)
     sim.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     sim.set_defaults(handler=cmd_sim)
+
+
+def driver_options(args: argparse.Namespace, settings: Settings) -> DriverOptions | None:
+    """The app-side drivers asked for, or None; SimError when they can't run."""
+    if not getattr(args, "drivers", None):
+        return None
+    missing = [
+        name
+        for name, value in (
+            ("--rest-url", args.rest_url),
+            ("CPMS_JWT_SECRET", settings.jwt_secret),
+            ("CPMS_ADMIN_TOKEN", settings.admin_token),
+        )
+        if not value
+    ]
+    if missing:
+        raise SimError(f"--drivers needs {', '.join(missing)}")
+    assert settings.jwt_secret is not None and settings.admin_token is not None
+    shard, shards = args.shard if getattr(args, "shard", None) else (0, 1)
+    share = args.drivers // shards + (1 if shard < args.drivers % shards else 0)
+    return DriverOptions(
+        rest_url=args.rest_url,
+        drivers=share,
+        jwt_secret=settings.jwt_secret.get_secret_value(),
+        admin_token=settings.admin_token.get_secret_value(),
+        idle_mean=args.idle_mean,
+        seed=args.seed * 1000 + shard,
+        audience=settings.jwt_audience,
+    )
 
 
 def fleet_options(args: argparse.Namespace, settings: Settings, url: str) -> FleetOptions:
@@ -143,6 +182,7 @@ def fleet_options(args: argparse.Namespace, settings: Settings, url: str) -> Fle
         tags=tuple(args.tags),
         shard=shard,
         shards=shards,
+        drivers=driver_options(args, settings),
     )
 
 
@@ -150,7 +190,11 @@ def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > args.stations:
         print(f"cpms sim: --workers {args.workers} is more than --stations", file=sys.stderr)
         return 2
-    options = fleet_options(args, settings, args.url)
+    try:
+        options = fleet_options(args, settings, args.url)
+    except SimError as error:
+        print(f"cpms sim: {error}", file=sys.stderr)
+        return 2
     console = Console(stderr=True)
     live = None if (args.no_live or args.stream or not console.is_terminal) else console
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import trio
 
 from sim.charger import VirtualChargePoint
+from sim.drivers import DriverOptions, run_drivers
 from sim.stats import Stats
 
 SCENARIOS = ("steady", "rush-hour", "faults", "reconnect-storm")
@@ -53,6 +54,8 @@ class FleetOptions:
     power_kw: float = 22.0
     #: explicit stations instead of PREFIX-00001...: (id, ((power kW, DC?) per connector))
     layout: tuple[tuple[str, tuple[tuple[float, bool], ...]], ...] = ()
+    #: app-side drivers through the REST API, besides the drivers with cards at the chargers
+    drivers: DriverOptions | None = None
 
     def station_specs(self) -> list[tuple[str, int | tuple[tuple[float, bool], ...]]]:
         """This shard's stations with their connectors."""
@@ -107,10 +110,14 @@ class Fleet:
             storm = trio.CancelScope()
             if o.scenario == "reconnect-storm":
                 nursery.start_soon(self._storm, storm)
+            app = trio.CancelScope()
+            if o.drivers is not None:
+                nursery.start_soon(self._app_drivers, o.drivers, app)
             with trio.move_on_after(o.duration if o.duration > 0 else math.inf):
                 await self.stop.wait()
             self.stats.events["connected_at_end"] = self.stats.connected
             storm.cancel()  # a storm not recovered by now reports no recovery time
+            app.cancel()
             finished.set()
         return self.stats
 
@@ -152,6 +159,10 @@ class Fleet:
             with trio.move_on_after(stay):
                 await tx.ended.wait()
             await cp.unplug(connector_id)
+
+    async def _app_drivers(self, options: DriverOptions, scope: trio.CancelScope) -> None:
+        with scope:
+            await run_drivers(options, self.chargers, self.stats)
 
     async def _faults(self, cp: VirtualChargePoint) -> None:
         rng = random.Random(f"{self.options.seed}:{cp.station_id}:faults")

@@ -18,6 +18,7 @@ from cpms.app import Endpoints, run_server
 from cpms.settings import Settings
 from storage import Database
 from tests.conftest import start_ledger
+from tests.ocpp_server import ADMIN
 from tests.tokens import SECRET, KeySet, bearer, claims, hs256
 
 
@@ -37,6 +38,7 @@ async def api(
         ocpp_port=0,
         jwt_secret=SECRET,
         jwt_jwks_url=str(keys.path),
+        admin_token=ADMIN,
     )
     shutdown = trio.Event()
     endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
@@ -162,3 +164,22 @@ async def test_history_filters_and_pages(
     for bad in ({"limit": 0}, {"limit": "x"}, {"type": "gift"}, {"date_from": "yesterday"}):
         reply = await api.get("/api/v1/balance/history", headers=token, params=bad)
         assert reply.status_code == 400 and reply.json()["error"] == "validation_error", bad
+
+
+async def test_admin_credit_applies_once_per_key(api: httpx.AsyncClient) -> None:
+    client = uuid.uuid4()
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    path = f"/api/v1/admin/clients/{client}/credit"
+    body = {"amount": "150.50", "reason": "welcome", "key": "k-1"}
+    first = await api.post(path, json=body, headers=admin)
+    again = await api.post(path, json=body, headers=admin)
+    assert first.status_code == again.status_code == 200, first.text
+    assert (first.json()["balance"], again.json()["replayed"]) == (150.5, True)
+    mine = await api.get("/api/v1/balance/get", headers=bearer(hs256(client)))
+    assert mine.json()["balance"] == 150.5
+    for bad in ({**body, "amount": "-1"}, {**body, "amount": "1.001"}, {"amount": "5"}):
+        reply = await api.post(path, json=bad, headers=admin)
+        assert reply.status_code == 400 and reply.json()["error"] == "validation_error", bad
+    assert (await api.post(path, json=body)).status_code == 403
+    other = await api.post(path, json={**body, "amount": "20"}, headers=admin)
+    assert other.status_code == 409  # the key was used for another amount

@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,13 @@ import trio
 
 from cpms.app import Endpoints, run_server
 from cpms.settings import Settings
+from sim.drivers import DriverOptions
 from sim.fleet import Fleet, FleetOptions
 from sim.report import build_report
 from storage import Database, open_storage
+from tests.ocpp_server import ADMIN
 from tests.test_cli import clean_env, free_port, serve, stop, wait_healthy
+from tests.tokens import SECRET
 
 
 @pytest.fixture
@@ -203,3 +207,49 @@ def test_demo_runs_and_summarises(tmp_path: Path) -> None:
         if "charging sessions (settled)" in line:
             sessions = int(line.split("│")[2].split("(")[0])
     assert sessions > 0, run.stdout
+
+
+async def test_app_drivers_charge_through_the_rest_api(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    await db.execute("INSERT INTO tariffs (id, name, price_per_kwh) VALUES ('T', 't', 12)")
+    await db.execute(
+        """INSERT INTO stations (id, connectors_count, tariff_id)
+           SELECT 'APP-' || lpad(n::text, 5, '0'), 2, 'T' FROM generate_series(1, 6) n"""
+    )
+    await db.execute(
+        """INSERT INTO connectors (station_id, connector_id, connector_type, power_kw)
+           SELECT id, c, 'CCS2', 50 FROM stations, generate_series(1, 2) c"""
+    )
+    settings = Settings(
+        database_url=dsn,
+        data_dir=tmp_path,
+        http_port=0,
+        ocpp_port=0,
+        jwt_secret=SECRET,
+        admin_token=ADMIN,
+    )
+    shutdown = trio.Event()
+    server: Endpoints = await nursery.start(run_server, settings, shutdown)
+    drivers = DriverOptions(
+        rest_url=server.http_url, drivers=4, jwt_secret=SECRET, admin_token=ADMIN, idle_mean=0.3
+    )
+    fleet = Fleet(
+        options(server, stations=6, prefix="APP", duration=8.0, idle_mean=1000.0, drivers=drivers)
+    )
+    stats = await fleet.run()
+    shutdown.set()
+    assert stats.errors == {}, stats.errors
+    assert stats.rest_calls["admin/credit"] == 4 and stats.rest_calls["charging/start"] >= 2
+    assert stats.received["RemoteStartTransaction"] >= 2
+    rows = await db.fetch("SELECT status, client_id FROM charging_sessions WHERE origin = 'app'")
+    assert rows and all(r["status"] in ("settled", "cancelled", "rejected") for r in rows)
+    for client in {r["client_id"] for r in rows}:
+        balance = await db.fetchval("SELECT balance FROM clients WHERE id = $1", client)
+        costs = await db.fetchval(
+            "SELECT coalesce(sum(final_cost), 0) FROM charging_sessions WHERE client_id = $1",
+            client,
+        )
+        assert balance == Decimal("1000") - costs
+    report = build_report(stats, elapsed=8, scenario="steady", seed=0)
+    assert report["rest"]["latency_by_endpoint"]["charging/start"]["count"] >= 2
