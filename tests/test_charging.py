@@ -323,6 +323,9 @@ async def test_station_and_client_states_that_refuse(rig: Rig) -> None:
         await rig.db.execute("UPDATE stations SET admin_status = 'maintenance' WHERE id = 'CP-1'")
         assert (await rig.start(me)).json()["error"] == "station_maintenance"
         await rig.db.execute("UPDATE stations SET admin_status = 'active' WHERE id = 'CP-1'")
+        await rig.db.execute("UPDATE stations SET tariff_id = NULL WHERE id = 'CP-1'")
+        assert (await rig.start(me)).json()["error"] == "station_unavailable"  # nothing to bill
+        await rig.db.execute("UPDATE stations SET tariff_id = 'T1' WHERE id = 'CP-1'")
         await rig.db.execute("UPDATE clients SET status = 'blocked' WHERE id = $1", client)
         assert (await rig.start(me)).json()["error"] == "client_blocked"
         await rig.db.execute("UPDATE clients SET status = 'pending_deletion' WHERE id = $1", client)
