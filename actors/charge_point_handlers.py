@@ -236,13 +236,20 @@ async def start_transaction(ctx: StationContext, p: dict[str, Any], uid: str) ->
     session = await sessions_store.awaiting_start(ctx.db, ctx.station_id, connector, tag)
     if session is not None:  # the app session that asked for this start
         started_at = parse_time(p["timestamp"]) or datetime.now(UTC)
-        transaction_id = await sessions_store.attach_transaction(
+        attached = await sessions_store.attach_transaction(
             ctx.db, session["id"], p["meterStart"], started_at
         )
-        ctx.transactions[transaction_id] = session["id"]
-        message = ChargerStarted(transaction_id, p["meterStart"], started_at)
-        await ctx.tell_session(session["id"], message)
-        return {"transactionId": transaction_id, "idTagInfo": {"status": "Accepted"}}
+        if attached is not None:
+            ctx.transactions[attached] = session["id"]
+            await ctx.tell_session(
+                session["id"], ChargerStarted(attached, p["meterStart"], started_at)
+            )
+            return {"transactionId": attached, "idTagInfo": {"status": "Accepted"}}
+        # the session ended a moment ago (stopped, timed out): the charger must not charge
+        transaction_id, _new = await tx.start_transaction(
+            ctx.db, ctx.station_id, connector, tag, p["meterStart"], p["timestamp"], None
+        )
+        return {"transactionId": transaction_id, "idTagInfo": {"status": "Invalid"}}
     started_at = parse_time(p["timestamp"]) or datetime.now(UTC)
     replayed = await tx.replayed(
         ctx.db, ctx.station_id, connector, tag, p["meterStart"], started_at

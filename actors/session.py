@@ -248,7 +248,9 @@ class _Actor:
         await self._create(s, "rfid")
         self.s = s
         await self.reserve()
-        s.transaction_id = await store.attach_transaction(db, s.id, start.meter_start, start.at)
+        attached = await store.attach_transaction(db, s.id, start.meter_start, start.at)
+        assert attached is not None  # the row was made just now and is open
+        s.transaction_id = attached
         s.started_at = start.at
         s.meter = Meter(tariff, start.meter_start, started_at=start.at)
         await self.apply(Event.CHARGER_STARTED)
@@ -467,7 +469,7 @@ class _Actor:
                     return
                 if s.phase in OPEN:
                     s.stop_reason = s.stop_reason or "user"
-                    await self.apply(Event.STOP_REQUESTED)
+                    await self.end_before_start(Event.STOP_REQUESTED)
                 if s.phase in OPEN:
                     self.stop_waiters.append(envelope)
                 else:
@@ -478,13 +480,33 @@ class _Actor:
             case Begin() | BeginRfid():
                 envelope.fail(Conflict("the session has begun already", code="session_exists"))
 
+    async def end_before_start(self, event: Event, why: str | None = None) -> None:
+        """Apply ``event`` (a stop or a timeout); before the charger has started, first close
+        the row so a StartTransaction racing in can no longer attach to it. If one already
+        has, the session goes on as started (its ChargerStarted is on its way)."""
+        s = self.s
+        assert s is not None
+        if s.phase in (Phase.RESERVED, Phase.STARTING):
+            if not await store.close_unstarted(self.deps.db, s.id):
+                row = await store.get(self.deps.db, s.id)
+                assert row is not None and row["transaction_id"] is not None
+                s.transaction_id, s.started_at = row["transaction_id"], row["started_at"]
+                s.meter = Meter(s.tariff, row["meter_start_wh"], started_at=row["started_at"])
+                await self.apply(Event.CHARGER_STARTED)
+                if event is Event.STOP_REQUESTED:
+                    await self.apply(event)
+                return
+            s.error = why or s.error
+        await self.apply(event)
+
     async def on_timer(self) -> None:
         s = self.s
         assert s is not None
         now = datetime.now(UTC)
         if s.phase in (Phase.RESERVED, Phase.STARTING) and now >= s.start_deadline:
-            s.error = "the charger did not start within the time allowed"
-            await self.apply(Event.START_TIMEOUT)
+            await self.end_before_start(
+                Event.START_TIMEOUT, "the charger did not start within the time allowed"
+            )
         elif s.phase in (Phase.CHARGING, Phase.STOPPING):
             if now >= s.max_deadline:
                 s.stop_reason = s.stop_reason or "max_duration"
@@ -522,8 +544,11 @@ class _Actor:
         now_wall, now = datetime.now(UTC), trio.current_time()
         if s.phase in (Phase.RESERVED, Phase.STARTING):
             return now + max(0.0, (s.start_deadline - now_wall).total_seconds())
+        check = self.deps.timings.offline_check
+        if s.phase is Phase.STOPPING:  # past the cap already: ask again at the checks' pace
+            return now + check
         until_max = max(0.0, (s.max_deadline - now_wall).total_seconds())
-        return now + min(until_max, self.deps.timings.offline_check)
+        return now + min(until_max, check)
 
     def outcome(self) -> dict[str, Any]:
         return stop_outcome(self.view())

@@ -9,6 +9,7 @@ percentiles, the achieved rate and the server's CPU time per message. Finally it
     python bench/ocpp_load.py                                  # 10,000 stations, 1k and 3k msg/s
     python bench/ocpp_load.py --stations 2000 --rates 500 --max-stations 0
     python bench/ocpp_load.py --no-gc-tuning                   # compare GC pauses
+    BENCH_SERVER_LOG=INFO python bench/ocpp_load.py ...        # the server's log (GC pauses)
 """
 
 from __future__ import annotations

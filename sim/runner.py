@@ -120,15 +120,10 @@ def worker_args(options: FleetOptions, shard: int, shards: int) -> list[str]:
     ]  # fmt: skip
     for tag in options.tags:
         args += ["--tag", tag]
-    if options.drivers is not None:  # the secrets travel in the environment
-        args += ["--rest-url", options.drivers.rest_url, "--drivers", str(total_drivers(options))]
+    if options.drivers is not None:
+        # all the run's drivers (each worker takes its share); the secrets go by environment
+        args += ["--rest-url", options.drivers.rest_url, "--drivers", str(options.drivers.drivers)]
     return args
-
-
-def total_drivers(options: FleetOptions) -> int:
-    """All the run's drivers (a worker's options carry its own share)."""
-    assert options.drivers is not None
-    return options.drivers.drivers
 
 
 async def run_workers(

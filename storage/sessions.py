@@ -183,20 +183,34 @@ async def open_billed_session_on(db: Database, station_id: str, connector_id: in
 
 async def attach_transaction(
     db: Database, session_id: uuid.UUID, meter_start: int, started_at: datetime
-) -> int:
-    """Give the session its OCPP transaction id (the same one again for a replay)."""
+) -> int | None:
+    """Give the session its OCPP transaction id (the same one again for a replay); None when
+    the session has ended meanwhile (see :func:`close_unstarted`)."""
     transaction_id = await db.fetchval(
         """UPDATE charging_sessions
            SET transaction_id = coalesce(transaction_id, nextval('ocpp_transaction_id_seq')),
                meter_start_wh = coalesce(meter_start_wh, $2),
                meter_last_wh = coalesce(meter_last_wh, $2),
                started_at = coalesce(started_at, $3), updated_at = now()
-           WHERE id = $1 RETURNING transaction_id""",
+           WHERE id = $1 AND status = ANY($4::text[]) RETURNING transaction_id""",
         session_id,
         meter_start,
         started_at,
+        OPEN,
     )
-    return int(transaction_id)
+    return None if transaction_id is None else int(transaction_id)
+
+
+async def close_unstarted(db: Database, session_id: uuid.UUID) -> bool:
+    """Mark a session the charger has not started as cancelled, atomically with respect to
+    :func:`attach_transaction`: False when a transaction got attached first."""
+    result = await db.execute(
+        """UPDATE charging_sessions SET status = 'cancelled', updated_at = now()
+           WHERE id = $1 AND transaction_id IS NULL AND status = ANY($2::text[])""",
+        session_id,
+        OPEN,
+    )
+    return not result.endswith(" 0")
 
 
 async def by_transaction(db: Database, station_id: str, transaction_id: int) -> Row | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,13 @@ import httpx
 import pytest
 import trio
 
+from actors.session_messages import session_tag
 from cpms import provisioning as prov
 from cpms.app import Endpoints, run_server
 from cpms.settings import Settings
 from sim.charger import VirtualChargePoint
 from storage import Database, Ledger
+from storage import sessions as sessions_store
 from tests.conftest import start_ledger
 from tests.ocpp_server import PASSWORD, provision
 from tests.tokens import SECRET, bearer, hs256
@@ -107,7 +110,6 @@ async def open_rig(
         http_port=0,
         ocpp_port=0,
         jwt_secret=SECRET,
-        ocpp_offline_after=1,
         **options,
     )
     shutdown = trio.Event()
@@ -355,7 +357,10 @@ async def test_concurrent_starts_on_one_connector_one_wins(rig: Rig) -> None:
     assert reserved == 1
 
 
-async def test_charger_gone_while_charging_settles_on_the_last_meter(rig: Rig) -> None:
+async def test_charger_gone_while_charging_settles_on_the_last_meter(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    rig = await open_rig(db, dsn, tmp_path, nursery, ocpp_offline_after=1)
     client, me = await rig.client("200")
     async with rig.charger(time_scale=60) as cp:
         await cp.wait_booted()
@@ -367,6 +372,8 @@ async def test_charger_gone_while_charging_settles_on_the_last_meter(rig: Rig) -
     assert view["stop_reason"] == "charger_offline"
     cost = D(str(view["final_cost"]))
     assert cost > 10 and await rig.exact(client) == 200 - cost
+    await rig.http.aclose()
+    rig.shutdown.set()
 
 
 async def test_a_session_over_its_maximum_duration_is_stopped(
@@ -411,3 +418,36 @@ async def test_a_card_session_is_billed_to_its_client(rig: Rig) -> None:
     assert D(str(view["final_cost"])) == cost and view["stop_reason"] == "Local"
     assert await rig.exact(client) == 100 - cost
     assert await rig.exact(poor) == 5
+
+
+async def test_a_start_racing_the_start_timeout_is_never_lost(rig: Rig) -> None:
+    """The charger's StartTransaction is attached just as the start timeout fires: the session
+    goes on as charging (nothing refunded); a StartTransaction after a session has ended is told
+    Invalid, so no charger charges for free."""
+    client, me = await rig.client("100")
+    async with rig.charger() as cp:
+        await cp.wait_booted()
+        cp.drop_responses = True  # the charger never answers RemoteStart...
+        session = await rig.started(me, amount_som=30)
+        # ...but its StartTransaction gets recorded; the actor has not heard of it yet
+        attached = await sessions_store.attach_transaction(
+            rig.db, uuid.UUID(session), 1000, datetime.now(UTC)
+        )
+        assert attached is not None
+        view = await rig.until_status(session, me, "charging", timeout=8)  # 3 s timeout passed
+        assert view["transaction_id"] == attached and (await rig.balance(me))["reserved"] == 30
+
+        late = await rig.started(me, connector_id=2, amount_som=20)
+        await rig.until_status(late, me, "cancelled", timeout=8)
+        tag = session_tag(uuid.UUID(late))
+        assert (
+            await sessions_store.attach_transaction(rig.db, uuid.UUID(late), 0, datetime.now(UTC))
+            is None
+        )
+        cp.drop_responses = False
+        answer = await cp.request(
+            "StartTransaction",
+            {"connectorId": 2, "idTag": tag, "meterStart": 0, "timestamp": "2026-11-22T10:00:00Z"},
+        )
+        assert answer["idTagInfo"]["status"] == "Invalid"
+    del client

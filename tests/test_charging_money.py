@@ -22,7 +22,7 @@ DRIVERS = 200
 async def test_two_hundred_concurrent_sessions_leave_every_wallet_exact(
     db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    rig: Rig = await open_rig(db, dsn, tmp_path, nursery)
+    rig: Rig = await open_rig(db, dsn, tmp_path, nursery, session_start_timeout=60)
     await db.execute(
         """INSERT INTO stations (id, connectors_count, tariff_id)
            SELECT 'M-' || lpad(n::text, 3, '0'), 1, 'T1' FROM generate_series(1, $1) n""",
