@@ -192,7 +192,8 @@ async def attach_transaction(
                meter_start_wh = coalesce(meter_start_wh, $2),
                meter_last_wh = coalesce(meter_last_wh, $2),
                started_at = coalesce(started_at, $3), updated_at = now()
-           WHERE id = $1 AND status = ANY($4::text[]) RETURNING transaction_id""",
+           WHERE id = $1 AND status = ANY($4::text[]) AND NOT start_closed
+           RETURNING transaction_id""",
         session_id,
         meter_start,
         started_at,
@@ -202,13 +203,13 @@ async def attach_transaction(
 
 
 async def close_unstarted(db: Database, session_id: uuid.UUID) -> bool:
-    """Mark a session the charger has not started as cancelled, atomically with respect to
-    :func:`attach_transaction`: False when a transaction got attached first."""
+    """Close a session the charger has not started to any StartTransaction, atomically with
+    respect to :func:`attach_transaction`: False when a transaction got attached first. (Its
+    status changes when the actor has given the money back.)"""
     result = await db.execute(
-        """UPDATE charging_sessions SET status = 'cancelled', updated_at = now()
-           WHERE id = $1 AND transaction_id IS NULL AND status = ANY($2::text[])""",
+        """UPDATE charging_sessions SET start_closed = true, updated_at = now()
+           WHERE id = $1 AND transaction_id IS NULL""",
         session_id,
-        OPEN,
     )
     return not result.endswith(" 0")
 
