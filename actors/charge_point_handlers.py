@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from actors._registry import Registry
-from actors.errors import ActorError
+from actors.errors import ActorError, ActorUnavailable
 from actors.session_messages import (
     SESSION,
     ChargerStarted,
@@ -141,7 +141,10 @@ class StationContext:
         ref = None if self.registry is None else self.registry.lookup(SESSION, str(session_id))
         if ref is None:
             return False
-        await ref.tell(message)
+        try:
+            await ref.tell(message)
+        except ActorUnavailable:  # it ended between the lookup and the tell
+            return False
         return True
 
     async def app_session(self, transaction_id: int) -> uuid.UUID | None:

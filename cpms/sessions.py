@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from actors import AskTimeout, Supervisor
+from actors import ActorUnavailable, AskTimeout, Supervisor
 from actors.session import SessionDeps, session_spec, session_view, stop_outcome
 from actors.session_messages import (
     SESSION,
@@ -55,7 +55,7 @@ class Sessions:
         if ref is not None:
             try:
                 return await ref.ask(StopSession(client_id), timeout=STOP_WAIT)
-            except AskTimeout:
+            except (AskTimeout, ActorUnavailable):  # still stopping, or it has just ended
                 row = await self._owned(session_id, client_id)
         return stop_outcome(session_view(row))
 

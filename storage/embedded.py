@@ -22,6 +22,9 @@ import trio
 from storage.errors import StorageUnavailable
 
 DATABASE = "cpms"
+#: clusters this process holds, with how many opens (``cpms demo`` opens its own twice, nested):
+#: pgserver registers a process once, so this process lets go only when its last open closes
+_HELD: dict[Path, list[Any]] = {}
 
 
 def _prune_stale_handles(pg_dir: Path) -> None:
@@ -62,12 +65,22 @@ async def open_embedded_postgres(pg_dir: Path) -> AsyncIterator[str]:
     Raises:
         StorageUnavailable: PostgreSQL could not be started (its log says why).
     """
+    key = Path(await trio.Path(pg_dir).resolve())
+    held = _HELD.get(key)
+    if held is None:
+        try:
+            server = await trio.to_thread.run_sync(_start, pg_dir)
+        except (subprocess.SubprocessError, OSError, AssertionError) as exc:  # pgserver's
+            raise StorageUnavailable(
+                f"embedded PostgreSQL in {pg_dir} failed to start: {exc}"
+            ) from exc
+        held = _HELD[key] = [server, 0]
+    held[1] += 1
     try:
-        server = await trio.to_thread.run_sync(_start, pg_dir)
-    except (subprocess.SubprocessError, OSError, AssertionError) as exc:  # pgserver's failures
-        raise StorageUnavailable(f"embedded PostgreSQL in {pg_dir} failed to start: {exc}") from exc
-    try:
-        yield str(server.get_uri(DATABASE))
+        yield str(held[0].get_uri(DATABASE))
     finally:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(server.cleanup)
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[key]
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(held[0].cleanup)
