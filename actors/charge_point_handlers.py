@@ -65,8 +65,9 @@ class StationContext:
     registry: Registry | None = None
     #: bills card transactions to their clients; None in a central system without sessions
     sessions: RfidSessions | None = None
-    #: transaction id → app session id, for the transactions this station has running
-    transactions: dict[int, uuid.UUID] = field(default_factory=dict)
+    #: transaction id → its billed session's id, or None for an unbilled one (MeterValues come
+    #: every few seconds: the database is asked once per transaction)
+    transactions: dict[int, uuid.UUID | None] = field(default_factory=dict)
     vendors: dict[str, Callable[[StationContext, dict[str, Any]], Awaitable[dict[str, Any]]]] = (
         field(default_factory=dict)
     )
@@ -149,13 +150,12 @@ class StationContext:
 
     async def app_session(self, transaction_id: int) -> uuid.UUID | None:
         """The billed session (app or card) behind one of this station's transactions."""
-        known = self.transactions.get(transaction_id)
-        if known is not None:
-            return known
+        if transaction_id in self.transactions:
+            return self.transactions[transaction_id]
         row = await sessions_store.by_transaction(self.db, self.station_id, transaction_id)
-        if row is None or row["hold_id"] is None:  # not billed: no actor to tell
-            return None
-        session_id: uuid.UUID = row["id"]
+        session_id: uuid.UUID | None = None
+        if row is not None and row["hold_id"] is not None:  # billed: it has an actor
+            session_id = row["id"]
         self.transactions[transaction_id] = session_id
         return session_id
 
@@ -210,22 +210,23 @@ async def status_notification(ctx: StationContext, p: dict[str, Any], uid: str) 
 async def authorize(ctx: StationContext, p: dict[str, Any], uid: str) -> dict[str, Any]:
     if await sessions_store.open_by_tag(ctx.db, ctx.station_id, p["idTag"]) is not None:
         return {"idTagInfo": {"status": "Accepted"}}  # an app session's own tag
-    return {"idTagInfo": await _card_info(ctx, p["idTag"])}
+    client = await store.tag_client(ctx.db, p["idTag"])
+    billed = client is not None and await _billed(ctx)
+    return {"idTagInfo": await _card_info(ctx, p["idTag"], client, billed)}
 
 
 async def _billed(ctx: StationContext) -> bool:
     """Whether card transactions here are billed: a station with no tariff charges nothing."""
-    if ctx.sessions is None:
-        return False
-    return await sessions_store.tariff_for_station(ctx.db, ctx.station_id) is not None
+    return ctx.sessions is not None and await sessions_store.has_tariff(ctx.db, ctx.station_id)
 
 
-async def _card_info(ctx: StationContext, tag: str) -> dict[str, Any]:
+async def _card_info(
+    ctx: StationContext, tag: str, client: uuid.UUID | None, billed: bool
+) -> dict[str, Any]:
     """``idTagInfo`` for a card: where charging is billed, a client's card also needs an active
     client who can afford the smallest reservation (seed 001 §6: 10 som), or it is Blocked."""
     info = await store.id_tag_info(ctx.db, tag, accept_unknown=ctx.accept_unknown_tags)
-    client = await store.tag_client(ctx.db, tag)
-    if client is None or info["status"] != "Accepted" or not await _billed(ctx):
+    if client is None or info["status"] != "Accepted" or not billed:
         return info
     row = await ctx.db.fetchrow("SELECT status, balance FROM clients WHERE id = $1", client)
     if row is None or row["status"] != "active" or row["balance"] < NO_LIMIT_MINIMUM:
@@ -270,9 +271,10 @@ async def start_transaction(ctx: StationContext, p: dict[str, Any], uid: str) ->
                 log.warning(
                     "superseded session did not answer", session=str(other["id"]), error=str(error)
                 )
-    info = await _card_info(ctx, tag)
     client = await store.tag_client(ctx.db, tag)
-    if client is not None and info["status"] == "Accepted" and await _billed(ctx):
+    billed = client is not None and await _billed(ctx)
+    info = await _card_info(ctx, tag, client, billed)
+    if client is not None and info["status"] == "Accepted" and billed:
         assert ctx.sessions is not None
         start = RfidStart(client, ctx.station_id, connector, tag, p["meterStart"], started_at)
         try:
@@ -333,11 +335,11 @@ async def stop_transaction(ctx: StationContext, p: dict[str, Any], uid: str) -> 
         reason = p.get("reason") or "Local"
         if await sessions_store.record_stop(ctx.db, row["id"], p["meterStop"], stopped_at, reason):
             await ctx.tell_session(row["id"], ChargerStopped(p["meterStop"], stopped_at, reason))
-        ctx.transactions.pop(transaction_id, None)
     else:
         await tx.stop_transaction(
             ctx.db, ctx.station_id, transaction_id, p["meterStop"], p["timestamp"], p.get("reason")
         )
+    ctx.transactions.pop(transaction_id, None)
     if "idTag" not in p:
         return {}
     info = await store.id_tag_info(ctx.db, p["idTag"], accept_unknown=ctx.accept_unknown_tags)

@@ -123,62 +123,45 @@ class Stats:
         return total
 
     def merge(self, other: Stats) -> None:
-        for name in (
-            "stations",
-            "connected",
-            "ever_connected",
-            "active_sessions",
-            "sessions_started",
-            "sessions_completed",
-            "energy_wh",
-        ):
+        for name in _SUMS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("sent", "received", "errors", "events", "rest_calls"):
+        for name in _COUNTERS:
             getattr(self, name).update(getattr(other, name))
-        for mine, theirs in (
-            (self.latency, other.latency),
-            (self.rest_latency, other.rest_latency),
-        ):
-            for key, histogram in theirs.items():
+        for name in _HISTOGRAMS:
+            mine = getattr(self, name)
+            for key, histogram in getattr(other, name).items():
                 mine.setdefault(key, Histogram()).merge(histogram)
         if other.recovery_s is not None:
             self.recovery_s = max(self.recovery_s or 0.0, other.recovery_s)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "stations": self.stations,
-            "connected": self.connected,
-            "ever_connected": self.ever_connected,
-            "active_sessions": self.active_sessions,
-            "sessions_started": self.sessions_started,
-            "sessions_completed": self.sessions_completed,
-            "energy_wh": self.energy_wh,
-            "sent": dict(self.sent),
-            "received": dict(self.received),
-            "errors": dict(self.errors),
-            "events": dict(self.events),
-            "latency": {k: h.to_json() for k, h in self.latency.items()},
-            "rest_latency": {k: h.to_json() for k, h in self.rest_latency.items()},
-            "rest_calls": dict(self.rest_calls),
-            "recovery_s": self.recovery_s,
-        }
+        data: dict[str, Any] = {name: getattr(self, name) for name in (*_SUMS, "recovery_s")}
+        data.update({name: dict(getattr(self, name)) for name in _COUNTERS})
+        for name in _HISTOGRAMS:
+            data[name] = {k: h.to_json() for k, h in getattr(self, name).items()}
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Stats:
         stats = cls()
-        for name in (
-            "stations",
-            "connected",
-            "ever_connected",
-            "active_sessions",
-            "sessions_started",
-            "sessions_completed",
-            "energy_wh",
-            "recovery_s",
-        ):
+        for name in (*_SUMS, "recovery_s"):
             setattr(stats, name, data[name])
-        for name in ("sent", "received", "errors", "events", "rest_calls"):
+        for name in _COUNTERS:
             setattr(stats, name, Counter(data[name]))
-        stats.latency = {k: Histogram.from_json(v) for k, v in data["latency"].items()}
-        stats.rest_latency = {k: Histogram.from_json(v) for k, v in data["rest_latency"].items()}
+        for name in _HISTOGRAMS:
+            setattr(stats, name, {k: Histogram.from_json(v) for k, v in data[name].items()})
         return stats
+
+
+#: How each field of :class:`Stats` merges: added up, counters added up, histograms merged.
+_SUMS = (
+    "stations",
+    "connected",
+    "ever_connected",
+    "active_sessions",
+    "sessions_started",
+    "sessions_completed",
+    "energy_wh",
+)
+_COUNTERS = ("sent", "received", "errors", "events", "rest_calls")
+_HISTOGRAMS = ("latency", "rest_latency")

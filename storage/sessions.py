@@ -16,6 +16,17 @@ from storage.database import Database, Row
 OPEN = ["reserved", "starting", "charging", "stopping"]
 
 
+async def has_tariff(db: Database, station_id: str) -> bool:
+    """Whether the station (or its location) has a tariff: charging there is billed."""
+    return bool(
+        await db.fetchval(
+            """SELECT 1 FROM stations s LEFT JOIN locations l ON l.id = s.location_id
+               WHERE s.id = $1 AND coalesce(s.tariff_id, l.tariff_id) IS NOT NULL""",
+            station_id,
+        )
+    )
+
+
 async def tariff_for_station(db: Database, station_id: str) -> Tariff | None:
     """The station's tariff, or its location's; None when neither has one."""
     row = await db.fetchrow(
