@@ -2,10 +2,10 @@
 charger, with thousands of stations connected and Heartbeat + MeterValues background load.
 
 Starts ``cpms serve`` on a temporary embedded database with N stations, a tariff and funded
-clients; connects N chargers (the raw client of ``bench/ocpp_load.py``), keeps ``--rate`` msg/s
-of background traffic going, and on ``--probes`` separate stations measures start after start:
-POST start → the charger sees RemoteStartTransaction (answers Accepted) → POST stop (the session
-is cancelled and refunded, freeing the connector for the next sample).
+clients; connects N chargers from a load generator process (``bench/load_generator.py``), keeps
+``--rate`` msg/s of background traffic going, and on ``--probes`` separate stations measures
+start after start: POST start → the charger sees RemoteStartTransaction (answers Accepted) → POST
+stop (the session is cancelled and refunded, freeing the connector for the next sample).
 
     python bench/start_latency.py                         # 10,000 stations, 1,000 msg/s
     python bench/start_latency.py --stations 2000 --samples 200
@@ -14,20 +14,25 @@ is cancelled and refunded, freeing the connector for the next sample).
 from __future__ import annotations
 
 import argparse
+import base64
+import itertools
 import json
 import os
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import trio
-from ocpp_load import Charger, Closed, Fleet, RawSocket, connect_all, drive, free_port
+from load_generator import GeneratorProcess
+from ocpp_load import free_port
 
 SECRET = "bench-secret-0123456789-0123456789-0123"
 
@@ -63,6 +68,101 @@ async def provision(data: Path, stations: int, probes: int, clients: list[uuid.U
                 await ensure_client(db, client)
                 await ledger.credit(client, Decimal("100000"), key=f"bench-{client}")
             nursery.cancel_scope.cancel()
+
+
+class Closed(Exception):
+    """The server closed the connection or answered out of turn."""
+
+
+class RawSocket:
+    """A minimal OCPP-J WebSocket client over a bare trio stream, for the probe chargers: one
+    handshake, unfragmented text frames out (masked with a zero key, which leaves the payload as
+    is), unmasked frames in."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+
+    @classmethod
+    async def open(cls, host: str, port: int, path: str) -> RawSocket:
+        stream = await trio.open_tcp_stream(host, port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        await stream.send_all(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+            ).encode()
+        )
+        sock = cls(stream)
+        while b"\r\n\r\n" not in sock.buffer:
+            await sock._fill()
+        head, _, rest = bytes(sock.buffer).partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            await stream.aclose()
+            raise Closed(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+        sock.buffer = bytearray(rest)
+        return sock
+
+    async def _fill(self) -> None:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            raise Closed("connection closed")
+        self.buffer += data
+
+    async def send(self, text: str) -> None:
+        data = text.encode()
+        size = len(data)
+        if size < 126:
+            head = bytes((0x81, 0x80 | size))
+        elif size < 65536:
+            head = bytes((0x81, 0xFE)) + size.to_bytes(2, "big")
+        else:
+            head = bytes((0x81, 0xFF)) + size.to_bytes(8, "big")
+        await self.stream.send_all(head + b"\0\0\0\0" + data)
+
+    async def receive(self) -> str:
+        while True:
+            while len(self.buffer) < 2:
+                await self._fill()
+            opcode, size = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
+            start = 2
+            if size == 126:
+                start, size = 4, -1
+            elif size == 127:
+                start, size = 10, -1
+            while len(self.buffer) < start:
+                await self._fill()
+            if size < 0:
+                size = int.from_bytes(self.buffer[2:start], "big")
+            while len(self.buffer) < start + size:
+                await self._fill()
+            payload = bytes(self.buffer[start : start + size])
+            del self.buffer[: start + size]
+            if opcode == 0x1:
+                return payload.decode()
+            if opcode == 0x8:
+                raise Closed("close frame")
+            # pings and pongs are not expected from cpms; anything else is skipped
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+@dataclass
+class Charger:
+    station: str
+    ws: RawSocket
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def call(self, action: str, payload: dict[str, Any]) -> float:
+        unique_id = str(next(self.ids))
+        began = time.perf_counter()
+        await self.ws.send(json.dumps([2, unique_id, action, payload]))
+        reply = json.loads(await self.ws.receive())
+        if reply[0] != 3 or reply[1] != unique_id:
+            raise Closed(f"{self.station}: unexpected {reply}")
+        return time.perf_counter() - began
 
 
 class Probe:
@@ -121,10 +221,9 @@ async def measure(
             except httpx.HTTPError:
                 pass
             await trio.sleep(0.5)
-        fleet = Fleet(f"ws://127.0.0.1:{ocpp_port}/ws")
-        names = [f"BENCH-{n:05d}" for n in range(1, args.stations + 1)]
-        took = await connect_all(fleet, names, 200)
-        print(f"connected {len(fleet.chargers)}/{args.stations} in {took:.1f} s", flush=True)
+        load = await GeneratorProcess.start("127.0.0.1", ocpp_port, "/ws")
+        connected = await load.ask(connect=["BENCH-", 1, args.stations], parallel=200)
+        print(f"connect: {json.dumps(connected)}", flush=True)
         probes = []
         for n in range(args.probes):
             station = f"BENCH-{args.stations + n + 1:05d}"
@@ -141,13 +240,8 @@ async def measure(
         async with trio.open_nursery() as nursery:
             for probe in probes:
                 nursery.start_soon(probe.serve)
-            background: dict[str, Any] = {}
-
-            async def load() -> None:
-                background.update(await drive(fleet, args.rate, args.seconds))
-
-            nursery.start_soon(load)
-            await trio.sleep(len(fleet.chargers) / args.rate + 2)  # the load is steady by now
+            nursery.start_soon(partial(load.ask, drive=args.rate, seconds=args.seconds))
+            await trio.sleep(connected["connected"] / args.rate + 2)  # the load is steady by now
 
             async def sample(probe: Probe, client: uuid.UUID) -> None:
                 nonlocal errors
@@ -176,6 +270,7 @@ async def measure(
                 for probe, client in zip(probes, clients, strict=True):
                     sampling.start_soon(sample, probe, client)
             nursery.cancel_scope.cancel()
+        await load.aclose()
     latencies.sort()
 
     def pct(p: float) -> float:

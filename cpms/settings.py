@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(10.0, gt=0, le=120, description="graceful stop budget, s")
     gc_tuning: bool = Field(
         True,
-        description="collect on growth and on a timer, not by allocation count",
+        description="freeze live objects every second and collect fully after growth, not by "
+        "allocation count",
     )
     storage_inbox: int = Field(1024, ge=1, description="StorageActor inbox capacity")
     storage_batch: int = Field(64, ge=1, le=1000, description="ledger operations per commit")

@@ -1,8 +1,10 @@
-"""The collector runs on purpose: after growth (survivors frozen) and on a refresh timer."""
+"""The collector runs on purpose: live objects are frozen on a tick, and collected fully after
+growth."""
 
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 from collections.abc import Iterator
 
@@ -33,26 +35,24 @@ async def test_tuning_freezes_and_turns_the_automatic_collector_down(gc_state: N
     assert STATS.callback in gc.callbacks
 
 
-async def test_growth_is_collected_and_survivors_frozen(gc_state: None) -> None:
+async def test_what_lives_is_frozen_every_tick_without_collecting(gc_state: None) -> None:
     tune_gc(True)
     frozen = gc.get_freeze_count()
-    garbage = weakref.ref(Node())
+    collections = STATS.collections
     kept = [[n] for n in range(5000)]
     until = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            lambda: run_gc_maintenance(until, check_every=0.01, burst=1000, refresh=3600)
-        )
+        nursery.start_soon(lambda: run_gc_maintenance(until, every=0.01, growth=100))
         for _ in range(100):
             await trio.sleep(0.01)
             if gc.get_freeze_count() >= frozen + len(kept):
                 break
         until.set()
-    assert garbage() is None
     assert gc.get_freeze_count() >= frozen + len(kept)
+    assert STATS.collections == collections  # freezing walks nothing
 
 
-async def test_refresh_frees_cycles_among_frozen_objects(gc_state: None) -> None:
+async def test_growth_brings_a_full_collection_that_frees_frozen_cycles(gc_state: None) -> None:
     tune_gc(True)
     node = Node()
     gc.freeze()
@@ -62,13 +62,14 @@ async def test_refresh_frees_cycles_among_frozen_objects(gc_state: None) -> None
     assert garbage() is not None  # frozen: the collector does not see it
     until = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            lambda: run_gc_maintenance(until, check_every=0.01, burst=10**9, refresh=0.02)
-        )
+        nursery.start_soon(lambda: run_gc_maintenance(until, every=0.01, growth=0.01))
+        await trio.sleep(0.05)
+        assert garbage() is not None  # no growth yet: nothing walked
+        kept = [[n] for n in range(sys.getallocatedblocks() // 50)]  # 2 % more blocks
         for _ in range(100):
             await trio.sleep(0.01)
             if garbage() is None:
                 break
         until.set()
     assert garbage() is None
-    assert gc.get_freeze_count() > 0  # what survived is frozen again
+    assert gc.get_freeze_count() >= len(kept)  # what survived is frozen again
