@@ -21,11 +21,12 @@ than ``max_duration`` → stopped and settled; the charger offline while chargin
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 import trio
@@ -34,7 +35,7 @@ from actors._address import Address
 from actors._mailbox import Envelope, Mailbox
 from actors._registry import Registry
 from actors._supervisor import ChildSpec, Restart
-from actors.charge_point import STATION, Command, GetSnapshot
+from actors.charge_point import STATION, Command, GetSnapshot, Snapshot
 from actors.errors import ActorError
 from actors.session_messages import (
     SESSION,
@@ -56,12 +57,13 @@ from actors.session_state import OPEN, Effect, Event, Phase, transition
 from cpms.charging import Limit, Meter, Tariff, reservation
 from cpms.errors import Conflict, CpmsError, Forbidden, NotFound, Unavailable
 from cpms.events import EventBus
-from storage import Database, Ledger
+from storage import Database, Ledger, Row
 from storage import sessions as store
-from storage import stations as stations_store
 from storage.clients import get_client
 
 log = structlog.stdlib.get_logger("actors.session")
+A = TypeVar("A")
+B = TypeVar("B")
 
 BUSY_STATUSES = {"Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Reserved"}
 
@@ -173,13 +175,20 @@ class _Actor:
 
     async def begin(self, session_id: uuid.UUID, request: StartRequest) -> dict[str, Any]:
         db = self.deps.db
-        client = await get_client(db, request.client_id)
+        # What the checks need is read at once (a start's latency is its round trips); the
+        # checks then run in their fixed order, so the first failing one is the answer.
+        facts, snapshot = await _both(
+            partial(store.start_facts, db, request.client_id, request.station_id),
+            partial(self._snapshot, request.station_id),
+        )
+        client, tariff = facts.client, facts.tariff
+        if client is None:
+            raise NotFound(f"client {request.client_id} not found", code="client_not_found")
         if client["status"] == "blocked":
             raise Forbidden("client is blocked", code="client_blocked")
         if client["status"] == "pending_deletion":
             raise Forbidden("client account is being deleted", code="client_pending_deletion")
-        await self._check_station(request)
-        tariff = await store.tariff_for_station(db, request.station_id)
+        self._check_station(request, facts.station, facts.connector_ids, snapshot)
         if tariff is None:
             raise Unavailable(
                 f"station {request.station_id} has no tariff", code="station_unavailable"
@@ -294,9 +303,23 @@ class _Actor:
                 await store.forget(self.deps.db, s.id)
             raise
 
-    async def _check_station(self, request: StartRequest) -> None:
-        db = self.deps.db
-        station = await stations_store.get_station(db, request.station_id)
+    async def _snapshot(self, station_id: str) -> Snapshot | None:
+        ref = self.deps.registry.lookup(STATION, station_id)
+        if ref is None:
+            return None
+        try:
+            snapshot: Snapshot = await ref.ask(GetSnapshot(), timeout=5)
+        except ActorError:
+            return None
+        return snapshot
+
+    @staticmethod
+    def _check_station(
+        request: StartRequest,
+        station: Row | None,
+        connector_ids: frozenset[int],
+        snapshot: Snapshot | None,
+    ) -> None:
         if station is None:
             raise NotFound(f"station {request.station_id} not found", code="station_not_found")
         if station["admin_status"] == "maintenance":
@@ -307,19 +330,11 @@ class _Actor:
             raise Unavailable(
                 f"station {request.station_id} is not available", code="station_unavailable"
             )
-        configured = {c["connector_id"] for c in await stations_store.connectors(db, station["id"])}
-        if request.connector_id not in configured:
+        if request.connector_id not in connector_ids:
             raise NotFound(
                 f"connector {request.connector_id} of {request.station_id} not found",
                 code="connector_not_found",
             )
-        ref = self.deps.registry.lookup(STATION, request.station_id)
-        snapshot = None
-        if ref is not None:
-            try:
-                snapshot = await ref.ask(GetSnapshot(), timeout=5)
-            except ActorError:
-                snapshot = None
         if snapshot is None or not snapshot.online or not snapshot.connected:
             raise Unavailable(f"station {request.station_id} is offline", code="station_offline")
         status = snapshot.connectors.get(request.connector_id, {}).get("status", "Unavailable")
@@ -648,11 +663,13 @@ async def run_session(
     *,
     session_id: uuid.UUID,
     deps: SessionDeps,
+    new: list[bool] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with trio.open_nursery() as tasks:
         actor = _Actor(deps, tasks, mailbox)
-        row = await store.get(deps.db, session_id)
+        # a new session has no row to look for, on its first start; a restart reads it
+        row = None if new and new.pop() else await store.get(deps.db, session_id)
         if row is not None:  # a restart: rebuild from the row
             if Phase(row["status"]) not in OPEN:
                 task_status.started()
@@ -692,6 +709,28 @@ async def run_session(
         tasks.cancel_scope.cancel()
 
 
+async def _both(
+    first: Callable[[], Awaitable[A]], second: Callable[[], Awaitable[B]]
+) -> tuple[A, B]:
+    """Run two reads concurrently; both results, or the first one's error (in that order)."""
+    results: list[Any] = [None, None]
+    errors: list[Exception | None] = [None, None]
+
+    async def run(n: int, read: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            results[n] = await read()
+        except Exception as error:  # noqa: BLE001 - handed back below, in order
+            errors[n] = error
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, 0, first)
+        nursery.start_soon(run, 1, second)
+    for error in errors:
+        if error is not None:
+            raise error
+    return results[0], results[1]
+
+
 async def _resume(actor: _Actor) -> None:
     """After a restart: finish what the row says was under way."""
     s = actor.s
@@ -710,10 +749,13 @@ async def _resume(actor: _Actor) -> None:
         await actor._perform(Effect.REMOTE_STOP)
 
 
-def session_spec(session_id: uuid.UUID, deps: SessionDeps) -> ChildSpec[SessionMsg]:
+def session_spec(
+    session_id: uuid.UUID, deps: SessionDeps, *, new: bool = False
+) -> ChildSpec[SessionMsg]:
+    """``new``: a session being begun now (its first start skips looking for a row)."""
     return ChildSpec(
         Address(SESSION, str(session_id)),
-        partial(run_session, session_id=session_id, deps=deps),
+        partial(run_session, session_id=session_id, deps=deps, new=[True] if new else None),
         Restart.TRANSIENT,
         inbox=64,
     )

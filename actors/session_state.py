@@ -57,7 +57,9 @@ _SETTLE = (X.CAPTURE, X.PERSIST, X.PUBLISH)
 _STOP = (X.PERSIST, X.REMOTE_STOP, X.PUBLISH)
 
 TABLE: dict[tuple[Phase, Event], tuple[Phase, tuple[Effect, ...]]] = {
-    (P.RESERVED, E.BEGIN): (P.STARTING, (X.PERSIST, X.REMOTE_START, X.PUBLISH)),
+    # the charger is asked while "starting" is written (the hold is already committed); after a
+    # crash in between, the row still says "reserved" and the resumed actor asks again
+    (P.RESERVED, E.BEGIN): (P.STARTING, (X.REMOTE_START, X.PERSIST, X.PUBLISH)),
     (P.RESERVED, E.STOP_REQUESTED): (P.CANCELLED, _GIVE_BACK),
     (P.RESERVED, E.START_TIMEOUT): (P.CANCELLED, _GIVE_BACK),
     # a session begun at the charger (RFID): the transaction is running when the hold is made

@@ -45,6 +45,14 @@ def cpu_seconds(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
+def main_thread_seconds(process: psutil.Process) -> float:
+    """CPU time of the server's trio thread alone (the rest is the storage thread)."""
+    for thread in process.threads():
+        if thread.id == process.pid:
+            return float(thread.user_time + thread.system_time)
+    return 0.0
+
+
 def database_processes(data_dir: Path) -> list[psutil.Process]:
     """The embedded PostgreSQL's processes: the postmaster and its backends."""
     main = [
@@ -129,10 +137,13 @@ async def run_phases(
         for rate in args.rates:
             watched = [proc, generator, *database_processes(data_dir)]
             before = [cpu_seconds(p) for p in watched]
+            main_before = main_thread_seconds(proc)
             phase = await load.ask(drive=rate, seconds=args.phase_seconds)
             after = [cpu_seconds(p) for p in watched]
             per_msg = 1e6 / max(phase["messages"], 1)
             phase["server_cpu_us_per_msg"] = round((after[0] - before[0]) * per_msg, 1)
+            main = main_thread_seconds(proc) - main_before
+            phase["server_main_thread_cpu_us_per_msg"] = round(main * per_msg, 1)
             phase["load_generator_cpu_us_per_msg"] = round((after[1] - before[1]) * per_msg, 1)
             database = sum(after[2:]) - sum(before[2:])
             phase["database_cpu_us_per_msg"] = round(database * per_msg, 1)

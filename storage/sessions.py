@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -27,20 +28,71 @@ async def has_tariff(db: Database, station_id: str) -> bool:
     )
 
 
-async def tariff_for_station(db: Database, station_id: str) -> Tariff | None:
-    """The station's tariff, or its location's; None when neither has one."""
-    row = await db.fetchrow(
-        """SELECT t.* FROM stations s
-           LEFT JOIN locations l ON l.id = s.location_id
-           JOIN tariffs t ON t.id = coalesce(s.tariff_id, l.tariff_id)
-           WHERE s.id = $1""",
+@dataclass(frozen=True)
+class StartFacts:
+    """What an app start checks, read in one trip to the storage loop."""
+
+    client: Row | None
+    station: Row | None
+    connector_ids: frozenset[int]
+    tariff: Tariff | None
+
+
+async def start_facts(db: Database, client_id: uuid.UUID, station_id: str) -> StartFacts:
+    return await db.run_with_connection(_start_facts, client_id, station_id)
+
+
+async def _start_facts(
+    conn: asyncpg.Connection, client_id: uuid.UUID, station_id: str
+) -> StartFacts:
+    row = await conn.fetchrow(
+        """SELECT c.status AS client_status, c.balance,
+                  s.id AS station, s.admin_status, s.registration_status,
+                  (SELECT array_agg(connector_id) FROM connectors WHERE station_id = $2)
+                      AS connector_ids
+           FROM (SELECT) AS one
+           LEFT JOIN clients c ON c.id = $1
+           LEFT JOIN stations s ON s.id = $2""",
+        client_id,
         station_id,
     )
-    if row is None:
-        return None
-    rates = await db.fetch(
-        "SELECT * FROM tariff_rates WHERE tariff_id = $1 ORDER BY starts_at", row["id"]
+    assert row is not None  # one row, whatever matched
+    client = station = None
+    if row["client_status"] is not None:
+        client = {"status": row["client_status"], "balance": row["balance"]}
+    if row["station"] is not None:
+        station = {
+            "id": row["station"],
+            "admin_status": row["admin_status"],
+            "registration_status": row["registration_status"],
+        }
+    return StartFacts(
+        client, station, frozenset(row["connector_ids"] or ()), await _tariff_on(conn, station_id)
     )
+
+
+async def tariff_for_station(db: Database, station_id: str) -> Tariff | None:
+    """The station's tariff, or its location's; None when neither has one."""
+    return await db.run_with_connection(_tariff_on, station_id)
+
+
+async def _tariff_on(conn: asyncpg.Connection, station_id: str) -> Tariff | None:
+    """One statement: a row per time-of-day rate, or one row with no rate."""
+    rows = await conn.fetch(
+        """SELECT t.id, t.price_per_kwh, t.session_fee, t.price_per_minute, t.currency,
+                  r.tariff_id AS rate_of, r.starts_at, r.ends_at,
+                  r.price_per_kwh AS rate_price, r.weekdays
+           FROM stations s
+           LEFT JOIN locations l ON l.id = s.location_id
+           JOIN tariffs t ON t.id = coalesce(s.tariff_id, l.tariff_id)
+           LEFT JOIN tariff_rates r ON r.tariff_id = t.id
+           WHERE s.id = $1
+           ORDER BY r.starts_at""",
+        station_id,
+    )
+    if not rows:
+        return None
+    row = rows[0]
     return Tariff(
         row["id"],
         row["price_per_kwh"],
@@ -50,10 +102,11 @@ async def tariff_for_station(db: Database, station_id: str) -> Tariff | None:
             TimeRate(
                 r["starts_at"],
                 r["ends_at"],
-                r["price_per_kwh"],
+                r["rate_price"],
                 None if r["weekdays"] is None else frozenset(r["weekdays"]),
             )
-            for r in rates
+            for r in rows
+            if r["rate_of"] is not None
         ),
         row["currency"].strip(),
     )
