@@ -1,14 +1,16 @@
 """Applying a batch of ledger operations to PostgreSQL. Runs on the storage loop.
 
-A batch costs a fixed number of round trips whatever its size: read the keys already applied,
-lock every client row it touches (in id order, so concurrent writers can't deadlock) and every
-hold, plan the batch in memory (``ledger_plan``), then write operations, holds, entries and
-balances in one statement, all in one transaction. If the database rejects the batch anyway, it
-is rolled back and each operation is redone alone, so one bad operation can't sink the others.
+A batch costs a fixed number of round trips whatever its size: read the keys already applied
+(and who owns the holds it settles), lock every client row it touches (in id order, so
+concurrent writers can't deadlock) and every hold, plan the batch in memory (``ledger_plan``),
+then write operations, holds, entries and balances in one statement, all in one transaction. If
+the database rejects the batch anyway, it is rolled back and each operation is redone alone, so
+one bad operation can't sink the others.
 """
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -28,11 +30,13 @@ from storage.ledger_plan import (
 # 22 data exception, 23 integrity violation, 40 serialization failure / deadlock.
 _RECOVERABLE = ("22", "23", "40")
 
-_PRIORS = """
-SELECT o.idempotency_key, o.request, o.result
+# The keys already applied and the clients owning the batch's holds, in one round trip.
+_PRIORS_AND_OWNERS = """
+SELECT o.idempotency_key, o.request, o.result, NULL::uuid AS owner
 FROM unnest($1::text[]) AS k(key) JOIN ledger_operations o ON o.idempotency_key = k.key
+UNION ALL
+SELECT NULL, NULL, NULL, client_id FROM holds WHERE id = ANY($2)
 """
-_HOLD_OWNERS = "SELECT client_id FROM holds WHERE id = ANY($1)"
 _LOCK_CLIENTS = """
 SELECT id, balance, status FROM clients WHERE id = ANY($1) ORDER BY id FOR UPDATE
 """
@@ -112,11 +116,12 @@ async def _lock_state(conn: asyncpg.Connection, ops: list[LedgerOp]) -> LedgerSt
     keys = [op.key for op in ops]
     hold_ids = sorted({op.hold_id for op in ops if isinstance(op, Release | Capture | Reserve)})
     client_ids = {op.client_id for op in ops if isinstance(op, Credit | Adjust | Reserve)}
-    if hold_ids:
-        client_ids |= {r["client_id"] for r in await conn.fetch(_HOLD_OWNERS, hold_ids)}
-    priors = {
-        r["idempotency_key"]: (r["request"], r["result"]) for r in await conn.fetch(_PRIORS, keys)
-    }
+    priors: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for r in await conn.fetch(_PRIORS_AND_OWNERS, keys, hold_ids):
+        if r["owner"] is None:
+            priors[r["idempotency_key"]] = (r["request"], r["result"])
+        else:
+            client_ids.add(r["owner"])
     clients = {
         r["id"]: ClientState(r["balance"], r["status"])
         for r in await conn.fetch(_LOCK_CLIENTS, sorted(client_ids))
