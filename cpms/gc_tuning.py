@@ -19,14 +19,15 @@ is turned down to a safety net, and :func:`run_gc_maintenance`:
   permanent one without walking them: no pause), so any collection that does run walks at most
   the last ``every`` seconds' survivors, not the whole fleet's state;
 * when the heap (``sys.getallocatedblocks()``: 0.5 ms to count; ``gc.get_freeze_count()`` walks
-  every frozen object, 19 ms for 3 million) has grown by ``growth`` (a quarter) since the last
-  full collection, it unfreezes everything and collects once, then freezes again. Frozen objects
-  that die are still freed by reference counting, so the heap follows what is alive; what it
-  gains beyond that is new connections or cyclic garbage frozen meanwhile (a disconnected
-  charger's connection, say). This is CPython's own rule for full collections (they wait for a
-  quarter of growth), and the one pause that grows with the fleet: about 1.6 s with 10,000
-  chargers connected (measured), so it comes while chargers connect or reconnect in numbers, not
-  in a steady state.
+  every frozen object, 19 ms for 3 million) has doubled (``growth``) since the last full
+  collection, it unfreezes everything and collects once, then freezes again. Frozen objects that
+  die are still freed by reference counting, so the heap follows what is alive; what it gains
+  beyond that is new connections or cyclic garbage frozen meanwhile (a disconnected charger's
+  connection, say). This is the one pause that grows with the fleet: about 1.6 s with 10,000
+  chargers connected (measured). CPython's own rule waits for a quarter of growth; a quarter
+  came during steady load, right after a fleet had connected, so cpms waits for the heap to
+  double: the pauses come while a fleet connects (when the heap is still small), and the price
+  is at most as much memory again in uncollected cycles.
 
 Pauses over 20 ms are counted and logged; ``/health`` shows them.
 """
@@ -91,7 +92,7 @@ async def run_gc_maintenance(
     until: trio.Event,
     *,
     every: float = 1.0,
-    growth: float = 0.25,
+    growth: float = 1.0,
 ) -> None:
     """Freeze, and collect fully after growth, until ``until`` is set (see the module docstring)."""
     baseline = sys.getallocatedblocks()

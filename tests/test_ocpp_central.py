@@ -17,7 +17,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from actors.charge_point_handlers import HANDLERS
 from cpms.app import Endpoints, run_server
-from cpms.ocpp.frames import Call, CallResult
+from cpms.ocpp.frames import Call, CallResult, parse_frame
 from cpms.ocpp.telemetry import Telemetry
 from cpms.settings import Settings
 from storage import Database
@@ -454,6 +454,24 @@ async def test_a_row_the_database_refuses_costs_only_itself(db: Database) -> Non
     rows = await db.fetch("SELECT unique_id, direction FROM ocpp_messages ORDER BY id")
     assert [(r["unique_id"], r["direction"]) for r in rows] == [("g1", "in"), ("g1", "out")]
     assert telemetry.dropped == 1
+
+
+async def test_the_message_log_keeps_every_character(db: Database) -> None:
+    telemetry = Telemetry()
+    # whitespace between tokens (a newline, a tab) and escapes stay in the payload cut from a frame
+    text = '[2,"u1","DataTransfer",{"vendorId":"V",\n\t"data":"a\\\\b \\"q\\" \\t"}]'
+    telemetry.frame("CP\\1", "in", parse_frame(text), None, text)
+    telemetry.frame("CP\\1", "out", CallResult("t\tb\r\nc", {}), None)
+    with trio.move_on_after(1):
+        await telemetry.run(db, flush_every=0.05)
+    rows = await db.fetch(
+        "SELECT station_id, unique_id, action, payload FROM ocpp_messages ORDER BY id"
+    )
+    assert [tuple(r.values()) for r in rows] == [
+        ("CP\\1", "u1", "DataTransfer", {"vendorId": "V", "data": 'a\\b "q" \t'}),
+        ("CP\\1", "t\tb\r\nc", None, {}),
+    ]
+    assert telemetry.dropped == 0
 
 
 async def test_a_failing_handler_answers_internal_error_and_the_station_goes_on(
