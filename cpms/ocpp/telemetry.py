@@ -92,8 +92,7 @@ class Telemetry:
         except trio.WouldBlock:
             self.dropped += 1
             return
-        if not self._queued.is_set():
-            self._queued.set()
+        self._wake()
 
     def frame(
         self,
@@ -126,6 +125,10 @@ class Telemetry:
             f"{_copy_field(station_id)}\t{direction}\t{kind}\t{_copy_field(frame.unique_id)}\t"
             f"{named}\t{_copy_field(payload)}\t{datetime.now(UTC).isoformat()}\n"
         )
+        self._wake()
+
+    def _wake(self) -> None:
+        """Something waits to be written: the writer's next round begins."""
         if not self._queued.is_set():
             self._queued.set()
 
