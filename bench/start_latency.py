@@ -4,8 +4,9 @@ charger, with thousands of stations connected and Heartbeat + MeterValues backgr
 Starts ``cpms serve`` on a temporary embedded database with N stations, a tariff and funded
 clients; connects N chargers from a load generator process (``bench/load_generator.py``), keeps
 ``--rate`` msg/s of background traffic going, and on ``--probes`` separate stations measures
-start after start: POST start → the charger sees RemoteStartTransaction (answers Accepted) → POST
-stop (the session is cancelled and refunded, freeing the connector for the next sample).
+start after start, at random moments: POST start → the charger sees RemoteStartTransaction
+(answers Accepted) → POST stop (the session is cancelled and refunded, freeing the connector for
+the next sample).
 
     python bench/start_latency.py                         # 10,000 stations, 1,000 msg/s
     python bench/start_latency.py --stations 2000 --samples 200
@@ -18,6 +19,7 @@ import base64
 import itertools
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -222,55 +224,63 @@ async def measure(
                 pass
             await trio.sleep(0.5)
         load = await GeneratorProcess.start("127.0.0.1", ocpp_port, "/ws")
-        connected = await load.ask(connect=["BENCH-", 1, args.stations], parallel=200)
-        print(f"connect: {json.dumps(connected)}", flush=True)
-        probes = []
-        for n in range(args.probes):
-            station = f"BENCH-{args.stations + n + 1:05d}"
-            ws = await RawSocket.open("127.0.0.1", ocpp_port, f"/ws/{station}")
-            boot = Charger(station, ws)
-            await boot.call("BootNotification", {"chargePointVendor": "b", "chargePointModel": "p"})
-            await boot.call(
-                "StatusNotification",
-                {"connectorId": 1, "errorCode": "NoError", "status": "Available"},
-            )
-            probes.append(Probe(station, ws))
-        latencies: list[float] = []
-        errors = 0
-        async with trio.open_nursery() as nursery:
-            for probe in probes:
-                nursery.start_soon(probe.serve)
-            nursery.start_soon(partial(load.ask, drive=args.rate, seconds=args.seconds))
-            await trio.sleep(connected["connected"] / args.rate + 2)  # the load is steady by now
+        try:
+            connected = await load.ask(connect=["BENCH-", 1, args.stations], parallel=200)
+            print(f"connect: {json.dumps(connected)}", flush=True)
+            probes = []
+            for n in range(args.probes):
+                station = f"BENCH-{args.stations + n + 1:05d}"
+                ws = await RawSocket.open("127.0.0.1", ocpp_port, f"/ws/{station}")
+                boot = Charger(station, ws)
+                boot_payload = {"chargePointVendor": "b", "chargePointModel": "p"}
+                await boot.call("BootNotification", boot_payload)
+                await boot.call(
+                    "StatusNotification",
+                    {"connectorId": 1, "errorCode": "NoError", "status": "Available"},
+                )
+                probes.append(Probe(station, ws))
+            latencies: list[float] = []
+            errors = 0
+            async with trio.open_nursery() as nursery:
+                for probe in probes:
+                    nursery.start_soon(probe.serve)
+                nursery.start_soon(partial(load.ask, drive=args.rate, seconds=args.seconds))
+                # the load is steady after one period
+                await trio.sleep(connected["connected"] / args.rate + 2)
 
-            async def sample(probe: Probe, client: uuid.UUID) -> None:
-                nonlocal errors
-                headers = token(client)
-                for _ in range(args.samples // len(probes)):
-                    began = time.perf_counter()
-                    reply = await http.post(
-                        "/api/v1/charging/start",
-                        headers=headers,
-                        json={"station_id": probe.station, "connector_id": 1, "amount_som": 50},
-                    )
-                    if reply.status_code != 200:
-                        errors += 1
-                        await trio.sleep(0.5)
-                        continue
-                    arrived = await probe.arrivals.receive()
-                    latencies.append(arrived - began)
-                    await http.post(
-                        "/api/v1/charging/stop",
-                        headers=headers,
-                        json={"session_id": reply.json()["session_id"]},
-                    )
-                    await trio.sleep(0.2)
+                async def sample(probe: Probe, client: uuid.UUID) -> None:
+                    nonlocal errors
+                    headers = token(client)
+                    # Drivers start independently: each probe begins at a random moment and
+                    # waits a random while between its starts (probes started in step measured
+                    # how ten simultaneous starts queue, not how long one start takes).
+                    await trio.sleep(random.uniform(0, args.pause * 2))
+                    for _ in range(args.samples // len(probes)):
+                        began = time.perf_counter()
+                        reply = await http.post(
+                            "/api/v1/charging/start",
+                            headers=headers,
+                            json={"station_id": probe.station, "connector_id": 1, "amount_som": 50},
+                        )
+                        if reply.status_code != 200:
+                            errors += 1
+                            await trio.sleep(0.5)
+                            continue
+                        arrived = await probe.arrivals.receive()
+                        latencies.append(arrived - began)
+                        await http.post(
+                            "/api/v1/charging/stop",
+                            headers=headers,
+                            json={"session_id": reply.json()["session_id"]},
+                        )
+                        await trio.sleep(random.uniform(0, args.pause * 2))
 
-            async with trio.open_nursery() as sampling:
-                for probe, client in zip(probes, clients, strict=True):
-                    sampling.start_soon(sample, probe, client)
-            nursery.cancel_scope.cancel()
-        await load.aclose()
+                async with trio.open_nursery() as sampling:
+                    for probe, client in zip(probes, clients, strict=True):
+                        sampling.start_soon(sample, probe, client)
+                nursery.cancel_scope.cancel()
+        finally:
+            await load.aclose()
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -299,6 +309,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=120.0, help="background load length")
     parser.add_argument("--probes", type=int, default=10, help="stations that take starts")
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument(
+        "--pause", type=float, default=0.5, help="mean s between one probe's starts (uniform)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     result = trio.run(run, args)
