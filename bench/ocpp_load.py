@@ -17,24 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import trio
+from cpms_process import Served, report, serving
 from load_generator import GeneratorProcess
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(process: psutil.Process) -> float:
@@ -81,51 +72,18 @@ async def provision(dsn_dir: Path, count: int) -> None:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    total = max(args.stations, args.max_stations)
     with tempfile.TemporaryDirectory(prefix="cpms-ocpp-bench-") as tmp:
         data = Path(tmp)
-        await provision(data, total)
-        http, ocpp = free_port(), free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("CPMS_")},
-            "CPMS_DATA_DIR": str(data),
-            "CPMS_HTTP_PORT": str(http),
-            "CPMS_OCPP_PORT": str(ocpp),
-            "CPMS_LOG_LEVEL": os.environ.get("BENCH_SERVER_LOG", "WARNING"),
-            "CPMS_GC_TUNING": "true" if args.gc_tuning else "false",
-        }
-        server = await trio.lowlevel.open_process([sys.executable, "-m", "cpms", "serve"], env=env)
-        try:
-            return await run_phases(args, server.pid, data, http, ocpp)
-        finally:
-            server.terminate()
-            with trio.move_on_after(60):
-                await server.wait()
+        await provision(data, max(args.stations, args.max_stations))
+        tuning = "true" if args.gc_tuning else "false"
+        async with serving(data, CPMS_GC_TUNING=tuning) as server:
+            return await run_phases(args, server, data)
 
 
-async def run_phases(
-    args: argparse.Namespace,
-    server_pid: int,
-    data_dir: Path,
-    http: int,
-    ocpp: int,
-) -> dict[str, Any]:
-    base = f"http://127.0.0.1:{http}"
-    started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=base) as client:
-        while True:
-            try:
-                if (await client.get("/health")).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            await trio.sleep(0.5)
-    result: dict[str, Any] = {
-        "server_start_s": round(time.perf_counter() - started, 1),
-        "gc_tuning": args.gc_tuning,
-    }
-    proc = psutil.Process(server_pid)
-    load = await GeneratorProcess.start("127.0.0.1", ocpp, "/ws")
+async def run_phases(args: argparse.Namespace, server: Served, data_dir: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"server_start_s": server.started_s, "gc_tuning": args.gc_tuning}
+    proc = psutil.Process(server.pid)
+    load = await GeneratorProcess.start("127.0.0.1", server.ocpp_port, "/ws")
     try:
         result["connect"] = {
             "stations": args.stations,
@@ -165,7 +123,7 @@ async def run_phases(
             print(json.dumps(result["max"]), flush=True)
     finally:
         await load.aclose()
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with httpx.AsyncClient(base_url=server.http_url) as client:
         result["server_gc"] = (await client.get("/health")).json().get("gc")
     return result
 
@@ -185,10 +143,7 @@ def main() -> int:
     parser.add_argument("--no-gc-tuning", dest="gc_tuning", action="store_false")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = trio.run(bench, args)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    report(trio.run(bench, args), args.json)
     return 0
 
 

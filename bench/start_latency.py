@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 import uuid
@@ -33,8 +32,8 @@ from typing import Any
 import httpx
 import jwt
 import trio
+from cpms_process import Served, report, serving
 from load_generator import GeneratorProcess
-from ocpp_load import free_port
 
 SECRET = "bench-secret-0123456789-0123456789-0123"
 
@@ -193,36 +192,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cpms-start-bench-") as tmp:
         data = Path(tmp)
         await provision(data, args.stations, args.probes, clients)
-        http, ocpp = free_port(), free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("CPMS_")},
-            "CPMS_DATA_DIR": str(data),
-            "CPMS_HTTP_PORT": str(http),
-            "CPMS_OCPP_PORT": str(ocpp),
-            "CPMS_LOG_LEVEL": "WARNING",
-            "CPMS_JWT_SECRET": SECRET,
-        }
-        server = await trio.lowlevel.open_process([sys.executable, "-m", "cpms", "serve"], env=env)
-        try:
-            return await measure(args, clients, http, ocpp)
-        finally:
-            server.terminate()
-            with trio.move_on_after(60):
-                await server.wait()
+        async with serving(data, CPMS_JWT_SECRET=SECRET) as server:
+            return await measure(args, clients, server)
 
 
 async def measure(
-    args: argparse.Namespace, clients: list[uuid.UUID], http_port: int, ocpp_port: int
+    args: argparse.Namespace, clients: list[uuid.UUID], server: Served
 ) -> dict[str, Any]:
-    base = f"http://127.0.0.1:{http_port}"
-    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-        while True:
-            try:
-                if (await http.get("/health")).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            await trio.sleep(0.5)
+    ocpp_port = server.ocpp_port
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=60) as http:
         load = await GeneratorProcess.start("127.0.0.1", ocpp_port, "/ws")
         try:
             connected = await load.ask(connect=["BENCH-", 1, args.stations], parallel=200)
@@ -314,10 +292,7 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = trio.run(run, args)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    report(trio.run(run, args), args.json)
     return 0
 
 

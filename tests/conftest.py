@@ -19,12 +19,11 @@ import pytest
 import trio
 
 from actors import Intensity, Registry, Supervisor, run_supervisor
-from cpms.app import Endpoints, run_server
+from cpms.app import Endpoints
 from cpms.logs import configure_logging
-from cpms.settings import Settings
 from storage import Database, Ledger, StorageHooks, migrate, storage_actor_spec
 from storage.database import open_database
-from tests.ocpp_server import ADMIN, provision
+from tests.ocpp_server import ADMIN, provision, start_server
 
 TEMPLATE = "cpms_template"
 _counter = itertools.count(1)
@@ -127,10 +126,6 @@ async def server(
 ) -> AsyncIterator[Endpoints]:
     for name in ("CP-1", "CP-2"):
         await provision(db, name)
-    settings = Settings(
-        database_url=dsn, data_dir=tmp_path, http_port=0, ocpp_port=0, admin_token=ADMIN
-    )
-    shutdown = trio.Event()
-    endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
+    endpoints, shutdown = await start_server(nursery, dsn, tmp_path, admin_token=ADMIN)
     yield endpoints
     shutdown.set()

@@ -4,12 +4,15 @@ answer per central-system command."""
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
-from cpms.app import Endpoints
+from cpms.app import Endpoints, run_server
 from cpms.passwords import hash_password
+from cpms.settings import Settings
 from storage import Database
 from storage import stations as store
 
@@ -113,3 +116,14 @@ async def admin(
             params={"timeout": timeout},
             headers={"Authorization": f"Bearer {ADMIN}"},
         )
+
+
+async def start_server(
+    nursery: trio.Nursery, dsn: str, data_dir: Path, **options: Any
+) -> tuple[Endpoints, trio.Event]:
+    """A whole cpms on the test database and free ports, with ``options`` as settings; set the
+    event to stop it."""
+    settings = Settings(database_url=dsn, data_dir=data_dir, http_port=0, ocpp_port=0, **options)
+    shutdown = trio.Event()
+    endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
+    return endpoints, shutdown

@@ -14,11 +14,9 @@ import jwt
 import pytest
 import trio
 
-from cpms.app import Endpoints, run_server
-from cpms.settings import Settings
 from storage import Database
 from tests.conftest import start_ledger
-from tests.ocpp_server import ADMIN
+from tests.ocpp_server import ADMIN, start_server
 from tests.tokens import SECRET, KeySet, bearer, claims, hs256
 
 
@@ -31,17 +29,9 @@ def keys(tmp_path: Path) -> KeySet:
 async def api(
     db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery, keys: KeySet
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        database_url=dsn,
-        data_dir=tmp_path,
-        http_port=0,
-        ocpp_port=0,
-        jwt_secret=SECRET,
-        jwt_jwks_url=str(keys.path),
-        admin_token=ADMIN,
+    endpoints, shutdown = await start_server(
+        nursery, dsn, tmp_path, jwt_secret=SECRET, jwt_jwks_url=str(keys.path), admin_token=ADMIN
     )
-    shutdown = trio.Event()
-    endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
     async with httpx.AsyncClient(base_url=endpoints.http_url) as client:
         yield client
     shutdown.set()

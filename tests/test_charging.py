@@ -16,13 +16,12 @@ import trio
 
 from actors.session_messages import session_tag
 from cpms import provisioning as prov
-from cpms.app import Endpoints, run_server
-from cpms.settings import Settings
+from cpms.app import Endpoints
 from sim.charger import VirtualChargePoint
 from storage import Database, Ledger
 from storage import sessions as sessions_store
 from tests.conftest import start_ledger
-from tests.ocpp_server import PASSWORD, provision
+from tests.ocpp_server import PASSWORD, provision, start_server
 from tests.tokens import SECRET, bearer, hs256
 
 D = Decimal
@@ -104,16 +103,7 @@ async def open_rig(
         "session_offline_grace": 2,
         **overrides,
     }
-    settings = Settings(
-        database_url=dsn,
-        data_dir=tmp_path,
-        http_port=0,
-        ocpp_port=0,
-        jwt_secret=SECRET,
-        **options,
-    )
-    shutdown = trio.Event()
-    endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
+    endpoints, shutdown = await start_server(nursery, dsn, tmp_path, jwt_secret=SECRET, **options)
     ledger_rig = await start_ledger(nursery, db)
     http = httpx.AsyncClient(base_url=endpoints.http_url, timeout=30)
     return Rig(endpoints, http, db, ledger_rig.ledger, shutdown)

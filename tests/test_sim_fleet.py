@@ -20,7 +20,7 @@ from sim.drivers import DriverOptions
 from sim.fleet import Fleet, FleetOptions
 from sim.report import build_report
 from storage import Database, open_storage
-from tests.ocpp_server import ADMIN
+from tests.ocpp_server import ADMIN, start_server
 from tests.test_cli import clean_env, free_port, serve, stop, wait_healthy
 from tests.tokens import SECRET
 
@@ -221,16 +221,9 @@ async def test_app_drivers_charge_through_the_rest_api(
         """INSERT INTO connectors (station_id, connector_id, connector_type, power_kw)
            SELECT id, c, 'CCS2', 50 FROM stations, generate_series(1, 2) c"""
     )
-    settings = Settings(
-        database_url=dsn,
-        data_dir=tmp_path,
-        http_port=0,
-        ocpp_port=0,
-        jwt_secret=SECRET,
-        admin_token=ADMIN,
+    server, shutdown = await start_server(
+        nursery, dsn, tmp_path, jwt_secret=SECRET, admin_token=ADMIN
     )
-    shutdown = trio.Event()
-    server: Endpoints = await nursery.start(run_server, settings, shutdown)
     drivers = DriverOptions(
         rest_url=server.http_url, drivers=4, jwt_secret=SECRET, admin_token=ADMIN, idle_mean=0.3
     )

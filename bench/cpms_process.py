@@ -1,0 +1,72 @@
+"""What the benchmarks share: a ``cpms serve`` of their own on a temporary data directory, and
+how they hand their result over."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Served:
+    pid: int
+    http_url: str
+    ocpp_port: int
+    started_s: float  # from launch to the first healthy answer
+
+
+@asynccontextmanager
+async def serving(data: Path, **settings: str) -> AsyncIterator[Served]:
+    """``cpms serve`` on ``data`` with ``settings`` (``CPMS_`` names, none from this process's
+    environment), once ``/health`` answers; terminated on exit."""
+    http, ocpp = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CPMS_")},
+        "CPMS_DATA_DIR": str(data),
+        "CPMS_HTTP_PORT": str(http),
+        "CPMS_OCPP_PORT": str(ocpp),
+        "CPMS_LOG_LEVEL": os.environ.get("BENCH_SERVER_LOG", "WARNING"),
+        **settings,
+    }
+    began = time.perf_counter()
+    server = await trio.lowlevel.open_process([sys.executable, "-m", "cpms", "serve"], env=env)
+    try:
+        url = f"http://127.0.0.1:{http}"
+        async with httpx.AsyncClient(base_url=url) as client:
+            while True:
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(0.5)
+        yield Served(server.pid, url, ocpp, round(time.perf_counter() - began, 1))
+    finally:
+        server.terminate()
+        with trio.move_on_after(60):
+            await server.wait()
+
+
+def report(result: dict[str, Any], path: Path | None) -> None:
+    """Print the result, and write it to ``path`` when one was given (``--json``)."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path:
+        path.write_text(text)
