@@ -36,6 +36,7 @@ from typing import Any
 import trio
 
 NOW = "2026-11-22T10:00:00Z"
+SLOW_S = 0.010  # a round trip counted in a phase's slow_by_second
 _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
 
 
@@ -202,6 +203,7 @@ class Generator:
         due = [(began + random.random() * period, fd) for fd in self.conns]
         heapq.heapify(due)
         rtts: list[float] = []
+        slow: dict[int, list[float]] = {}  # second of the run → round trips over SLOW_S
         steady = errors = 0
         self.in_flight = 0
         while due or self.in_flight:
@@ -226,7 +228,10 @@ class Generator:
                     if not self._read(conn):
                         continue
                     for text in conn.frames():
-                        rtts.append(conn.reply(text))
+                        rtt = conn.reply(text)
+                        rtts.append(rtt)
+                        if rtt > SLOW_S:
+                            slow.setdefault(int(time.perf_counter() - began), []).append(rtt)
                         self.in_flight -= 1
                         if steady_from <= time.perf_counter() <= deadline:
                             steady += 1
@@ -251,6 +256,11 @@ class Generator:
             "p99_ms": pct(0.99),
             "max_ms": pct(1.0),
             "errors": errors,
+            # when the slow round trips came: spread out (queueing) or in bursts (a stall)
+            "slow_by_second": {
+                second: [len(times), round(max(times) * 1000, 1)]
+                for second, times in sorted(slow.items())
+            },
         }
 
     def _load_call(self, conn: _Conn) -> None:
