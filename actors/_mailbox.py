@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -10,6 +11,7 @@ from actors._address import Address
 from actors.errors import ActorUnavailable, AskTimeout, MailboxFull
 
 R = TypeVar("R")
+T = TypeVar("T")
 M = TypeVar("M")
 M_contra = TypeVar("M_contra", contravariant=True)
 
@@ -87,6 +89,8 @@ class Mailbox(Generic[M]):
     _send: trio.MemorySendChannel[Envelope[M]] = field(init=False)
     _recv: trio.MemoryReceiveChannel[Envelope[M]] = field(init=False)
     _in_flight: list[Envelope[M]] = field(init=False, default_factory=list)
+    #: cancelled by a delivery while the actor waits in :meth:`receive_or`
+    _interrupt: trio.CancelScope | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._send, self._recv = trio.open_memory_channel[Envelope[M]](self.capacity)
@@ -100,6 +104,27 @@ class Mailbox(Generic[M]):
     def receive_nowait(self) -> Envelope[M]:
         """Next envelope if one is queued; raises :class:`trio.WouldBlock` otherwise."""
         return self._track(self._recv.receive_nowait())
+
+    async def receive_or(self, other: Callable[[], Awaitable[T]]) -> Envelope[M] | T:
+        """The next envelope, or what ``other()`` returns if that comes first: an actor that
+        owns a second source (a connection) waits on both in its own task, with no task in
+        between to hand it over. Queued mail goes first, and mail that arrives interrupts
+        ``other()``, which must therefore be safe to cancel (a memory channel's receive is).
+
+        Raises :class:`trio.EndOfChannel` once the mailbox is closed.
+        """
+        while True:
+            try:
+                return self.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            with trio.CancelScope() as self._interrupt:
+                try:
+                    return await other()
+                finally:
+                    self._interrupt = None
+            # Interrupted: mail came, or the mailbox closed. The wake-up can come late (a sender
+            # that yielded after queueing, whose mail was taken meanwhile), so look again.
 
     def __aiter__(self) -> Mailbox[M]:
         return self
@@ -133,6 +158,7 @@ class Mailbox(Generic[M]):
             await self._send.send(envelope)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorUnavailable(self.address, "stopped") from None
+        self._wake()
 
     def deliver_nowait(self, envelope: Envelope[M]) -> None:
         try:
@@ -141,6 +167,11 @@ class Mailbox(Generic[M]):
             raise MailboxFull(self.address, f"inbox full ({self.capacity})") from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorUnavailable(self.address, "stopped") from None
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._interrupt is not None:
+            self._interrupt.cancel()
 
     @property
     def queued(self) -> int:
@@ -149,6 +180,7 @@ class Mailbox(Generic[M]):
     def close(self) -> None:
         """Stop accepting mail and answer everything still queued with ``ActorUnavailable``."""
         self._send.close()
+        self._wake()
         gone = ActorUnavailable(self.address, "stopped")
         self.fail_in_flight(gone)
         while True:

@@ -1,7 +1,9 @@
 """The ChargePointActor: one per known station, alive whether or not the charger is connected.
 
-The WebSocket is a resource the actor attaches and detaches; the listener parses and validates
-frames and hands the valid ones over as :class:`Received`. The actor answers the charger's CALLs
+The WebSocket is a resource the actor attaches and detaches. While one is attached the actor
+reads it in its own task, together with its mailbox (no task in between hands frames over: that
+hop cost a seventh of the work of a message); the link screens each frame (size, rate, syntax) and
+the actor answers what passes. The actor answers the charger's CALLs
 (in order, one at a time, as OCPP-J requires of the charger anyway), sends the central system's
 CALLs one outstanding at a time with a timeout, and keeps the station's state: registration,
 online/offline (offline exactly when no frame arrived for ``offline_after`` seconds, by its own
@@ -45,17 +47,39 @@ STATION = "station"
 log = structlog.stdlib.get_logger("actors.charge_point")
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A frame the link turned away before parsing it into a :class:`Frame`: ``reply`` (a
+    CALLERROR) goes back to the charger, or ``close`` (code, reason) ends the connection."""
+
+    reply: str | None = None
+    close: tuple[int, str] | None = None
+
+
 class ChargerLink(Protocol):
     """The charger's WebSocket as the actor sees it."""
+
+    async def receive(self) -> str | bytes | None:
+        """The next message, or None once the connection has ended. Safe to cancel."""
+        ...
+
+    def screen(self, text: str | bytes) -> Frame | Refusal:
+        """``text`` parsed, or why it is turned away (too large, too many, not OCPP-J)."""
+        ...
 
     async def send(self, text: str) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
 
+    def release(self) -> None:
+        """The actor no longer reads this link (detached, replaced, or the actor stopped)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Attach:
-    """A charger connected; replaces any previous connection."""
+    """A charger connected; replaces any previous connection. The actor reads it from now on
+    and calls its ``release()`` when it stops."""
 
     link: ChargerLink
 
@@ -63,15 +87,6 @@ class Attach:
 @dataclass(frozen=True, slots=True)
 class Detach:
     link: ChargerLink
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    """A valid frame from ``link`` and its ``text`` as received."""
-
-    link: ChargerLink
-    frame: Frame
-    text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +118,7 @@ class Reload(Request[None]):
     """The station's record changed (admin status, password, connectors): read it again."""
 
 
-StationMsg = Attach | Detach | Received | Command | GetSnapshot | Reload
+StationMsg = Attach | Detach | Command | GetSnapshot | Reload
 
 
 class ChargerError(Unavailable):
@@ -160,19 +175,34 @@ class _Actor:
         old, self.link = self.link, link
         if old is not None:
             log.info("connection replaced", station=self.station_id)
+            old.release()
             await old.close(1000, "replaced by a new connection")
             self._fail_pending("the connection was replaced")
 
     def detach(self, link: ChargerLink) -> None:
         if self.link is link:
             self.link = None
+            link.release()
             self._fail_pending("the charger disconnected")
 
     # -- frames from the charger --------------------------------------------------------------
 
-    async def received(self, link: ChargerLink, frame: Frame, text: str | None = None) -> None:
-        if link is not self.link:
-            return  # a frame still in flight from a replaced connection
+    async def arrived(self, link: ChargerLink, text: str | bytes | None) -> None:
+        """What reading ``link`` gave: a message, or None when the connection ended."""
+        if text is None:
+            self.detach(link)
+            return
+        screened = link.screen(text)
+        if isinstance(screened, Refusal):
+            if screened.close is not None:
+                await link.close(*screened.close)
+                self.detach(link)
+            elif screened.reply is not None:
+                await self._send_raw(screened.reply)
+            return
+        await self.received(screened, text if isinstance(text, str) else None)
+
+    async def received(self, frame: Frame, text: str | None = None) -> None:
         await self._apply(FrameArrived(trio.current_time()))
         action = (
             frame.action
@@ -303,10 +333,16 @@ class _Actor:
             return
         text = frame.encode()
         self.ctx.log_message("out", frame, action, text)
+        await self._send_raw(text)
+
+    async def _send_raw(self, text: str) -> None:
+        link = self.link
+        if link is None:
+            return
         try:
-            await self.link.send(text)
+            await link.send(text)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self.detach(self.link)
+            self.detach(link)
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -362,27 +398,36 @@ async def run_charge_point(
     ctx.registry, ctx.sessions = registry, sessions
     actor = _Actor(ctx, bus, offline_after)
     task_status.started()
-    while True:
-        # The timer is lazy: every frame pushes the silence deadline later, but the scope's
-        # deadline only moves when it fires (timer() then finds nothing due and the loop sets the
-        # real one) or when a handler sets an earlier one (an outstanding command). Moving a
-        # trio deadline on every message costs more than the message's own work.
-        with trio.CancelScope(deadline=actor.deadline()) as waiting:
-            while True:
-                try:
-                    envelope = await mailbox.receive()
-                except trio.EndOfChannel:
-                    return
-                with trio.CancelScope(shield=True):  # only the wait is bounded, never the work
-                    await _handle(actor, envelope)
-                waiting.deadline = min(waiting.deadline, actor.deadline())
-        await actor.timer()
+    try:
+        while True:
+            # The timer is lazy: every frame pushes the silence deadline later, but the scope's
+            # deadline only moves when it fires (timer() then finds nothing due and the loop sets
+            # the real one) or when a handler sets an earlier one (an outstanding command).
+            # Moving a trio deadline on every message costs more than the message's own work.
+            with trio.CancelScope(deadline=actor.deadline()) as waiting:
+                while True:
+                    link = actor.link
+                    try:
+                        got = await (
+                            mailbox.receive() if link is None else mailbox.receive_or(link.receive)
+                        )
+                    except trio.EndOfChannel:
+                        return
+                    with trio.CancelScope(shield=True):  # only the wait is bounded, not the work
+                        if isinstance(got, Envelope):
+                            await _handle(actor, got)
+                        else:  # read from the link
+                            assert link is not None
+                            await actor.arrived(link, got)
+                    waiting.deadline = min(waiting.deadline, actor.deadline())
+            await actor.timer()
+    finally:
+        if actor.link is not None:  # stopped or crashed: the connection's handler closes it
+            actor.link.release()
 
 
 async def _handle(actor: _Actor, envelope: Envelope[StationMsg]) -> None:
     match envelope.message:
-        case Received(link, frame, text):
-            await actor.received(link, frame, text)
         case Attach(link):
             await actor.attach(link)
         case Detach(link):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
+from actors.charge_point import _Actor
 from actors.charge_point_handlers import HANDLERS
 from cpms.app import Endpoints, run_server
 from cpms.ocpp.frames import Call, CallResult, parse_frame
+from cpms.ocpp.meter import parse_samples
 from cpms.ocpp.telemetry import Telemetry
 from cpms.settings import Settings
 from storage import Database
@@ -472,6 +475,69 @@ async def test_the_message_log_keeps_every_character(db: Database) -> None:
         ("CP\\1", "t\tb\r\nc", None, {}),
     ]
     assert telemetry.dropped == 0
+
+
+async def test_meter_samples_are_copied_with_their_empty_fields(db: Database) -> None:
+    telemetry = Telemetry()
+    at = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    samples = parse_samples(
+        [
+            {
+                "timestamp": at.isoformat(),
+                "sampledValue": [
+                    {"value": "6.5", "unit": "kWh"},
+                    {"value": "230.1", "measurand": "Voltage", "phase": "L1", "unit": "V"},
+                    {"value": "1E+3", "measurand": "Power.Active.Import", "context": "Trigger"},
+                ],
+            }
+        ],
+        "m1",
+    )
+    telemetry.samples("CP\\1", 2, None, samples[:1])
+    telemetry.samples("CP-2", 1, 1234, samples[1:])
+    telemetry.heartbeat("CP-2")
+    with trio.move_on_after(1):
+        await telemetry.run(db, flush_every=0.05)
+    rows = await db.fetch(
+        """SELECT station_id, connector_id, transaction_id, sampled_at, measurand, phase, unit,
+                  context, location, value FROM meter_samples ORDER BY id"""
+    )
+    assert [tuple(r.values()) for r in rows] == [
+        (
+            "CP\\1",
+            2,
+            None,
+            at,
+            "Energy.Active.Import.Register",
+            None,
+            "Wh",
+            None,
+            None,
+            Decimal("6500.0"),
+        ),
+        ("CP-2", 1, 1234, at, "Voltage", "L1", "V", None, None, Decimal("230.1")),
+        ("CP-2", 1, 1234, at, "Power.Active.Import", None, "W", "Trigger", None, Decimal(1000)),
+    ]
+    assert (telemetry.written, telemetry.dropped) == (4, 0)
+
+
+async def test_a_crashed_station_actor_lets_its_connection_go(
+    server: Endpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: _Actor) -> None:
+        raise RuntimeError("a bug in the actor")
+
+    async with connect(server.ocpp_url, "CP-1", PASSWORD) as charger:
+        assert "currentTime" in await charger.call("Heartbeat", {})
+        monkeypatch.setattr(_Actor, "publish", broken)  # the next status change crashes it
+        status = {"connectorId": 1, "errorCode": "NoError", "status": "Charging"}
+        assert await charger.call("StatusNotification", status) == {}  # answered, then crashed
+        with trio.fail_after(5), pytest.raises(ConnectionClosed):
+            await charger.receive()  # closed, so the charger connects again
+    monkeypatch.undo()
+    async with connect(server.ocpp_url, "CP-1", PASSWORD) as charger:  # to the restarted actor
+        assert "currentTime" in await charger.call("Heartbeat", {})
+        assert await charger.call("StatusNotification", status) == {}
 
 
 async def test_a_failing_handler_answers_internal_error_and_the_station_goes_on(

@@ -9,10 +9,10 @@ import trio
 import trio.testing
 
 from actors import Registry, Supervisor, run_supervisor
-from actors.charge_point import Attach, GetSnapshot, Received, charge_point_spec
+from actors.charge_point import Attach, GetSnapshot, Refusal, charge_point_spec
 from cpms.events import EventBus
 from cpms.location_status import run_location_status
-from cpms.ocpp.frames import Call
+from cpms.ocpp.frames import Call, Frame, parse_frame
 from cpms.ocpp.telemetry import Telemetry
 from cpms.status import location_status, station_status
 from storage import Database
@@ -50,13 +50,34 @@ def test_location_status_priority(stations: list[str], expected: str) -> None:
 
 
 class FakeLink:
+    """A charger connection the test speaks through: ``call`` sends a frame and waits for the
+    answer."""
+
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self._in, self._out = trio.open_memory_channel[Frame](10)
+        self._answered = trio.Event()
+
+    async def call(self, frame: Frame) -> str:
+        self._answered = trio.Event()
+        await self._in.send(frame)
+        await self._answered.wait()
+        return self.sent[-1]
+
+    async def receive(self) -> str | bytes | None:
+        return (await self._out.receive()).encode()
+
+    def screen(self, text: str | bytes) -> Frame | Refusal:
+        return parse_frame(text)
 
     async def send(self, text: str) -> None:
         self.sent.append(text)
+        self._answered.set()
 
     async def close(self, code: int, reason: str) -> None:
+        pass
+
+    def release(self) -> None:
         pass
 
 
@@ -78,14 +99,11 @@ async def test_offline_exactly_after_silence_and_back_on_the_next_frame(
         )
         with bus.subscribe() as events:
             await ref.tell(Attach(link))
-            await ref.tell(
-                Received(
-                    link,
-                    Call(
-                        "1",
-                        "StatusNotification",
-                        {"connectorId": 1, "errorCode": "NoError", "status": "Available"},
-                    ),
+            await link.call(
+                Call(
+                    "1",
+                    "StatusNotification",
+                    {"connectorId": 1, "errorCode": "NoError", "status": "Available"},
                 )
             )
             assert (await ref.ask(GetSnapshot())).status == "available"
@@ -98,7 +116,7 @@ async def test_offline_exactly_after_silence_and_back_on_the_next_frame(
             assert 300 <= trio.current_time() - began <= 301
             row = await store.get_station(db, "CP-T")
             assert row is not None and row["is_online"] is False
-            await ref.tell(Received(link, Call("2", "Heartbeat", {})))
+            await link.call(Call("2", "Heartbeat", {}))
             assert (await ref.ask(GetSnapshot())).status == "available"
             seen = []
             while True:

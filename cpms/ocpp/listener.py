@@ -2,9 +2,10 @@
 
 Per connection: check the path and the subprotocol, authenticate the station (HTTP Basic with
 its own password, security profile 1; TLS when configured, profile 2), find or start its
-ChargePointActor, then read frames. Each frame is size-checked, rate-limited, parsed and
-validated here; a bad one gets its CALLERROR and the connection goes on, a good one goes to the
-actor. Treatment of abuse:
+ChargePointActor and attach the connection to it: the actor reads it from then on, and the
+connection's task only waits for the actor to let it go. Each frame is size-checked,
+rate-limited and parsed by the link (:meth:`_Link.screen`); a bad one gets its CALLERROR and the
+connection goes on. Treatment of abuse:
 
 * a handshake without ``ocpp1.6`` → HTTP 400; an unknown station → 404 (unless auto-registration
   is on); a wrong or missing password → 401. Each is logged.
@@ -41,14 +42,14 @@ from actors.charge_point import (
     STATION,
     Attach,
     Detach,
-    Received,
+    Refusal,
     StationMsg,
     charge_point_spec,
 )
 from actors.session_messages import RfidSessions
 from cpms.errors import Conflict
 from cpms.events import EventBus
-from cpms.ocpp.frames import CallError, OcppError, parse_frame, unique_id_hint
+from cpms.ocpp.frames import CallError, Frame, OcppError, parse_frame, unique_id_hint
 from cpms.ocpp.telemetry import Telemetry
 from cpms.passwords import verify_password
 from storage import Database
@@ -118,8 +119,35 @@ class CentralSystem:
 class _Link:
     """A WebSocket as a ChargePointActor's ChargerLink."""
 
-    def __init__(self, ws: WebSocketConnection) -> None:
-        self.ws = ws
+    def __init__(self, ws: WebSocketConnection, station: str, config: ListenerConfig) -> None:
+        self.ws, self.station, self.config = ws, station, config
+        self.bucket = _Bucket(config.rate, config.burst)
+        self.released = trio.Event()
+
+    async def receive(self) -> str | bytes | None:
+        try:
+            return await self.ws.get_message()
+        except ConnectionClosed:
+            return None
+
+    def screen(self, text: str | bytes) -> Frame | Refusal:
+        if not self.bucket.take():
+            if self.bucket.excess > self.config.rate * 10:
+                log.warning("charger flooding, closing", station=self.station)
+                return Refusal(close=(1008, "message rate exceeded"))
+            hint = unique_id_hint(text if isinstance(text, str) else "")
+            reply = CallError(hint, "GenericError", "message rate exceeded")
+            return Refusal(reply.encode())
+        if len(text) > self.config.max_frame:
+            log.warning("frame too large", station=self.station, size=len(text))
+            hint = unique_id_hint(text[:200] if isinstance(text, str) else "")
+            reply = CallError(hint, "FormationViolation", "frame too large")
+            return Refusal(reply.encode())
+        try:
+            return parse_frame(text)
+        except OcppError as error:
+            log.info("bad frame", station=self.station, code=error.code, why=error.description)
+            return Refusal(error.frame().encode())
 
     async def send(self, text: str) -> None:
         try:
@@ -129,6 +157,9 @@ class _Link:
 
     async def close(self, code: int, reason: str) -> None:
         await self.ws.aclose(code, reason)
+
+    def release(self) -> None:
+        self.released.set()
 
 
 class _Bucket:
@@ -223,35 +254,11 @@ async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> Non
         return
     actor = await cs.actor_for(station)
     ws = await request.accept(subprotocol=OCPP_SUBPROTOCOL)
-    link = _Link(ws)
+    link = _Link(ws, station, cs.config)
     log.info("charger connected", station=station, remote=str(ws.remote))
-    await actor.tell(Attach(link))
-    bucket = _Bucket(cs.config.rate, cs.config.burst)
     try:
-        while True:
-            text = await ws.get_message()
-            if not bucket.take():
-                if bucket.excess > cs.config.rate * 10:
-                    log.warning("charger flooding, closing", station=station)
-                    await ws.aclose(1008, "message rate exceeded")
-                    return
-                hint = unique_id_hint(text if isinstance(text, str) else "")
-                await link.send(CallError(hint, "GenericError", "message rate exceeded").encode())
-                continue
-            if len(text) > cs.config.max_frame:
-                hint = unique_id_hint(text[:200] if isinstance(text, str) else "")
-                log.warning("frame too large", station=station, size=len(text))
-                await link.send(CallError(hint, "FormationViolation", "frame too large").encode())
-                continue
-            try:
-                frame = parse_frame(text)
-            except OcppError as error:
-                log.info("bad frame", station=station, code=error.code, why=error.description)
-                await link.send(error.frame().encode())
-                continue
-            await actor.tell(Received(link, frame, text if isinstance(text, str) else None))
-    except (ConnectionClosed, trio.BrokenResourceError):
-        pass
+        await actor.tell(Attach(link))
+        await link.released.wait()  # the actor reads the connection until it lets it go
     finally:
         with (
             trio.CancelScope(shield=True),
