@@ -208,9 +208,8 @@ class _Actor:
             max_deadline=now + timedelta(seconds=t.max_duration),
         )
         s.reserved, s.hold_id = amount, hold_for(s.id)
-        await self._create(s, "app")
         self.s = s
-        await self.reserve()
+        await self.reserve(claim=self._claim(s, "app"))
         await self.apply(Event.BEGIN)
         answer: dict[str, Any] = {
             "session_id": str(s.id),
@@ -254,9 +253,8 @@ class _Actor:
             max_deadline=datetime.now(UTC) + timedelta(seconds=self.deps.timings.max_duration),
             card=start.id_tag,
         )
-        await self._create(s, "rfid")
         self.s = s
-        await self.reserve()
+        await self.reserve(claim=self._claim(s, "rfid"))
         attached = await store.attach_transaction(db, s.id, start.meter_start, start.at)
         assert attached is not None  # the row was made just now and is open
         s.transaction_id = attached
@@ -265,43 +263,41 @@ class _Actor:
         await self.apply(Event.CHARGER_STARTED)
         return s.transaction_id
 
-    async def _create(self, s: _Session, origin: str) -> None:
-        """The session's row, holding its connector (``connector_occupied`` when taken)."""
+    @staticmethod
+    def _claim(s: _Session, origin: str) -> store.SessionClaim:
+        """The session's row, written with its reservation: it takes the connector
+        (``connector_occupied`` when an open session has it)."""
         assert s.hold_id is not None
-        await store.create(
-            self.deps.db,
+        return store.SessionClaim(
             session_id=s.id,
             client_id=s.client_id,
             station_id=s.station_id,
             connector_id=s.connector_id,
             id_tag=s.id_tag,
+            origin=origin,
             limit=s.limit,
-            tariff=s.tariff,
+            tariff_id=s.tariff.id,
             rate=s.rate,
+            session_fee=s.tariff.session_fee,
             start_deadline=s.start_deadline,
             max_deadline=s.max_deadline,
             reserved=s.reserved,
             hold_id=s.hold_id,
-            origin=origin,
         )
 
-    async def reserve(self) -> None:
-        """Hold the reservation (again, after a crash: the same key replays the first result).
-        Refused, the session is forgotten: nothing was reserved."""
+    async def reserve(self, claim: store.SessionClaim | None = None) -> None:
+        """Hold the reservation, with the new session's row (``claim``) in the same transaction:
+        refused, neither exists. Again after a crash, the same key replays the first result."""
         s = self.s
         assert s is not None and s.hold_id is not None
-        try:
-            await self.deps.ledger.reserve(
-                s.client_id,
-                s.reserved,
-                key=f"session:{s.id}:reserve",
-                hold_id=s.hold_id,
-                session_id=s.id,
-            )
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await store.forget(self.deps.db, s.id)
-            raise
+        await self.deps.ledger.reserve(
+            s.client_id,
+            s.reserved,
+            key=f"session:{s.id}:reserve",
+            hold_id=s.hold_id,
+            session_id=s.id,
+            claim=claim,
+        )
 
     async def _snapshot(self, station_id: str) -> Snapshot | None:
         ref = self.deps.registry.lookup(STATION, station_id)
@@ -737,9 +733,10 @@ async def _resume(actor: _Actor) -> None:
     assert s is not None
     if s.phase is Phase.RESERVED:
         try:
-            await actor.reserve()  # made or replayed: then the charger was never asked
-        except CpmsError as error:
+            await actor.reserve()  # replayed: then the charger was never asked
+        except CpmsError as error:  # a row from before rows and holds were written together
             log.warning("session dropped on resume", session=str(s.id), why=str(error))
+            await store.forget(actor.deps.db, s.id)
             s.phase = Phase.CANCELLED
             return
         await actor.apply(Event.BEGIN)

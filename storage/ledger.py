@@ -28,6 +28,7 @@ from storage.ledger_ops import (
     Reserve,
     parse_uuid,
 )
+from storage.sessions import SessionClaim
 
 log = structlog.stdlib.get_logger("storage.ledger")
 Money = Decimal | str | int
@@ -106,9 +107,12 @@ class Ledger:
         key: str,
         hold_id: UUID,
         session_id: UUID | None = None,
+        claim: SessionClaim | None = None,
     ) -> LedgerResult:
+        """Hold ``amount``; with a ``claim``, write that session's row in the same transaction
+        (see :class:`Reserve`)."""
         return await self.apply(
-            Reserve(key, _client(client_id), parse_amount(amount), hold_id, session_id)
+            Reserve(key, _client(client_id), parse_amount(amount), hold_id, session_id, claim)
         )
 
     async def release(self, hold_id: UUID, *, key: str) -> LedgerResult:

@@ -17,6 +17,7 @@ from uuid import UUID
 from actors import Request
 from cpms.errors import InvalidRequest
 from cpms.money import parse_amount
+from storage.sessions import SessionClaim
 
 EntryType = Literal[
     "topup", "adjustment", "charge_reserve", "charge_refund", "charge_payment", "charge_debt"
@@ -192,12 +193,19 @@ class Adjust(_Op):
 
 @dataclass(frozen=True, slots=True)
 class Reserve(_Op):
-    """Set money aside for a session (a hold): balance down, ``charge_reserve`` entry."""
+    """Set money aside for a session (a hold): balance down, ``charge_reserve`` entry.
+
+    With a ``claim``, the session's row is written in the same transaction, taking its
+    connector: a connector with an open session refuses the reservation
+    (``connector_occupied``), and a refused reservation leaves no row. The claim is not part of
+    the request an idempotency key stands for (a replay after a crash comes without it).
+    """
 
     client_id: UUID
     amount: Decimal
     hold_id: UUID
     session_id: UUID | None = None
+    claim: SessionClaim | None = None
     kind: ClassVar[str] = "reserve"
 
     def __post_init__(self) -> None:
@@ -210,6 +218,10 @@ class Reserve(_Op):
         object.__setattr__(self, "hold_id", parse_uuid(self.hold_id, field="hold_id"))
         if self.session_id is not None:
             object.__setattr__(self, "session_id", parse_uuid(self.session_id, field="session_id"))
+        if self.claim is not None and (
+            self.claim.session_id != self.session_id or self.claim.hold_id != self.hold_id
+        ):
+            raise InvalidRequest("the claimed session must be the reservation's own")
         object.__setattr__(self, "amount", parse_amount(self.amount))
 
     def request(self) -> dict[str, Any]:

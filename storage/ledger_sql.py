@@ -15,8 +15,9 @@ from uuid import UUID
 
 import asyncpg
 
+from cpms.errors import Conflict
 from storage.errors import LedgerFailure
-from storage.ledger_ops import Adjust, Capture, Credit, LedgerOp, Release, Reserve
+from storage.ledger_ops import Adjust, Capture, Credit, LedgerOp, LedgerResult, Release, Reserve
 from storage.ledger_plan import (
     BatchPlan,
     ClientState,
@@ -25,6 +26,7 @@ from storage.ledger_plan import (
     Outcome,
     plan_batch,
 )
+from storage.sessions import drop_claims, insert_claims
 
 # SQLSTATE classes a batch can recover from by redoing its operations one by one:
 # 22 data exception, 23 integrity violation, 40 serialization failure / deadlock.
@@ -105,11 +107,41 @@ async def _apply_alone(conn: asyncpg.Connection, op: LedgerOp, attempts: int = 3
 
 
 async def _apply(conn: asyncpg.Connection, ops: list[LedgerOp]) -> list[Outcome]:
-    state = await _lock_state(conn, ops)
-    plan = plan_batch(ops, state)
+    claims = [op.claim for op in ops if isinstance(op, Reserve) and op.claim is not None]
+    written: set[UUID] = set()
+    lost: set[UUID] = set()
+    if claims:  # sessions' rows first: a reservation whose connector is taken is refused
+        written, lost = await insert_claims(conn, claims)
+    taken = {id(op): _occupied(op) for op in ops if _claim_of(op) in lost}
+    live = [op for op in ops if id(op) not in taken]
+    state = await _lock_state(conn, live)
+    plan = plan_batch(live, state)
+    refused = [
+        claim
+        for op, outcome in zip(live, plan.outcomes, strict=True)
+        if not isinstance(outcome, LedgerResult)
+        and (claim := _claim_of(op)) is not None
+        and claim in written
+    ]
+    if refused:
+        await drop_claims(conn, refused)
     if plan.writes:
         await _write(conn, plan)
-    return plan.outcomes
+    planned = iter(plan.outcomes)
+    return [taken[id(op)] if id(op) in taken else next(planned) for op in ops]
+
+
+def _claim_of(op: LedgerOp) -> UUID | None:
+    return op.claim.session_id if isinstance(op, Reserve) and op.claim is not None else None
+
+
+def _occupied(op: LedgerOp) -> Conflict:
+    assert isinstance(op, Reserve) and op.claim is not None
+    claim = op.claim
+    return Conflict(
+        f"connector {claim.connector_id} of {claim.station_id} is busy",
+        code="connector_occupied",
+    )
 
 
 async def _lock_state(conn: asyncpg.Connection, ops: list[LedgerOp]) -> LedgerState:

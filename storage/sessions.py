@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 
 from cpms.charging import Limit, Tariff, TimeRate
-from cpms.errors import Conflict
 from storage.database import Database, Row
 
 OPEN = ["reserved", "starting", "charging", "stopping"]
@@ -112,55 +111,87 @@ async def _tariff_on(conn: asyncpg.Connection, station_id: str) -> Tariff | None
     )
 
 
-async def create(
-    db: Database,
-    *,
-    session_id: uuid.UUID,
-    client_id: uuid.UUID,
-    station_id: str,
-    connector_id: int,
-    id_tag: str,
-    limit: Limit,
-    tariff: Tariff,
-    rate: Decimal,
-    start_deadline: datetime,
-    max_deadline: datetime,
-    reserved: Decimal,
-    hold_id: uuid.UUID,
-    origin: str = "app",
-) -> None:
-    """A new session holding its connector; ``connector_occupied`` if one is open there."""
-    try:
-        await db.execute(
-            """INSERT INTO charging_sessions (id, client_id, station_id, connector_id, id_tag,
-                      origin, status, limit_type, limit_value, tariff_id, rate_per_kwh,
-                      session_fee, start_deadline, max_deadline, reserved_amount, hold_id)
-               VALUES ($1, $2, $3, $4, $5, $6, 'reserved', $7, $8, $9, $10, $11, $12, $13, $14,
-                       $15)""",
-            session_id,
-            client_id,
-            station_id,
-            connector_id,
-            id_tag,
-            origin,
-            limit.kind,
-            limit.value,
-            tariff.id,
-            rate,
-            tariff.session_fee,
-            start_deadline,
-            max_deadline,
-            reserved,
-            hold_id,
-        )
-    except asyncpg.UniqueViolationError:
-        raise Conflict(
-            f"connector {connector_id} of {station_id} is busy", code="connector_occupied"
-        ) from None
+@dataclass(frozen=True, slots=True)
+class SessionClaim:
+    """A new session's row, written by the StorageActor in the transaction that holds its
+    reservation (:class:`storage.ledger_ops.Reserve`): it takes the connector (one open session
+    per connector), and the row exists exactly when its hold does."""
+
+    session_id: uuid.UUID
+    client_id: uuid.UUID
+    station_id: str
+    connector_id: int
+    id_tag: str
+    origin: str
+    limit: Limit
+    tariff_id: str | None
+    rate: Decimal
+    session_fee: Decimal
+    start_deadline: datetime | None
+    max_deadline: datetime
+    reserved: Decimal
+    hold_id: uuid.UUID
+
+
+_INSERT_CLAIMS = """
+INSERT INTO charging_sessions (id, client_id, station_id, connector_id, id_tag, origin, status,
+                               limit_type, limit_value, tariff_id, rate_per_kwh, session_fee,
+                               start_deadline, max_deadline, reserved_amount, hold_id)
+SELECT c.id, c.client_id, c.station_id, c.connector_id, c.id_tag, c.origin, 'reserved',
+       c.limit_type, c.limit_value, c.tariff_id, c.rate, c.fee, c.start_deadline,
+       c.max_deadline, c.reserved, c.hold_id
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::smallint[], $5::text[], $6::text[],
+            $7::text[], $8::numeric[], $9::text[], $10::numeric[], $11::numeric[],
+            $12::timestamptz[], $13::timestamptz[], $14::numeric[], $15::uuid[])
+     AS c(id, client_id, station_id, connector_id, id_tag, origin, limit_type, limit_value,
+          tariff_id, rate, fee, start_deadline, max_deadline, reserved, hold_id)
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+
+async def insert_claims(
+    conn: asyncpg.Connection, claims: list[SessionClaim]
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """Write the claims' rows (in the caller's transaction, on the storage loop); returns the
+    sessions whose rows were written and those that lost their connector to an open session.
+    A claim whose row is already there (a replayed reservation) is neither."""
+    rows = await conn.fetch(
+        _INSERT_CLAIMS,
+        [c.session_id for c in claims],
+        [c.client_id for c in claims],
+        [c.station_id for c in claims],
+        [c.connector_id for c in claims],
+        [c.id_tag for c in claims],
+        [c.origin for c in claims],
+        [c.limit.kind for c in claims],
+        [c.limit.value for c in claims],
+        [c.tariff_id for c in claims],
+        [c.rate for c in claims],
+        [c.session_fee for c in claims],
+        [c.start_deadline for c in claims],
+        [c.max_deadline for c in claims],
+        [c.reserved for c in claims],
+        [c.hold_id for c in claims],
+    )
+    written = {r["id"] for r in rows}
+    lost = {c.session_id for c in claims} - written
+    if lost:
+        existing = await conn.fetch("SELECT id FROM charging_sessions WHERE id = ANY($1)", lost)
+        lost -= {r["id"] for r in existing}
+    return written, lost
+
+
+async def drop_claims(conn: asyncpg.Connection, session_ids: list[uuid.UUID]) -> None:
+    """Remove rows written by :func:`insert_claims` whose reservation was refused, in the same
+    transaction: a refused start leaves nothing behind."""
+    await conn.execute(
+        "DELETE FROM charging_sessions WHERE id = ANY($1) AND status = 'reserved'", session_ids
+    )
 
 
 async def forget(db: Database, session_id: uuid.UUID) -> None:
-    """Remove a session whose reservation was refused (it never held money)."""
+    """Remove a session that never held money (its reservation was refused)."""
     await db.execute(
         "DELETE FROM charging_sessions WHERE id = $1 AND status = 'reserved'", session_id
     )

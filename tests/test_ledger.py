@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
+from cpms.charging import Limit
 from cpms.errors import (
     Conflict,
     CpmsError,
@@ -17,6 +20,10 @@ from cpms.errors import (
 )
 from storage import Database
 from storage.clients import ensure_client, set_client_status
+from storage.ledger_ops import LedgerResult, Reserve
+from storage.ledger_sql import apply_batch
+from storage.sessions import SessionClaim
+from storage.stations import create_station
 from tests.conftest import LedgerRig
 
 D = Decimal
@@ -247,3 +254,75 @@ async def test_balance_of_unknown_client_is_not_found(rig: LedgerRig) -> None:
     with pytest.raises(NotFound) as info:
         await rig.ledger.balance(uuid.uuid4())
     assert info.value.code == "client_not_found"
+
+
+def claim_for(
+    client: uuid.UUID, amount: str, connector: int = 1
+) -> tuple[SessionClaim, dict[str, Any]]:
+    """A new session on CP-L's ``connector`` and the reserve arguments that go with it."""
+    session, hold = uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    claim = SessionClaim(
+        session_id=session,
+        client_id=client,
+        station_id="CP-L",
+        connector_id=connector,
+        id_tag="APP-1",
+        origin="app",
+        limit=Limit("amount", D(amount)),
+        tariff_id=None,
+        rate=D("12.50"),
+        session_fee=D("0"),
+        start_deadline=now,
+        max_deadline=now,
+        reserved=D(amount),
+        hold_id=hold,
+    )
+    args = {"key": f"session:{session}:reserve", "hold_id": hold, "session_id": session}
+    return claim, args
+
+
+async def sessions_on(db: Database) -> list[tuple[uuid.UUID, int, Decimal]]:
+    rows = await db.fetch(
+        "SELECT id, connector_id, reserved_amount FROM charging_sessions ORDER BY created_at"
+    )
+    return [(r["id"], r["connector_id"], r["reserved_amount"]) for r in rows]
+
+
+async def test_a_claimed_reservation_writes_its_session_or_nothing(rig: LedgerRig) -> None:
+    await create_station(rig.db, "CP-L", connectors_count=2)
+    cid = await new_client(rig.db, "100", rig)
+    first, args = claim_for(cid, "30")
+    await rig.ledger.reserve(cid, "30", claim=first, **args)
+    assert await sessions_on(rig.db) == [(first.session_id, 1, D("30.00"))]
+    assert await rig.ledger.balance(cid) == D("70.00")
+    # a replay after a crash comes without the claim and answers the first result
+    again = await rig.ledger.reserve(cid, "30", **args)
+    assert again.replayed and again.balance == D("70.00")
+    assert (await rig.ledger.reserve(cid, "30", claim=first, **args)).replayed
+
+    before = await ledger_rows(rig.db)
+    taken, args = claim_for(cid, "20")  # connector 1 has an open session
+    with pytest.raises(Conflict) as info:
+        await rig.ledger.reserve(cid, "20", claim=taken, **args)
+    assert info.value.code == "connector_occupied"
+    broke, args = claim_for(cid, "500", connector=2)
+    with pytest.raises(InsufficientBalance):
+        await rig.ledger.reserve(cid, "500", claim=broke, **args)
+    assert await ledger_rows(rig.db) == before  # no hold, no entry, no operation
+    assert await sessions_on(rig.db) == [(first.session_id, 1, D("30.00"))]  # and no row
+    assert await rig.ledger.balance(cid) == D("70.00")
+
+
+async def test_claims_on_one_connector_in_one_batch_one_wins(rig: LedgerRig) -> None:
+    await create_station(rig.db, "CP-L", connectors_count=2)
+    cid = await new_client(rig.db, "100", rig)
+    ops = []
+    for amount in ("10", "20", "30"):
+        claim, args = claim_for(cid, amount)
+        ops.append(Reserve(args["key"], cid, D(amount), claim.hold_id, claim.session_id, claim))
+    outcomes = await rig.db.run_with_connection(apply_batch, ops)
+    assert isinstance(outcomes[0], LedgerResult) and outcomes[0].balance == D("90.00")
+    assert [getattr(o, "code", None) for o in outcomes[1:]] == ["connector_occupied"] * 2
+    assert await sessions_on(rig.db) == [(ops[0].session_id, 1, D("10.00"))]
+    assert await rig.ledger.balance(cid) == D("90.00")
