@@ -1,11 +1,13 @@
 """Applying a batch of ledger operations to PostgreSQL. Runs on the storage loop.
 
-A batch costs a fixed number of round trips whatever its size: read the keys already applied
-(and who owns the holds it settles), lock every client row it touches (in id order, so
-concurrent writers can't deadlock) and every hold, plan the batch in memory (``ledger_plan``),
-then write operations, holds, entries and balances in one statement, all in one transaction. If
-the database rejects the batch anyway, it is rolled back and each operation is redone alone, so
-one bad operation can't sink the others.
+A batch costs a fixed number of round trips whatever its size: write the rows of the sessions
+its reservations claim (if any), read the keys already applied while locking every hold it
+names, lock every client row it touches (holds, then clients, each in id order, so concurrent
+writers can't deadlock), plan the batch in memory (``ledger_plan``), then write operations,
+holds, entries and balances in one statement, all in one transaction. A round trip is most of
+a batch's time, and a start waits for the batch ahead of it. If the database rejects the batch
+anyway, it is rolled back and each operation is redone alone, so one bad operation can't sink
+the others.
 """
 
 from __future__ import annotations
@@ -32,19 +34,20 @@ from storage.sessions import drop_claims, insert_claims
 # 22 data exception, 23 integrity violation, 40 serialization failure / deadlock.
 _RECOVERABLE = ("22", "23", "40")
 
-# The keys already applied and the clients owning the batch's holds, in one round trip.
-_PRIORS_AND_OWNERS = """
-SELECT o.idempotency_key, o.request, o.result, NULL::uuid AS owner
+# The keys already applied, and the batch's holds locked, in one round trip.
+_PRIORS_AND_HOLDS = """
+WITH locked AS (
+    SELECT id, client_id, amount, status, session_id FROM holds WHERE id = ANY($2)
+    ORDER BY id FOR UPDATE
+)
+SELECT o.idempotency_key, o.request, o.result, NULL::uuid AS id, NULL::uuid AS client_id,
+       NULL::numeric AS amount, NULL::text AS status, NULL::uuid AS session_id
 FROM unnest($1::text[]) AS k(key) JOIN ledger_operations o ON o.idempotency_key = k.key
 UNION ALL
-SELECT NULL, NULL, NULL, client_id FROM holds WHERE id = ANY($2)
+SELECT NULL, NULL, NULL, id, client_id, amount, status, session_id FROM locked
 """
 _LOCK_CLIENTS = """
 SELECT id, balance, status FROM clients WHERE id = ANY($1) ORDER BY id FOR UPDATE
-"""
-_LOCK_HOLDS = """
-SELECT id, client_id, amount, status, session_id FROM holds WHERE id = ANY($1)
-ORDER BY id FOR UPDATE
 """
 _WRITE = """
 WITH ops AS (
@@ -149,21 +152,17 @@ async def _lock_state(conn: asyncpg.Connection, ops: list[LedgerOp]) -> LedgerSt
     hold_ids = sorted({op.hold_id for op in ops if isinstance(op, Release | Capture | Reserve)})
     client_ids = {op.client_id for op in ops if isinstance(op, Credit | Adjust | Reserve)}
     priors: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-    for r in await conn.fetch(_PRIORS_AND_OWNERS, keys, hold_ids):
-        if r["owner"] is None:
+    holds: dict[UUID, HoldState] = {}
+    for r in await conn.fetch(_PRIORS_AND_HOLDS, keys, hold_ids):
+        if r["id"] is None:
             priors[r["idempotency_key"]] = (r["request"], r["result"])
         else:
-            client_ids.add(r["owner"])
+            holds[r["id"]] = HoldState(r["client_id"], r["amount"], r["status"], r["session_id"])
+            client_ids.add(r["client_id"])
     clients = {
         r["id"]: ClientState(r["balance"], r["status"])
         for r in await conn.fetch(_LOCK_CLIENTS, sorted(client_ids))
     }
-    holds: dict[UUID, HoldState] = {}
-    if hold_ids:
-        holds = {
-            r["id"]: HoldState(r["client_id"], r["amount"], r["status"], r["session_id"])
-            for r in await conn.fetch(_LOCK_HOLDS, hold_ids)
-        }
     return LedgerState(clients, holds, priors)
 
 
