@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import psutil
 import trio
-from cpms_process import Served, report, serving
+from cpms_process import Served, Steal, report, serving
 from load_generator import GeneratorProcess
 
 
@@ -96,7 +96,9 @@ async def run_phases(args: argparse.Namespace, server: Served, data_dir: Path) -
             watched = [proc, generator, *database_processes(data_dir)]
             before = [cpu_seconds(p) for p in watched]
             main_before = main_thread_seconds(proc)
+            steal = Steal()
             phase = await load.ask(drive=rate, seconds=args.phase_seconds)
+            phase["machine_steal_pct"] = steal.percent()
             after = [cpu_seconds(p) for p in watched]
             per_msg = 1e6 / max(phase["messages"], 1)
             phase["server_cpu_us_per_msg"] = round((after[0] - before[0]) * per_msg, 1)

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import jwt
 import trio
-from cpms_process import Served, report, serving
+from cpms_process import Served, Steal, report, serving
 from load_generator import GeneratorProcess
 
 SECRET = "bench-secret-0123456789-0123456789-0123"
@@ -253,10 +253,13 @@ async def measure(
                         )
                         await trio.sleep(random.uniform(0, args.pause * 2))
 
+                steal = Steal()
                 async with trio.open_nursery() as sampling:
                     for probe, client in zip(probes, clients, strict=True):
                         sampling.start_soon(sample, probe, client)
+                steal_pct = steal.percent()
                 nursery.cancel_scope.cancel()
+            gc = (await http.get("/health")).json().get("gc")
         finally:
             await load.aclose()
     latencies.sort()
@@ -277,6 +280,8 @@ async def measure(
             "p99": pct(0.99),
             "max": pct(1.0),
         },
+        "machine_steal_pct": steal_pct,
+        "server_gc": gc,
     }
 
 

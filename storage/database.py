@@ -63,11 +63,6 @@ class Database:
     async def execute(self, sql: str, *args: object) -> str:
         return await self.bridge.run(_execute, self._pool, sql, args)
 
-    async def copy_text(self, table: str, columns: list[str], data: bytes) -> str:
-        """``COPY table (columns) FROM STDIN`` in PostgreSQL's text format: the cheapest way in
-        for many rows (one buffer: nothing to encode value by value on the storage loop)."""
-        return await self.bridge.run(_copy_text, self._pool, table, columns, data)
-
     async def run_with_connection(
         self, fn: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]], *args: Any
     ) -> T:
@@ -118,12 +113,6 @@ async def _fetchval(pool: asyncpg.Pool, sql: str, args: tuple[object, ...]) -> A
 
 async def _execute(pool: asyncpg.Pool, sql: str, args: tuple[object, ...]) -> str:
     return str(await pool.execute(sql, *args))
-
-
-async def _copy_text(pool: asyncpg.Pool, table: str, columns: list[str], data: bytes) -> str:
-    # asyncpg takes bytes for a file name, a memoryview for the data (its stub omits that)
-    source = cast(Any, memoryview(data))
-    return str(await pool.copy_to_table(table, source=source, columns=columns, format="text"))
 
 
 async def _with_connection(
