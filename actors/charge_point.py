@@ -2,8 +2,8 @@
 
 The WebSocket is a resource the actor attaches and detaches. While one is attached the actor
 reads it in its own task, together with its mailbox (no task in between hands frames over: that
-hop cost a seventh of the work of a message); the link screens each frame (size, rate, syntax) and
-the actor answers what passes. The actor answers the charger's CALLs
+hop was one of the seven task steps of a message); the link screens each frame (size, rate,
+syntax) and the actor answers what passes. The actor answers the charger's CALLs
 (in order, one at a time, as OCPP-J requires of the charger anyway), sends the central system's
 CALLs one outstanding at a time with a timeout, and keeps the station's state: registration,
 online/offline (offline exactly when no frame arrived for ``offline_after`` seconds, by its own

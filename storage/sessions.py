@@ -156,25 +156,29 @@ async def insert_claims(
     """Write the claims' rows (in the caller's transaction, on the storage loop); returns the
     sessions whose rows were written and those that lost their connector to an open session.
     A claim whose row is already there (a replayed reservation) is neither."""
-    rows = await conn.fetch(
-        _INSERT_CLAIMS,
-        [c.session_id for c in claims],
-        [c.client_id for c in claims],
-        [c.station_id for c in claims],
-        [c.connector_id for c in claims],
-        [c.id_tag for c in claims],
-        [c.origin for c in claims],
-        [c.limit.kind for c in claims],
-        [c.limit.value for c in claims],
-        [c.tariff_id for c in claims],
-        [c.rate for c in claims],
-        [c.session_fee for c in claims],
-        [c.start_deadline for c in claims],
-        [c.max_deadline for c in claims],
-        [c.reserved for c in claims],
-        [c.hold_id for c in claims],
-    )
-    written = {r["id"] for r in rows}
+    rows = [
+        (
+            c.session_id,
+            c.client_id,
+            c.station_id,
+            c.connector_id,
+            c.id_tag,
+            c.origin,
+            c.limit.kind,
+            c.limit.value,
+            c.tariff_id,
+            c.rate,
+            c.session_fee,
+            c.start_deadline,
+            c.max_deadline,
+            c.reserved,
+            c.hold_id,
+        )
+        for c in claims
+    ]
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    inserted = await conn.fetch(_INSERT_CLAIMS, *columns)
+    written = {r["id"] for r in inserted}
     lost = {c.session_id for c in claims} - written
     if lost:
         existing = await conn.fetch("SELECT id FROM charging_sessions WHERE id = ANY($1)", lost)
