@@ -1,18 +1,22 @@
 """Applying a batch of ledger operations to PostgreSQL. Runs on the storage loop.
 
-A batch costs a fixed number of round trips whatever its size: write the rows of the sessions
-its reservations claim (if any), read the keys already applied while locking every hold it
-names, lock every client row it touches (holds, then clients, each in id order, so concurrent
-writers can't deadlock), plan the batch in memory (``ledger_plan``), then write operations,
-holds, entries and balances in one statement, all in one transaction. A round trip is most of
-a batch's time, and a start waits for the batch ahead of it. If the database rejects the batch
-anyway, it is rolled back and each operation is redone alone, so one bad operation can't sink
-the others.
+A batch costs four round trips whatever its size, and a start waits for the batch ahead of it:
+
+1. ``BEGIN``;
+2. one read: write the rows of the sessions its reservations claim, lock every hold it names
+   and then every client row it touches (each in id order, so concurrent writers can't
+   deadlock), and read the keys already applied;
+3. plan the batch in memory (``ledger_plan``), then write operations, holds, entries and
+   balances in one statement;
+4. ``COMMIT``.
+
+A claim that loses its connector, or a reservation refused, costs one more. If the database
+rejects the batch anyway, it is rolled back and each operation is redone alone, so one bad
+operation can't sink the others.
 """
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -28,26 +32,35 @@ from storage.ledger_plan import (
     Outcome,
     plan_batch,
 )
-from storage.sessions import drop_claims, insert_claims
+from storage.sessions import claim_arrays, drop_claims, existing_sessions, insert_claims_sql
 
 # SQLSTATE classes a batch can recover from by redoing its operations one by one:
 # 22 data exception, 23 integrity violation, 40 serialization failure / deadlock.
 _RECOVERABLE = ("22", "23", "40")
 
-# The keys already applied, and the batch's holds locked, in one round trip.
-_PRIORS_AND_HOLDS = """
-WITH locked AS (
+# Everything a batch reads, in one round trip: the rows of the sessions its reservations claim
+# are written, its holds locked, then the clients it touches (its own and the holds' owners,
+# which the holds name: holds are always locked first), and the keys already applied.
+_READ = f"""
+WITH claimed AS ({insert_claims_sql(4)}
+), held AS (
     SELECT id, client_id, amount, status, session_id FROM holds WHERE id = ANY($2)
     ORDER BY id FOR UPDATE
+), owners AS (
+    SELECT id, balance, status FROM clients
+    WHERE id = ANY($3) OR id IN (SELECT client_id FROM held)
+    ORDER BY id FOR UPDATE
 )
-SELECT o.idempotency_key, o.request, o.result, NULL::uuid AS id, NULL::uuid AS client_id,
-       NULL::numeric AS amount, NULL::text AS status, NULL::uuid AS session_id
+SELECT 'prior' AS kind, o.idempotency_key AS key, o.request, o.result, NULL::uuid AS id,
+       NULL::uuid AS client_id, NULL::numeric AS amount, NULL::text AS status,
+       NULL::uuid AS session_id
 FROM unnest($1::text[]) AS k(key) JOIN ledger_operations o ON o.idempotency_key = k.key
 UNION ALL
-SELECT NULL, NULL, NULL, id, client_id, amount, status, session_id FROM locked
-"""
-_LOCK_CLIENTS = """
-SELECT id, balance, status FROM clients WHERE id = ANY($1) ORDER BY id FOR UPDATE
+SELECT 'hold', NULL, NULL, NULL, id, client_id, amount, status, session_id FROM held
+UNION ALL
+SELECT 'client', NULL, NULL, NULL, id, NULL, balance, status, NULL FROM owners
+UNION ALL
+SELECT 'claimed', NULL, NULL, NULL, id, NULL, NULL, NULL, NULL FROM claimed
 """
 _WRITE = """
 WITH ops AS (
@@ -110,14 +123,12 @@ async def _apply_alone(conn: asyncpg.Connection, op: LedgerOp, attempts: int = 3
 
 
 async def _apply(conn: asyncpg.Connection, ops: list[LedgerOp]) -> list[Outcome]:
-    claims = [op.claim for op in ops if isinstance(op, Reserve) and op.claim is not None]
-    written: set[UUID] = set()
-    lost: set[UUID] = set()
-    if claims:  # sessions' rows first: a reservation whose connector is taken is refused
-        written, lost = await insert_claims(conn, claims)
+    state, written = await _read(conn, ops)
+    lost = {c for op in ops if (c := _claim_of(op)) is not None and c not in written}
+    if lost:  # not written: taken by an open session, unless already there (a replay)
+        lost -= await existing_sessions(conn, lost)
     taken = {id(op): _occupied(op) for op in ops if _claim_of(op) in lost}
     live = [op for op in ops if id(op) not in taken]
-    state = await _lock_state(conn, live)
     plan = plan_batch(live, state)
     refused = [
         claim
@@ -147,23 +158,27 @@ def _occupied(op: LedgerOp) -> Conflict:
     )
 
 
-async def _lock_state(conn: asyncpg.Connection, ops: list[LedgerOp]) -> LedgerState:
+async def _read(conn: asyncpg.Connection, ops: list[LedgerOp]) -> tuple[LedgerState, set[UUID]]:
+    """The locked state the batch is planned on, and the sessions whose claims were written."""
     keys = [op.key for op in ops]
     hold_ids = sorted({op.hold_id for op in ops if isinstance(op, Release | Capture | Reserve)})
-    client_ids = {op.client_id for op in ops if isinstance(op, Credit | Adjust | Reserve)}
-    priors: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-    holds: dict[UUID, HoldState] = {}
-    for r in await conn.fetch(_PRIORS_AND_HOLDS, keys, hold_ids):
-        if r["id"] is None:
-            priors[r["idempotency_key"]] = (r["request"], r["result"])
-        else:
-            holds[r["id"]] = HoldState(r["client_id"], r["amount"], r["status"], r["session_id"])
-            client_ids.add(r["client_id"])
-    clients = {
-        r["id"]: ClientState(r["balance"], r["status"])
-        for r in await conn.fetch(_LOCK_CLIENTS, sorted(client_ids))
-    }
-    return LedgerState(clients, holds, priors)
+    client_ids = sorted({op.client_id for op in ops if isinstance(op, Credit | Adjust | Reserve)})
+    claims = [op.claim for op in ops if isinstance(op, Reserve) and op.claim is not None]
+    state = LedgerState({}, {}, {})
+    written: set[UUID] = set()
+    for r in await conn.fetch(_READ, keys, hold_ids, client_ids, *claim_arrays(claims)):
+        match r["kind"]:
+            case "prior":
+                state.priors[r["key"]] = (r["request"], r["result"])
+            case "hold":
+                state.holds[r["id"]] = HoldState(
+                    r["client_id"], r["amount"], r["status"], r["session_id"]
+                )
+            case "client":
+                state.clients[r["id"]] = ClientState(r["amount"], r["status"])
+            case _:
+                written.add(r["id"])
+    return state, written
 
 
 async def _write(conn: asyncpg.Connection, plan: BatchPlan) -> None:

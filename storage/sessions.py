@@ -132,58 +132,77 @@ class SessionClaim:
     reserved: Decimal
     hold_id: uuid.UUID
 
+    def row(self) -> tuple[Any, ...]:
+        """The values :func:`insert_claims_sql` takes, as one array each."""
+        return (
+            self.session_id,
+            self.client_id,
+            self.station_id,
+            self.connector_id,
+            self.id_tag,
+            self.origin,
+            self.limit.kind,
+            self.limit.value,
+            self.tariff_id,
+            self.rate,
+            self.session_fee,
+            self.start_deadline,
+            self.max_deadline,
+            self.reserved,
+            self.hold_id,
+        )
 
-_INSERT_CLAIMS = """
+
+# the types of SessionClaim.row(), in order
+_CLAIM_TYPES = [
+    "uuid",
+    "uuid",
+    "text",
+    "smallint",
+    "text",
+    "text",
+    "text",
+    "numeric",
+    "text",
+    "numeric",
+    "numeric",
+    "timestamptz",
+    "timestamptz",
+    "numeric",
+    "uuid",
+]
+
+
+def insert_claims_sql(first: int) -> str:
+    """An INSERT of claims' rows from :meth:`SessionClaim.row` arrays given as parameters
+    ``$first`` onwards, returning the ids written: a claim on a connector with an open session,
+    or whose row is already there (a replay), writes nothing."""
+    arrays = ", ".join(f"${first + n}::{kind}[]" for n, kind in enumerate(_CLAIM_TYPES))
+    return f"""
 INSERT INTO charging_sessions (id, client_id, station_id, connector_id, id_tag, origin, status,
                                limit_type, limit_value, tariff_id, rate_per_kwh, session_fee,
                                start_deadline, max_deadline, reserved_amount, hold_id)
 SELECT c.id, c.client_id, c.station_id, c.connector_id, c.id_tag, c.origin, 'reserved',
        c.limit_type, c.limit_value, c.tariff_id, c.rate, c.fee, c.start_deadline,
        c.max_deadline, c.reserved, c.hold_id
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::smallint[], $5::text[], $6::text[],
-            $7::text[], $8::numeric[], $9::text[], $10::numeric[], $11::numeric[],
-            $12::timestamptz[], $13::timestamptz[], $14::numeric[], $15::uuid[])
+FROM unnest({arrays})
      AS c(id, client_id, station_id, connector_id, id_tag, origin, limit_type, limit_value,
           tariff_id, rate, fee, start_deadline, max_deadline, reserved, hold_id)
 ON CONFLICT DO NOTHING
-RETURNING id
-"""
+RETURNING id"""
 
 
-async def insert_claims(
-    conn: asyncpg.Connection, claims: list[SessionClaim]
-) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
-    """Write the claims' rows (in the caller's transaction, on the storage loop); returns the
-    sessions whose rows were written and those that lost their connector to an open session.
-    A claim whose row is already there (a replayed reservation) is neither."""
-    rows = [
-        (
-            c.session_id,
-            c.client_id,
-            c.station_id,
-            c.connector_id,
-            c.id_tag,
-            c.origin,
-            c.limit.kind,
-            c.limit.value,
-            c.tariff_id,
-            c.rate,
-            c.session_fee,
-            c.start_deadline,
-            c.max_deadline,
-            c.reserved,
-            c.hold_id,
-        )
-        for c in claims
-    ]
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    inserted = await conn.fetch(_INSERT_CLAIMS, *columns)
-    written = {r["id"] for r in inserted}
-    lost = {c.session_id for c in claims} - written
-    if lost:
-        existing = await conn.fetch("SELECT id FROM charging_sessions WHERE id = ANY($1)", lost)
-        lost -= {r["id"] for r in existing}
-    return written, lost
+def claim_arrays(claims: list[SessionClaim]) -> list[list[Any]]:
+    """The parameters of :func:`insert_claims_sql`."""
+    if not claims:
+        return [[] for _ in _CLAIM_TYPES]
+    return [list(column) for column in zip(*(c.row() for c in claims), strict=True)]
+
+
+async def existing_sessions(conn: asyncpg.Connection, ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``ids`` have a row (on the storage loop)."""
+    rows = await conn.fetch("SELECT id FROM charging_sessions WHERE id = ANY($1)", list(ids))
+    return {r["id"] for r in rows}
 
 
 async def drop_claims(conn: asyncpg.Connection, session_ids: list[uuid.UUID]) -> None:
