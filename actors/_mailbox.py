@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -11,7 +12,6 @@ from actors._address import Address
 from actors.errors import ActorUnavailable, AskTimeout, MailboxFull
 
 R = TypeVar("R")
-T = TypeVar("T")
 M = TypeVar("M")
 M_contra = TypeVar("M_contra", contravariant=True)
 
@@ -89,7 +89,7 @@ class Mailbox(Generic[M]):
     _send: trio.MemorySendChannel[Envelope[M]] = field(init=False)
     _recv: trio.MemoryReceiveChannel[Envelope[M]] = field(init=False)
     _in_flight: list[Envelope[M]] = field(init=False, default_factory=list)
-    #: cancelled by a delivery while the actor waits in :meth:`receive_or`
+    #: cancelled by a delivery while the actor is inside :meth:`until_mail`
     _interrupt: trio.CancelScope | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -105,26 +105,23 @@ class Mailbox(Generic[M]):
         """Next envelope if one is queued; raises :class:`trio.WouldBlock` otherwise."""
         return self._track(self._recv.receive_nowait())
 
-    async def receive_or(self, other: Callable[[], Awaitable[T]]) -> Envelope[M] | T:
-        """The next envelope, or what ``other()`` returns if that comes first: an actor that
-        owns a second source (a connection) waits on both in its own task, with no task in
-        between to hand it over. Queued mail goes first, and mail that arrives interrupts
-        ``other()``, which must therefore be safe to cancel (a memory channel's receive is).
-
-        Raises :class:`trio.EndOfChannel` once the mailbox is closed.
+    @contextmanager
+    def until_mail(self) -> Iterator[trio.CancelScope]:
+        """A scope the next delivery cancels (at once when mail is queued or the mailbox is
+        closed). An actor that owns a second source (a connection) waits on it inside, in its
+        own task, with no task in between to hand it over, and does its work shielded; when the
+        scope ends it takes its mail. What it waits on must be safe to cancel (a memory
+        channel's receive is). A scope is not made per message: it lasts until mail comes.
         """
-        while True:
+        with trio.CancelScope() as scope:
+            stats = self._recv.statistics()
+            if stats.current_buffer_used or not stats.open_send_channels:
+                scope.cancel()
+            self._interrupt = scope
             try:
-                return self.receive_nowait()
-            except trio.WouldBlock:
-                pass
-            with trio.CancelScope() as self._interrupt:
-                try:
-                    return await other()
-                finally:
-                    self._interrupt = None
-            # Interrupted: mail came, or the mailbox closed. The wake-up can come late (a sender
-            # that yielded after queueing, whose mail was taken meanwhile), so look again.
+                yield scope
+            finally:
+                self._interrupt = None
 
     def __aiter__(self) -> Mailbox[M]:
         return self

@@ -407,18 +407,26 @@ async def run_charge_point(
             with trio.CancelScope(deadline=actor.deadline()) as waiting:
                 while True:
                     link = actor.link
-                    try:
-                        got = await (
-                            mailbox.receive() if link is None else mailbox.receive_or(link.receive)
-                        )
-                    except trio.EndOfChannel:
-                        return
-                    with trio.CancelScope(shield=True):  # only the wait is bounded, not the work
-                        if isinstance(got, Envelope):
-                            await _handle(actor, got)
-                        else:  # read from the link
-                            assert link is not None
-                            await actor.arrived(link, got)
+                    if link is not None:
+                        with mailbox.until_mail():
+                            while actor.link is link:
+                                text = await link.receive()
+                                with trio.CancelScope(shield=True):  # bound the wait, not work
+                                    await actor.arrived(link, text)
+                                waiting.deadline = min(waiting.deadline, actor.deadline())
+                        try:  # mail came, or the link went (a late wake-up brings no mail)
+                            envelope = mailbox.receive_nowait()
+                        except trio.WouldBlock:
+                            continue
+                        except trio.EndOfChannel:
+                            return
+                    else:
+                        try:
+                            envelope = await mailbox.receive()
+                        except trio.EndOfChannel:
+                            return
+                    with trio.CancelScope(shield=True):
+                        await _handle(actor, envelope)
                     waiting.deadline = min(waiting.deadline, actor.deadline())
             await actor.timer()
     finally:

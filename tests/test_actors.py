@@ -313,19 +313,19 @@ async def test_bounded_inbox(nursery: trio.Nursery) -> None:
     assert ref.mailbox.queued == 2
 
 
-async def test_receive_or_waits_on_mail_and_a_second_source(
+async def test_until_mail_lets_mail_interrupt_a_wait_on_a_second_source(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     mailbox: Mailbox[str] = Mailbox(Address("test", "two"), 4)
     send, receive = trio.open_memory_channel[str](4)
     await send.send("frame 1")
-    got = await mailbox.receive_or(receive.receive)
-    assert got == "frame 1"
-    mailbox.deliver_nowait(Envelope("mail 1"))
     await send.send("frame 2")
-    got = await mailbox.receive_or(receive.receive)  # queued mail goes first
-    assert isinstance(got, Envelope) and got.message == "mail 1"
-    assert await mailbox.receive_or(receive.receive) == "frame 2"
+    with mailbox.until_mail():  # no mail: the other source is read, as often as it gives
+        assert [await receive.receive(), await receive.receive()] == ["frame 1", "frame 2"]
+    mailbox.deliver_nowait(Envelope("mail 1"))
+    with mailbox.until_mail() as scope:  # mail already queued: it goes first
+        await receive.receive()
+    assert scope.cancelled_caught and mailbox.receive_nowait().message == "mail 1"
 
     async def mail_later() -> None:
         await trio.sleep(1)
@@ -333,28 +333,15 @@ async def test_receive_or_waits_on_mail_and_a_second_source(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(mail_later)
-        got = await mailbox.receive_or(receive.receive)  # mail interrupts the wait
-    assert isinstance(got, Envelope) and got.message == "mail 2"
+        with mailbox.until_mail() as scope:
+            await receive.receive()
+    assert scope.cancelled_caught and mailbox.receive_nowait().message == "mail 2"
     await send.send("frame 3")  # the interrupted receive lost nothing
-    assert await mailbox.receive_or(receive.receive) == "frame 3"
+    with mailbox.until_mail():
+        assert await receive.receive() == "frame 3"
     mailbox.close()
+    with mailbox.until_mail() as scope:  # closed: nothing more to wait for
+        await receive.receive()
+    assert scope.cancelled_caught
     with pytest.raises(trio.EndOfChannel):
-        await mailbox.receive_or(receive.receive)
-
-
-async def test_receive_or_takes_a_wake_up_without_mail_in_its_stride(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    # A sender that yields after queueing wakes the actor late, when its mail may be taken
-    mailbox: Mailbox[str] = Mailbox(Address("test", "late"), 4)
-    send, receive = trio.open_memory_channel[str](4)
-
-    async def late_wake_then_frame() -> None:
-        await trio.sleep(1)
-        mailbox._wake()
-        await trio.sleep(1)
-        await send.send("frame")
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(late_wake_then_frame)
-        assert await mailbox.receive_or(receive.receive) == "frame"
+        mailbox.receive_nowait()
