@@ -127,8 +127,8 @@ async def _apply(conn: asyncpg.Connection, ops: list[LedgerOp]) -> list[Outcome]
     lost = {c for op in ops if (c := _claim_of(op)) is not None and c not in written}
     if lost:  # not written: taken by an open session, unless already there (a replay)
         lost -= await existing_sessions(conn, lost)
-    taken = {id(op): _occupied(op) for op in ops if _claim_of(op) in lost}
-    live = [op for op in ops if id(op) not in taken]
+    occupied = [_claim_of(op) in lost for op in ops]
+    live = [op for op, taken in zip(ops, occupied, strict=True) if not taken]
     plan = plan_batch(live, state)
     refused = [
         claim
@@ -142,7 +142,9 @@ async def _apply(conn: asyncpg.Connection, ops: list[LedgerOp]) -> list[Outcome]
     if plan.writes:
         await _write(conn, plan)
     planned = iter(plan.outcomes)
-    return [taken[id(op)] if id(op) in taken else next(planned) for op in ops]
+    return [
+        _occupied(op) if taken else next(planned) for op, taken in zip(ops, occupied, strict=True)
+    ]
 
 
 def _claim_of(op: LedgerOp) -> UUID | None:

@@ -206,8 +206,8 @@ async def existing_sessions(conn: asyncpg.Connection, ids: set[uuid.UUID]) -> se
 
 
 async def drop_claims(conn: asyncpg.Connection, session_ids: list[uuid.UUID]) -> None:
-    """Remove rows written by :func:`insert_claims` whose reservation was refused, in the same
-    transaction: a refused start leaves nothing behind."""
+    """Remove sessions that never held money: rows written by :func:`insert_claims_sql` whose
+    reservation was refused, in the same transaction, so a refused start leaves nothing behind."""
     await conn.execute(
         "DELETE FROM charging_sessions WHERE id = ANY($1) AND status = 'reserved'", session_ids
     )
@@ -215,9 +215,7 @@ async def drop_claims(conn: asyncpg.Connection, session_ids: list[uuid.UUID]) ->
 
 async def forget(db: Database, session_id: uuid.UUID) -> None:
     """Remove a session that never held money (its reservation was refused)."""
-    await db.execute(
-        "DELETE FROM charging_sessions WHERE id = $1 AND status = 'reserved'", session_id
-    )
+    await db.run_with_connection(drop_claims, [session_id])
 
 
 async def save(db: Database, session_id: uuid.UUID, **fields: Any) -> None:
