@@ -43,6 +43,10 @@ class Registry:
             raise ActorUnavailable(Address(kind, id, self.node), "not running")
         return ref
 
+    def ids(self, kind: str) -> list[str]:
+        """The ids of the actors of ``kind`` registered now."""
+        return [id for k, id in self._refs if k == kind]
+
     def count(self, kind: str | None = None) -> int:
         if kind is None:
             return len(self._refs)

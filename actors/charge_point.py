@@ -104,8 +104,14 @@ class Snapshot:
     connected: bool
     online: bool
     registration: str
+    admin_status: str
     status: str
     connectors: dict[int, dict[str, Any]]
+
+    @property
+    def configured(self) -> frozenset[int]:
+        """The connectors an operator set up (a charger may report others)."""
+        return frozenset(n for n, c in self.connectors.items() if c.get("configured"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +121,9 @@ class GetSnapshot(Request[Snapshot]):
 
 @dataclass(frozen=True, slots=True)
 class Reload(Request[None]):
-    """The station's record changed (admin status, password, connectors): read it again."""
+    """The station's record changed (admin status, password, connectors): read it again.
+    Operators' changes made elsewhere (the CLI) come as database notifications
+    (:mod:`cpms.station_config`)."""
 
 
 StationMsg = Attach | Detach | Command | GetSnapshot | Reload
@@ -350,6 +358,7 @@ class _Actor:
             self.link is not None,
             self.online,
             self.ctx.registration,
+            self.ctx.admin_status,
             self.status(),
             {k: dict(v) for k, v in self.ctx.connectors.items()},
         )
@@ -445,9 +454,13 @@ async def _handle(actor: _Actor, envelope: Envelope[StationMsg]) -> None:
         case GetSnapshot():
             envelope.respond(actor.snapshot())
         case Reload():
-            await actor.ctx.refresh()
-            actor.ctx.changed = False
-            actor.publish()
+            try:
+                await actor.ctx.refresh()
+            except LookupError:  # deleted: nothing to take up (its actor goes with the server)
+                log.warning("station record gone", station=actor.station_id)
+            else:
+                actor.ctx.changed = False
+                actor.publish()
             envelope.respond(None)
 
 

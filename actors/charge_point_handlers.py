@@ -134,6 +134,9 @@ class StationContext:
                 connector_type=connector["connector_type"],
                 power_kw=connector["power_kw"],
             )
+        for number, known in self.connectors.items():
+            if number not in fresh.connectors:  # removed by an operator
+                known["configured"] = False
         self.changed = True
 
     async def tell_session(self, session_id: uuid.UUID, message: SessionMsg) -> bool:

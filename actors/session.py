@@ -57,9 +57,10 @@ from actors.session_state import OPEN, Effect, Event, Phase, transition
 from cpms.charging import Limit, Meter, Tariff, reservation
 from cpms.errors import Conflict, CpmsError, Forbidden, NotFound, Unavailable
 from cpms.events import EventBus
-from storage import Database, Ledger, Row
+from cpms.station_config import StationTariffs
+from storage import Database, Ledger
 from storage import sessions as store
-from storage.clients import get_client
+from storage.stations import get_station
 
 log = structlog.stdlib.get_logger("actors.session")
 A = TypeVar("A")
@@ -83,6 +84,7 @@ class SessionDeps:
     ledger: Ledger
     registry: Registry
     bus: EventBus
+    tariffs: StationTariffs
     timings: Timings = Timings()
 
 
@@ -174,27 +176,21 @@ class _Actor:
     # -- begin ------------------------------------------------------------------------------
 
     async def begin(self, session_id: uuid.UUID, request: StartRequest) -> dict[str, Any]:
-        db = self.deps.db
-        # What the checks need is read at once (a start's latency is its round trips); the
-        # checks then run in their fixed order, so the first failing one is the answer.
-        facts, snapshot = await _both(
-            partial(store.start_facts, db, request.client_id, request.station_id),
+        # A start's latency is its trips to the database, so it makes one: the reservation.
+        # The station is checked against its actor's state and the tariff kept in memory (both
+        # follow operators' changes, see cpms.station_config); the client (found, active, funded)
+        # is checked by the ledger, on its locked row, as it reserves.
+        snapshot, tariff = await _both(
             partial(self._snapshot, request.station_id),
+            partial(self.deps.tariffs.get, request.station_id),
         )
-        client, tariff = facts.client, facts.tariff
-        if client is None:
-            raise NotFound(f"client {request.client_id} not found", code="client_not_found")
-        if client["status"] == "blocked":
-            raise Forbidden("client is blocked", code="client_blocked")
-        if client["status"] == "pending_deletion":
-            raise Forbidden("client account is being deleted", code="client_pending_deletion")
-        self._check_station(request, facts.station, facts.connector_ids, snapshot)
+        await self._check_station(request, snapshot)
         if tariff is None:
             raise Unavailable(
                 f"station {request.station_id} has no tariff", code="station_unavailable"
             )
         now = datetime.now(UTC)
-        amount = reservation(request.limit, tariff, client["balance"], now)
+        hold = reservation(request.limit, tariff, now)
         t = self.deps.timings
         s = _Session(
             session_id,
@@ -207,13 +203,13 @@ class _Actor:
             start_deadline=now + timedelta(seconds=t.start_timeout),
             max_deadline=now + timedelta(seconds=t.max_duration),
         )
-        s.reserved, s.hold_id = amount, hold_for(s.id)
+        s.reserved, s.hold_id = hold.amount, hold_for(s.id)
         self.s = s
-        await self.reserve(claim=self._claim(s, "app"))
+        await self.reserve(hold.minimum, claim=self._claim(s, "app"))
         await self.apply(Event.BEGIN)
         answer: dict[str, Any] = {
             "session_id": str(s.id),
-            "reserved_amount": amount,
+            "reserved_amount": s.reserved,
             "limit_type": s.limit.kind,
             "limit_value": s.limit.value,
             "rate_per_kwh": s.rate,
@@ -228,18 +224,13 @@ class _Actor:
     async def begin_rfid(self, session_id: uuid.UUID, start: RfidStart) -> int:
         """A card's transaction is running: hold the no-limit reservation for its client and
         give the charger a transaction id. Refusals (blocked, short of money) are raised."""
-        db = self.deps.db
-        client = await get_client(db, start.client_id)
-        if client["status"] != "active":
-            raise Forbidden("the card's client may not charge", code="client_blocked")
-        tariff = await store.tariff_for_station(db, start.station_id)
+        tariff = await self.deps.tariffs.get(start.station_id)
         if tariff is None:
             raise Unavailable(
                 f"station {start.station_id} has no tariff", code="station_unavailable"
             )
         limit = Limit("none")
-        amount = reservation(limit, tariff, client["balance"], start.at)
-        hold = hold_for(session_id)
+        hold = reservation(limit, tariff, start.at)
         s = _Session(
             session_id,
             start.client_id,
@@ -248,14 +239,14 @@ class _Actor:
             limit,
             tariff,
             tariff.rate_at(start.at),
-            reserved=amount,
-            hold_id=hold,
+            reserved=hold.amount,
+            hold_id=hold_for(session_id),
             max_deadline=datetime.now(UTC) + timedelta(seconds=self.deps.timings.max_duration),
             card=start.id_tag,
         )
         self.s = s
-        await self.reserve(claim=self._claim(s, "rfid"))
-        attached = await store.attach_transaction(db, s.id, start.meter_start, start.at)
+        await self.reserve(hold.minimum, claim=self._claim(s, "rfid"))
+        attached = await store.attach_transaction(self.deps.db, s.id, start.meter_start, start.at)
         assert attached is not None  # the row was made just now and is open
         s.transaction_id = attached
         s.started_at = start.at
@@ -285,19 +276,22 @@ class _Actor:
             hold_id=s.hold_id,
         )
 
-    async def reserve(self, claim: store.SessionClaim | None = None) -> None:
-        """Hold the reservation, with the new session's row (``claim``) in the same transaction:
-        refused, neither exists. Again after a crash, the same key replays the first result."""
+    async def reserve(self, minimum: Decimal | None, claim: store.SessionClaim) -> None:
+        """Hold the reservation (``s.reserved``; with a ``minimum``, as much of it as the balance
+        covers), with the new session's row (``claim``) in the same transaction: refused,
+        neither exists. ``s.reserved`` becomes what was held."""
         s = self.s
         assert s is not None and s.hold_id is not None
-        await self.deps.ledger.reserve(
+        result = await self.deps.ledger.reserve(
             s.client_id,
             s.reserved,
             key=f"session:{s.id}:reserve",
             hold_id=s.hold_id,
             session_id=s.id,
             claim=claim,
+            minimum=minimum,
         )
+        s.reserved = result.held
 
     async def _snapshot(self, station_id: str) -> Snapshot | None:
         ref = self.deps.registry.lookup(STATION, station_id)
@@ -309,29 +303,25 @@ class _Actor:
             return None
         return snapshot
 
-    @staticmethod
-    def _check_station(
-        request: StartRequest,
-        station: Row | None,
-        connector_ids: frozenset[int],
-        snapshot: Snapshot | None,
-    ) -> None:
-        if station is None:
-            raise NotFound(f"station {request.station_id} not found", code="station_not_found")
-        if station["admin_status"] == "maintenance":
+    async def _check_station(self, request: StartRequest, snapshot: Snapshot | None) -> None:
+        if snapshot is None:  # every known station has an actor once it has connected
+            if await get_station(self.deps.db, request.station_id) is None:
+                raise NotFound(f"station {request.station_id} not found", code="station_not_found")
+            raise Unavailable(f"station {request.station_id} is offline", code="station_offline")
+        if snapshot.admin_status == "maintenance":
             raise Unavailable(
                 f"station {request.station_id} is under maintenance", code="station_maintenance"
             )
-        if station["admin_status"] != "active" or station["registration_status"] != "Accepted":
+        if snapshot.admin_status != "active" or snapshot.registration != "Accepted":
             raise Unavailable(
                 f"station {request.station_id} is not available", code="station_unavailable"
             )
-        if request.connector_id not in connector_ids:
+        if request.connector_id not in snapshot.configured:
             raise NotFound(
                 f"connector {request.connector_id} of {request.station_id} not found",
                 code="connector_not_found",
             )
-        if snapshot is None or not snapshot.online or not snapshot.connected:
+        if not snapshot.online or not snapshot.connected:
             raise Unavailable(f"station {request.station_id} is offline", code="station_offline")
         status = snapshot.connectors.get(request.connector_id, {}).get("status", "Unavailable")
         if status == "Faulted":
@@ -671,7 +661,7 @@ async def run_session(
                 task_status.started()
                 tasks.cancel_scope.cancel()
                 return
-            tariff = await store.tariff_for_station(deps.db, row["station_id"])
+            tariff = await deps.tariffs.get(row["station_id"])
             if tariff is None:
                 tariff = Tariff(
                     row["tariff_id"], row["rate_per_kwh"] or Decimal("0"), row["session_fee"]
@@ -731,15 +721,17 @@ async def _resume(actor: _Actor) -> None:
     """After a restart: finish what the row says was under way."""
     s = actor.s
     assert s is not None
-    if s.phase is Phase.RESERVED:
-        try:
-            await actor.reserve()  # replayed: then the charger was never asked
-        except CpmsError as error:  # a row from before rows and holds were written together
-            log.warning("session dropped on resume", session=str(s.id), why=str(error))
+    if s.phase is Phase.RESERVED:  # the charger was never asked
+        assert s.hold_id is not None
+        hold = await store.hold_status(actor.deps.db, s.hold_id)
+        if hold == "held":
+            await actor.apply(Event.BEGIN)
+        elif hold is None:  # a row from before rows and holds were written together
+            log.warning("session without a hold dropped on resume", session=str(s.id))
             await store.forget(actor.deps.db, s.id)
             s.phase = Phase.CANCELLED
-            return
-        await actor.apply(Event.BEGIN)
+        else:  # given back before "cancelled" was written: the release replays
+            await actor.apply(Event.STOP_REQUESTED)
     elif s.phase in (Phase.CHARGING, Phase.STOPPING) and s.meter_stop is not None:
         await actor.apply(Event.CHARGER_STOPPED)  # the charger's stop was recorded; settle
     elif s.phase is Phase.STOPPING:

@@ -1,5 +1,6 @@
 """The central system: the station supervisor with one ChargePointActor per known station, the
-OCPP message log writer, and the WebSocket listener chargers connect to."""
+OCPP message log writer, the watcher of operators' changes, and the WebSocket listener chargers
+connect to."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from cpms.ocpp.listener import CentralSystem, ListenerConfig, serve_ocpp
 from cpms.ocpp.telemetry import Telemetry
 from cpms.runtime import Core
 from cpms.sessions import Sessions
+from cpms.station_config import StationTariffs, run_config_watch
 
 log = structlog.stdlib.get_logger("cpms.central")
 
@@ -61,8 +63,11 @@ async def run_central_system(
             offline_grace=settings.session_offline_grace,
             offline_check=min(30.0, settings.session_offline_grace / 4),
         )
+        tariffs = StationTariffs(core.db)
+        await nursery.start(run_config_watch, core.db, core.registry, tariffs)
         sessions = Sessions(
-            supervisor, SessionDeps(core.db, core.ledger, core.registry, core.bus, timings)
+            supervisor,
+            SessionDeps(core.db, core.ledger, core.registry, core.bus, tariffs, timings),
         )
         stations: Supervisor = await nursery.start(
             run_supervisor, "stations", core.registry, Intensity(restarts=100, period=10.0)

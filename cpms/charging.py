@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from cpms.errors import InsufficientBalance, InvalidRequest
+from cpms.errors import InvalidRequest
 from cpms.money import round_money
 
 LimitKind = Literal["energy", "amount", "none"]
@@ -90,22 +90,25 @@ class Limit:
         return cls("none")
 
 
-def reservation(limit: Limit, tariff: Tariff, balance: Decimal, at: datetime) -> Decimal:
-    """What to hold for a session (seed 001 §6); InsufficientBalance when the balance is short."""
+@dataclass(frozen=True)
+class Hold:
+    """What to reserve: ``amount``; with a ``minimum``, as much of ``amount`` as the balance
+    covers and at least ``minimum``. The ledger sizes it on the balance it has locked, and
+    refuses it (``insufficient_balance``) when the balance is short."""
+
+    amount: Decimal
+    minimum: Decimal | None = None
+
+
+def reservation(limit: Limit, tariff: Tariff, at: datetime) -> Hold:
+    """What to hold for a session (seed 001 §6)."""
     if limit.kind == "energy":
         assert limit.value is not None
-        required = round_money(limit.value * tariff.rate_at(at) + tariff.session_fee)
-    elif limit.kind == "amount":
+        return Hold(round_money(limit.value * tariff.rate_at(at) + tariff.session_fee))
+    if limit.kind == "amount":
         assert limit.value is not None
-        required = round_money(limit.value)
-    else:
-        required = min(balance, NO_LIMIT_CAP).quantize(Decimal("0.01"))
-        if required < NO_LIMIT_MINIMUM:
-            raise InsufficientBalance(NO_LIMIT_MINIMUM, balance)
-        return required
-    if balance < required:
-        raise InsufficientBalance(required, balance)
-    return required
+        return Hold(round_money(limit.value))
+    return Hold(NO_LIMIT_CAP, NO_LIMIT_MINIMUM)
 
 
 @dataclass

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import ParamSpec, TypeVar
+from typing import Generic, ParamSpec, TypeVar
 
 import outcome
 import trio
@@ -85,6 +86,28 @@ class AsyncioBridge:
                 await done.wait()
             raise
         return box[0].unwrap()
+
+
+class Feed(Generic[T]):
+    """Items pushed on the storage loop (an asyncio library's callbacks, such as asyncpg's
+    notification listeners) into a trio channel, in order. :meth:`push` and :meth:`close` may be
+    called from any thread; once the trio side has gone they do nothing."""
+
+    def __init__(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._send, self.receive = trio.open_memory_channel[T](math.inf)
+
+    def push(self, item: T) -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._put, item)
+
+    def close(self) -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._send.close)
+
+    def _put(self, item: T) -> None:
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            self._send.send_nowait(item)
 
 
 def _loop_thread(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:

@@ -18,7 +18,7 @@ from uuid import UUID
 import asyncpg
 import trio
 
-from storage.bridge import AsyncioBridge, open_bridge
+from storage.bridge import AsyncioBridge, Feed, open_bridge
 from storage.errors import StorageUnavailable
 
 P = ParamSpec("P")
@@ -46,9 +46,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 class Database:
     """A pool of PostgreSQL connections reached through the storage bridge."""
 
-    def __init__(self, bridge: AsyncioBridge, pool: asyncpg.Pool) -> None:
+    def __init__(self, bridge: AsyncioBridge, pool: asyncpg.Pool, dsn: str) -> None:
         self.bridge = bridge
         self._pool = pool
+        self._dsn = dsn
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
         return await self.bridge.run(_fetch, self._pool, sql, args)
@@ -89,6 +90,29 @@ class Database:
         """Run ``fn(conn, *args)`` on the storage loop with a leased connection."""
         return await self.bridge.run(_call, fn, conn, args)
 
+    @asynccontextmanager
+    async def notifications(
+        self, *channels: str
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[tuple[str, str]]]:
+        """``LISTEN`` on ``channels`` over a connection of its own: each ``NOTIFY`` arrives as
+        ``(channel, payload)``, in commit order. The channel ends when that connection is lost
+        (whatever was notified meanwhile is missed).
+
+        Raises:
+            StorageUnavailable: the database can't be reached.
+        """
+        feed: Feed[tuple[str, str]] = Feed()
+        try:
+            conn = await self.bridge.run(_listen, self._dsn, channels, feed)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageUnavailable(f"can't listen for notifications: {exc}") from exc
+        try:
+            async with feed.receive:
+                yield feed.receive
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.bridge.run(conn.close)
+
     async def ping(self, timeout: float = 2.0) -> bool:
         """True when the database answers ``SELECT 1`` within ``timeout`` seconds."""
         with trio.move_on_after(timeout):
@@ -128,6 +152,23 @@ async def _call(
     return await fn(conn, *args)
 
 
+async def _listen(
+    dsn: str, channels: tuple[str, ...], feed: Feed[tuple[str, str]]
+) -> asyncpg.Connection:
+    def notified(_conn: object, _pid: int, channel: str, payload: object) -> None:
+        feed.push((channel, str(payload)))
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        for channel in channels:
+            await conn.add_listener(channel, notified)
+    except BaseException:
+        conn.terminate()
+        raise
+    conn.add_termination_listener(lambda _conn: feed.close())
+    return conn
+
+
 async def _acquire(pool: asyncpg.Pool) -> asyncpg.Connection:
     return cast(asyncpg.Connection, await pool.acquire())
 
@@ -164,7 +205,7 @@ async def open_database(dsn: str, *, pool_size: int = 10) -> AsyncIterator[Datab
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageUnavailable(f"can't connect to PostgreSQL: {exc}") from exc
         try:
-            yield Database(bridge, pool)
+            yield Database(bridge, pool, dsn)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await bridge.run(pool.close)

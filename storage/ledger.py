@@ -108,11 +108,21 @@ class Ledger:
         hold_id: UUID,
         session_id: UUID | None = None,
         claim: SessionClaim | None = None,
+        minimum: Money | None = None,
     ) -> LedgerResult:
-        """Hold ``amount``; with a ``claim``, write that session's row in the same transaction
-        (see :class:`Reserve`)."""
+        """Hold ``amount`` (with a ``minimum``: as much of it as the balance covers, at least
+        that); with a ``claim``, write that session's row in the same transaction (see
+        :class:`Reserve`). The hold's amount is ``LedgerResult.held``."""
         return await self.apply(
-            Reserve(key, _client(client_id), parse_amount(amount), hold_id, session_id, claim)
+            Reserve(
+                key,
+                _client(client_id),
+                parse_amount(amount),
+                hold_id,
+                session_id,
+                claim,
+                None if minimum is None else parse_amount(minimum, field="minimum"),
+            )
         )
 
     async def release(self, hold_id: UUID, *, key: str) -> LedgerResult:

@@ -80,6 +80,11 @@ class LedgerResult:
         return sum((e.amount for e in self.entries if e.type == entry_type), Decimal("0.00"))
 
     @property
+    def held(self) -> Decimal:
+        """What a reservation set aside, as a positive amount."""
+        return -self.total("charge_reserve")
+
+    @property
     def refunded(self) -> Decimal:
         return self.total("charge_refund")
 
@@ -195,6 +200,9 @@ class Adjust(_Op):
 class Reserve(_Op):
     """Set money aside for a session (a hold): balance down, ``charge_reserve`` entry.
 
+    With a ``minimum``, ``amount`` is a ceiling: the hold is as much of it as the balance covers,
+    and at least ``minimum`` (else ``insufficient_balance``), sized on the locked balance.
+
     With a ``claim``, the session's row is written in the same transaction, taking its
     connector: a connector with an open session refuses the reservation
     (``connector_occupied``), and a refused reservation leaves no row. The claim is not part of
@@ -206,6 +214,7 @@ class Reserve(_Op):
     hold_id: UUID
     session_id: UUID | None = None
     claim: SessionClaim | None = None
+    minimum: Decimal | None = None
     kind: ClassVar[str] = "reserve"
 
     def __post_init__(self) -> None:
@@ -223,15 +232,23 @@ class Reserve(_Op):
         ):
             raise InvalidRequest("the claimed session must be the reservation's own")
         object.__setattr__(self, "amount", parse_amount(self.amount))
+        if self.minimum is not None:
+            minimum = parse_amount(self.minimum, field="minimum")
+            if minimum > self.amount:
+                raise InvalidRequest("minimum must not be above amount", field="minimum")
+            object.__setattr__(self, "minimum", minimum)
 
     def request(self) -> dict[str, Any]:
-        return {
+        request = {
             "op": self.kind,
             "client": str(self.client_id),
             "amount": str(self.amount),
             "hold": str(self.hold_id),
             "session": str(self.session_id),
         }
+        if self.minimum is not None:
+            request["minimum"] = str(self.minimum)
+        return request
 
 
 @dataclass(frozen=True, slots=True)

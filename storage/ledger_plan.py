@@ -9,7 +9,7 @@ ones, and a key used twice in one batch replays like a key used in an earlier on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +29,7 @@ from storage.ledger_ops import (
 
 Outcome = LedgerResult | CpmsError | LedgerFailure
 ZERO = Decimal("0.00")
+CENT = Decimal("0.01")
 
 
 @dataclass(slots=True)
@@ -160,12 +161,17 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
     _require_active(client.status)
     if op.hold_id in state.holds:
         raise Conflict(f"hold {op.hold_id} already exists", code="hold_exists")
-    if client.balance < op.amount:
-        raise InsufficientBalance(required=op.amount, available=client.balance)
-    hold = HoldState(op.client_id, op.amount, "held", op.session_id)
+    amount = op.amount
+    if op.minimum is not None:  # as much of the ceiling as the balance covers
+        amount = min(amount, client.balance).quantize(CENT, rounding=ROUND_DOWN)
+        if amount < op.minimum:
+            raise InsufficientBalance(required=op.minimum, available=client.balance)
+    if client.balance < amount:
+        raise InsufficientBalance(required=amount, available=client.balance)
+    hold = HoldState(op.client_id, amount, "held", op.session_id)
     state.holds[op.hold_id] = plan.new_holds[op.hold_id] = hold
     return _record(
-        op, plan, op.client_id, client, [("charge_reserve", -op.amount)], op.hold_id, op.session_id
+        op, plan, op.client_id, client, [("charge_reserve", -amount)], op.hold_id, op.session_id
     )
 
 

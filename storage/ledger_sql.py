@@ -17,6 +17,7 @@ operation can't sink the others.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
@@ -79,6 +80,10 @@ WITH ops AS (
     UPDATE clients c SET balance = b.balance, updated_at = now()
     FROM unnest($13::uuid[], $14::numeric[]) AS b(id, balance)
     WHERE c.id = b.id
+), sized AS (
+    UPDATE charging_sessions s SET reserved_amount = z.amount
+    FROM unnest($28::uuid[], $29::numeric[]) AS z(id, amount)
+    WHERE s.id = z.id
 )
 INSERT INTO ledger_entries (client_id, type, amount, balance_before, balance_after, hold_id,
                             session_id, invoice_id, operation_key, idempotency_key, description)
@@ -140,11 +145,28 @@ async def _apply(conn: asyncpg.Connection, ops: list[LedgerOp]) -> list[Outcome]
     if refused:
         await drop_claims(conn, refused)
     if plan.writes:
-        await _write(conn, plan)
+        await _write(conn, plan, _sized_claims(live, plan.outcomes, written))
     planned = iter(plan.outcomes)
     return [
         _occupied(op) if taken else next(planned) for op, taken in zip(ops, occupied, strict=True)
     ]
+
+
+def _sized_claims(
+    ops: list[LedgerOp], outcomes: list[Outcome], written: set[UUID]
+) -> dict[UUID, Decimal]:
+    """Claimed rows whose reservation was sized on the balance (a ``minimum``), with what was
+    held: they were written with the ceiling."""
+    return {
+        op.claim.session_id: outcome.held
+        for op, outcome in zip(ops, outcomes, strict=True)
+        if isinstance(op, Reserve)
+        and op.minimum is not None
+        and op.claim is not None
+        and op.claim.session_id in written
+        and isinstance(outcome, LedgerResult)
+        and outcome.held != op.claim.reserved
+    }
 
 
 def _claim_of(op: LedgerOp) -> UUID | None:
@@ -183,7 +205,7 @@ async def _read(conn: asyncpg.Connection, ops: list[LedgerOp]) -> tuple[LedgerSt
     return state, written
 
 
-async def _write(conn: asyncpg.Connection, plan: BatchPlan) -> None:
+async def _write(conn: asyncpg.Connection, plan: BatchPlan, sized: dict[UUID, Decimal]) -> None:
     ops, entries = plan.operations, plan.entries
     settled = list(plan.settled_holds.items())
     new = list(plan.new_holds.items())
@@ -216,4 +238,6 @@ async def _write(conn: asyncpg.Connection, plan: BatchPlan) -> None:
         [e.description for e in entries],
         [n.status for _, n in new],
         [n.captured for _, n in new],
+        list(sized),
+        list(sized.values()),
     )

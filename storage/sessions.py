@@ -27,57 +27,10 @@ async def has_tariff(db: Database, station_id: str) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class StartFacts:
-    """What an app start checks, read in one trip to the storage loop."""
-
-    client: Row | None
-    station: Row | None
-    connector_ids: frozenset[int]
-    tariff: Tariff | None
-
-
-async def start_facts(db: Database, client_id: uuid.UUID, station_id: str) -> StartFacts:
-    return await db.run_with_connection(_start_facts, client_id, station_id)
-
-
-async def _start_facts(
-    conn: asyncpg.Connection, client_id: uuid.UUID, station_id: str
-) -> StartFacts:
-    row = await conn.fetchrow(
-        """SELECT c.status AS client_status, c.balance,
-                  s.id AS station, s.admin_status, s.registration_status,
-                  (SELECT array_agg(connector_id) FROM connectors WHERE station_id = $2)
-                      AS connector_ids
-           FROM (SELECT) AS one
-           LEFT JOIN clients c ON c.id = $1
-           LEFT JOIN stations s ON s.id = $2""",
-        client_id,
-        station_id,
-    )
-    assert row is not None  # one row, whatever matched
-    client = station = None
-    if row["client_status"] is not None:
-        client = {"status": row["client_status"], "balance": row["balance"]}
-    if row["station"] is not None:
-        station = {
-            "id": row["station"],
-            "admin_status": row["admin_status"],
-            "registration_status": row["registration_status"],
-        }
-    return StartFacts(
-        client, station, frozenset(row["connector_ids"] or ()), await _tariff_on(conn, station_id)
-    )
-
-
 async def tariff_for_station(db: Database, station_id: str) -> Tariff | None:
-    """The station's tariff, or its location's; None when neither has one."""
-    return await db.run_with_connection(_tariff_on, station_id)
-
-
-async def _tariff_on(conn: asyncpg.Connection, station_id: str) -> Tariff | None:
-    """One statement: a row per time-of-day rate, or one row with no rate."""
-    rows = await conn.fetch(
+    """The station's tariff, or its location's; None when neither has one. One statement: a row
+    per time-of-day rate, or one row with no rate."""
+    rows = await db.fetch(
         """SELECT t.id, t.price_per_kwh, t.session_fee, t.price_per_minute, t.currency,
                   r.tariff_id AS rate_of, r.starts_at, r.ends_at,
                   r.price_per_kwh AS rate_price, r.weekdays
@@ -211,6 +164,12 @@ async def drop_claims(conn: asyncpg.Connection, session_ids: list[uuid.UUID]) ->
     await conn.execute(
         "DELETE FROM charging_sessions WHERE id = ANY($1) AND status = 'reserved'", session_ids
     )
+
+
+async def hold_status(db: Database, hold_id: uuid.UUID) -> str | None:
+    """``held``, ``released`` or ``captured``; None when there is no such hold."""
+    status: str | None = await db.fetchval("SELECT status FROM holds WHERE id = $1", hold_id)
+    return status
 
 
 async def forget(db: Database, session_id: uuid.UUID) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,14 @@ import httpx
 import pytest
 import trio
 
-from actors.session_messages import session_tag
+from actors.session_messages import hold_for, session_tag
 from cpms import provisioning as prov
 from cpms.app import Endpoints
+from cpms.charging import Limit
 from sim.charger import VirtualChargePoint
 from storage import Database, Ledger
 from storage import sessions as sessions_store
+from storage.clients import ensure_client
 from tests.conftest import start_ledger
 from tests.ocpp_server import PASSWORD, provision, start_server
 from tests.tokens import SECRET, bearer, hs256
@@ -302,6 +304,17 @@ async def test_refusals_reserve_nothing(
 
 async def test_station_and_client_states_that_refuse(rig: Rig) -> None:
     client, me = await rig.client("5")
+    _, broke = await rig.client("0")
+
+    async def operator(sql: str, then: str) -> None:
+        """Change a station as the CLI would (in the database, not through the server) and
+        wait for the server to take it up: until then a start by a client with no money is
+        refused by the ledger, and moves nothing."""
+        await rig.db.execute(sql)
+        with trio.fail_after(10):
+            while (await rig.start(broke)).json()["error"] != then:  # noqa: ASYNC110 - polls the server
+                await trio.sleep(0.02)
+
     async with rig.charger() as cp:
         await cp.wait_booted()
         await until(lambda: not cp._outbox)
@@ -312,12 +325,16 @@ async def test_station_and_client_states_that_refuse(rig: Rig) -> None:
         await cp.fault(2)
         await until(lambda: not cp._outbox)
         assert (await rig.start(me, connector_id=2)).json()["error"] == "connector_faulted"
-        await rig.db.execute("UPDATE stations SET admin_status = 'maintenance' WHERE id = 'CP-1'")
+        maintenance = "UPDATE stations SET admin_status = 'maintenance' WHERE id = 'CP-1'"
+        await operator(maintenance, then="station_maintenance")
         assert (await rig.start(me)).json()["error"] == "station_maintenance"
-        await rig.db.execute("UPDATE stations SET admin_status = 'active' WHERE id = 'CP-1'")
-        await rig.db.execute("UPDATE stations SET tariff_id = NULL WHERE id = 'CP-1'")
+        active = "UPDATE stations SET admin_status = 'active' WHERE id = 'CP-1'"
+        await operator(active, then="insufficient_balance")
+        untariffed = "UPDATE stations SET tariff_id = NULL WHERE id = 'CP-1'"
+        await operator(untariffed, then="station_unavailable")
         assert (await rig.start(me)).json()["error"] == "station_unavailable"  # nothing to bill
-        await rig.db.execute("UPDATE stations SET tariff_id = 'T1' WHERE id = 'CP-1'")
+        tariffed = "UPDATE stations SET tariff_id = 'T1' WHERE id = 'CP-1'"
+        await operator(tariffed, then="insufficient_balance")
         await rig.db.execute("UPDATE clients SET status = 'blocked' WHERE id = $1", client)
         assert (await rig.start(me)).json()["error"] == "client_blocked"
         await rig.db.execute("UPDATE clients SET status = 'pending_deletion' WHERE id = $1", client)
@@ -441,3 +458,61 @@ async def test_a_start_racing_the_start_timeout_is_never_lost(rig: Rig) -> None:
         )
         assert answer["idTagInfo"]["status"] == "Invalid"
     del client
+
+
+async def test_reserved_sessions_found_at_start_up(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A row still "reserved" when the server starts (it stopped between the hold and asking
+    the charger): with its money held, the charger is asked (here it is offline, so the start
+    is refused and refunded); with its money already given back, it ends cancelled; with no
+    hold at all (a row from before rows and holds were written together), it is dropped."""
+    await prov.add_tariff(db, prov.TariffIn(id="T1", name="DC", price_per_kwh=D("15.00")))
+    for name in ("CP-1", "CP-2"):
+        await provision(db, name)
+    ledger = (await start_ledger(nursery, db)).ledger
+    client = uuid.uuid4()
+    await ensure_client(db, client)
+    await ledger.credit(client, "100", key=f"topup-{client}")
+
+    def claim(station: str, connector: int) -> sessions_store.SessionClaim:
+        session = uuid.uuid4()
+        now = datetime.now(UTC)
+        return sessions_store.SessionClaim(
+            session, client, station, connector, session_tag(session), "app",
+            Limit("amount", D("20")), "T1", D("15.00"), D("0"), now + timedelta(minutes=10),
+            now + timedelta(hours=12), D("20.00"), hold_for(session),
+        )  # fmt: skip
+
+    async def reserve(c: sessions_store.SessionClaim) -> None:
+        key = f"session:{c.session_id}:reserve"
+        await ledger.reserve(
+            client, "20", key=key, hold_id=c.hold_id, session_id=c.session_id, claim=c
+        )
+
+    held, given_back, orphan = claim("CP-1", 1), claim("CP-1", 2), claim("CP-2", 1)
+    await reserve(held)
+    await reserve(given_back)
+    await ledger.release(given_back.hold_id, key=f"session:{given_back.session_id}:release")
+    await db.run_with_connection(
+        lambda conn: conn.execute(
+            sessions_store.insert_claims_sql(1), *sessions_store.claim_arrays([orphan])
+        )
+    )
+
+    async def status(c: sessions_store.SessionClaim) -> str | None:
+        value = await db.fetchval(
+            "SELECT status FROM charging_sessions WHERE id = $1", c.session_id
+        )
+        return None if value is None else str(value)
+
+    _endpoints, shutdown = await start_server(nursery, dsn, tmp_path, jwt_secret=SECRET)
+    wanted = ["rejected", "cancelled", None]
+    with trio.fail_after(10):
+        while [await status(c) for c in (held, given_back, orphan)] != wanted:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    error = await db.fetchval("SELECT error FROM charging_sessions WHERE id = $1", held.session_id)
+    assert "RemoteStartTransaction" in error
+    assert await ledger.balance(client) == D("100.00")
+    assert await db.fetchval("SELECT count(*) FROM holds WHERE status = 'held'") == 0
+    shutdown.set()

@@ -326,3 +326,40 @@ async def test_claims_on_one_connector_in_one_batch_one_wins(rig: LedgerRig) -> 
     assert [getattr(o, "code", None) for o in outcomes[1:]] == ["connector_occupied"] * 2
     assert await sessions_on(rig.db) == [(ops[0].session_id, 1, D("10.00"))]
     assert await rig.ledger.balance(cid) == D("90.00")
+
+
+async def test_a_reservation_with_a_minimum_holds_what_the_balance_covers(rig: LedgerRig) -> None:
+    """Seed 001 §6, no limit: min(balance, 200), at least 10, sized on the locked balance; the
+    claimed session's row is written with what was held."""
+    await create_station(rig.db, "CP-L", connectors_count=2)
+    cid = await new_client(rig.db, "57.35", rig)
+    claim, args = claim_for(cid, "200")
+    held = await rig.ledger.reserve(cid, "200", minimum="10", claim=claim, **args)
+    assert (held.held, held.balance) == (D("57.35"), D("0.00"))
+    assert await sessions_on(rig.db) == [(claim.session_id, 1, D("57.35"))]
+    again = await rig.ledger.reserve(cid, "200", minimum="10", **args)  # a replay
+    assert again.replayed and again.held == D("57.35")
+    with pytest.raises(Conflict) as conflict:  # the same key for a fixed amount
+        await rig.ledger.reserve(cid, "57.35", **args)
+    assert conflict.value.code == "idempotency_conflict"
+
+    await rig.ledger.credit(cid, "9.99", key=f"more-{cid}")
+    before = await ledger_rows(rig.db)
+    short, args = claim_for(cid, "200", connector=2)
+    with pytest.raises(InsufficientBalance) as info:
+        await rig.ledger.reserve(cid, "200", minimum="10", claim=short, **args)
+    assert (info.value.required, info.value.available) == (D("10.00"), D("9.99"))
+    assert await ledger_rows(rig.db) == before
+    assert await sessions_on(rig.db) == [(claim.session_id, 1, D("57.35"))]
+
+    await rig.ledger.credit(cid, "500", key=f"rich-{cid}")
+    capped, args = claim_for(cid, "200", connector=2)
+    result = await rig.ledger.reserve(cid, "200", minimum="10", claim=capped, **args)
+    assert (result.held, result.balance) == (D("200.00"), D("309.99"))
+    assert (await sessions_on(rig.db))[-1] == (capped.session_id, 2, D("200.00"))
+
+
+async def test_a_minimum_above_the_amount_is_refused(rig: LedgerRig) -> None:
+    cid = await new_client(rig.db, "100", rig)
+    with pytest.raises(InvalidRequest):
+        await rig.ledger.reserve(cid, "10", minimum="20", key="k", hold_id=uuid.uuid4())
