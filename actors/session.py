@@ -179,7 +179,7 @@ class _Actor:
         # A start's latency is its trips to the database, so it makes one: the reservation.
         # The station is checked against its actor's state and the tariff kept in memory (both
         # follow operators' changes, see cpms.station_config); the client (found, active, funded)
-        # is checked by the ledger, on its locked row, as it reserves.
+        # is checked by the ledger as it reserves, on the row it writes.
         snapshot, tariff = await _both(
             partial(self._snapshot, request.station_id),
             partial(self.deps.tariffs.get, request.station_id),

@@ -93,7 +93,7 @@ class Limit:
 @dataclass(frozen=True)
 class Hold:
     """What to reserve: ``amount``; with a ``minimum``, as much of ``amount`` as the balance
-    covers and at least ``minimum``. The ledger sizes it on the balance it has locked, and
+    covers and at least ``minimum``. The ledger sizes it on the balance it writes, and
     refuses it (``insufficient_balance``) when the balance is short."""
 
     amount: Decimal

@@ -201,7 +201,7 @@ class Reserve(_Op):
     """Set money aside for a session (a hold): balance down, ``charge_reserve`` entry.
 
     With a ``minimum``, ``amount`` is a ceiling: the hold is as much of it as the balance covers,
-    and at least ``minimum`` (else ``insufficient_balance``), sized on the locked balance.
+    and at least ``minimum`` (else ``insufficient_balance``), sized on the balance it writes.
 
     With a ``claim``, the session's row is written in the same transaction, taking its
     connector: a connector with an open session refuses the reservation

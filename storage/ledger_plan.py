@@ -1,14 +1,15 @@
-"""Ledger arithmetic with no I/O: what a batch of operations does to locked balances and holds.
+"""Ledger arithmetic with no I/O: what a batch of operations does to balances and holds.
 
-:func:`plan_batch` takes the operations of one batch and the state they touch (read and locked by
+:func:`plan_batch` takes the operations of one batch and the state they touch (read by
 ``ledger_sql``), applies them in order in memory, and returns one outcome per operation plus the
 rows to write. A refused operation changes nothing, later operations see the effects of earlier
-ones, and a key used twice in one batch replays like a key used in an earlier one.
+ones, and a key used twice in one batch replays like a key used in an earlier one. A
+reservation's session claim takes its connector: one open session per connector.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 from uuid import UUID
@@ -26,6 +27,7 @@ from storage.ledger_ops import (
     Release,
     Reserve,
 )
+from storage.sessions import SessionClaim
 
 Outcome = LedgerResult | CpmsError | LedgerFailure
 ZERO = Decimal("0.00")
@@ -74,6 +76,8 @@ class BatchPlan:
     #: holds that existed before the batch and were settled by it: status, captured amount
     settled_holds: dict[UUID, tuple[str, Decimal | None]] = field(default_factory=dict)
     balances: dict[UUID, Decimal] = field(default_factory=dict)
+    #: the rows of the sessions whose reservations succeeded, holding what was held
+    claims: list[SessionClaim] = field(default_factory=list)
 
     @property
     def writes(self) -> bool:
@@ -87,6 +91,8 @@ class LedgerState:
     clients: dict[UUID, ClientState]
     holds: dict[UUID, HoldState]
     priors: dict[str, tuple[dict[str, Any], dict[str, Any]]]
+    #: connectors (station, connector) of the batch's claims that have an open session
+    taken: set[tuple[str, int]] = field(default_factory=set)
 
 
 def plan_batch(ops: list[LedgerOp], state: LedgerState) -> BatchPlan:
@@ -158,6 +164,13 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
             op, plan, op.client_id, client, [("adjustment", op.amount)], description=op.reason
         )
     assert isinstance(op, Reserve)
+    place = None if op.claim is None else (op.claim.station_id, op.claim.connector_id)
+    if place in state.taken:
+        assert op.claim is not None
+        raise Conflict(
+            f"connector {op.claim.connector_id} of {op.claim.station_id} is busy",
+            code="connector_occupied",
+        )
     _require_active(client.status)
     if op.hold_id in state.holds:
         raise Conflict(f"hold {op.hold_id} already exists", code="hold_exists")
@@ -170,6 +183,9 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
         raise InsufficientBalance(required=amount, available=client.balance)
     hold = HoldState(op.client_id, amount, "held", op.session_id)
     state.holds[op.hold_id] = plan.new_holds[op.hold_id] = hold
+    if op.claim is not None and place is not None:  # the session's row takes the connector
+        state.taken.add(place)
+        plan.claims.append(replace(op.claim, reserved=amount))
     return _record(
         op, plan, op.client_id, client, [("charge_reserve", -amount)], op.hold_id, op.session_id
     )

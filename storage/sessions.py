@@ -8,8 +8,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
-
 from cpms.charging import Limit, Tariff, TimeRate
 from storage.database import Database, Row
 
@@ -152,20 +150,6 @@ def claim_arrays(claims: list[SessionClaim]) -> list[list[Any]]:
     return [list(column) for column in zip(*(c.row() for c in claims), strict=True)]
 
 
-async def existing_sessions(conn: asyncpg.Connection, ids: set[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of ``ids`` have a row (on the storage loop)."""
-    rows = await conn.fetch("SELECT id FROM charging_sessions WHERE id = ANY($1)", list(ids))
-    return {r["id"] for r in rows}
-
-
-async def drop_claims(conn: asyncpg.Connection, session_ids: list[uuid.UUID]) -> None:
-    """Remove sessions that never held money: rows written by :func:`insert_claims_sql` whose
-    reservation was refused, in the same transaction, so a refused start leaves nothing behind."""
-    await conn.execute(
-        "DELETE FROM charging_sessions WHERE id = ANY($1) AND status = 'reserved'", session_ids
-    )
-
-
 async def hold_status(db: Database, hold_id: uuid.UUID) -> str | None:
     """``held``, ``released`` or ``captured``; None when there is no such hold."""
     status: str | None = await db.fetchval("SELECT status FROM holds WHERE id = $1", hold_id)
@@ -173,8 +157,11 @@ async def hold_status(db: Database, hold_id: uuid.UUID) -> str | None:
 
 
 async def forget(db: Database, session_id: uuid.UUID) -> None:
-    """Remove a session that never held money (its reservation was refused)."""
-    await db.run_with_connection(drop_claims, [session_id])
+    """Remove a session that never held money: a ``reserved`` row without a hold, written before
+    rows and holds were written together."""
+    await db.execute(
+        "DELETE FROM charging_sessions WHERE id = $1 AND status = 'reserved'", session_id
+    )
 
 
 async def save(db: Database, session_id: uuid.UUID, **fields: Any) -> None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import pytest
 
 from cpms.charging import Limit
@@ -18,9 +19,10 @@ from cpms.errors import (
     InvalidRequest,
     NotFound,
 )
-from storage import Database
+from storage import Database, ledger_sql
 from storage.clients import ensure_client, set_client_status
-from storage.ledger_ops import LedgerResult, Reserve
+from storage.ledger_ops import Credit, LedgerOp, LedgerResult, Release, Reserve
+from storage.ledger_plan import plan_batch
 from storage.ledger_sql import apply_batch
 from storage.sessions import SessionClaim
 from storage.stations import create_station
@@ -329,7 +331,7 @@ async def test_claims_on_one_connector_in_one_batch_one_wins(rig: LedgerRig) -> 
 
 
 async def test_a_reservation_with_a_minimum_holds_what_the_balance_covers(rig: LedgerRig) -> None:
-    """Seed 001 §6, no limit: min(balance, 200), at least 10, sized on the locked balance; the
+    """Seed 001 §6, no limit: min(balance, 200), at least 10, sized on the balance it writes; the
     claimed session's row is written with what was held."""
     await create_station(rig.db, "CP-L", connectors_count=2)
     cid = await new_client(rig.db, "57.35", rig)
@@ -363,3 +365,50 @@ async def test_a_minimum_above_the_amount_is_refused(rig: LedgerRig) -> None:
     cid = await new_client(rig.db, "100", rig)
     with pytest.raises(InvalidRequest):
         await rig.ledger.reserve(cid, "10", minimum="20", key="k", hold_id=uuid.uuid4())
+
+
+@pytest.mark.parametrize("meanwhile", ["client blocked", "hold settled", "connector taken"])
+async def test_a_batch_planned_on_rows_changed_meanwhile_writes_nothing(
+    rig: LedgerRig, meanwhile: str
+) -> None:
+    """Another process's ledger (an operator's command) writes between a batch's read and its
+    write: the write checks the rows it was planned on, writes nothing, and the batch is redone
+    on fresh rows."""
+    await create_station(rig.db, "CP-L", connectors_count=2)
+    cid = await new_client(rig.db, "100", rig)
+    held, args = claim_for(cid, "30")
+    await rig.ledger.reserve(cid, "30", claim=held, **args)
+    mine, my_args = claim_for(cid, "20", connector=2)
+    op: LedgerOp = {
+        "client blocked": Credit("topup-2", cid, D("5")),
+        "hold settled": Release("release-mine", held.hold_id),
+        "connector taken": Reserve(
+            my_args["key"], cid, D("20"), mine.hold_id, mine.session_id, mine
+        ),
+    }[meanwhile]
+    async with rig.db.connection() as conn:
+        state = await rig.db.run_on(conn, ledger_sql._read, [op])
+        read = {c: (s.balance, s.status) for c, s in state.clients.items()}
+        plan = plan_batch([op], state)
+        if meanwhile == "client blocked":
+            await set_client_status(rig.db, cid, "blocked")
+        elif meanwhile == "hold settled":
+            await rig.ledger.release(held.hold_id, key="release-theirs")
+        else:
+            theirs, their_args = claim_for(cid, "10", connector=2)
+            await rig.ledger.reserve(cid, "10", claim=theirs, **their_args)
+        before = await ledger_rows(rig.db)
+        with pytest.raises(asyncpg.SerializationError):
+            await rig.db.run_on(conn, ledger_sql._write, plan, read)
+        assert await ledger_rows(rig.db) == before
+        [outcome] = await rig.db.run_on(conn, apply_batch, [op])
+    assert (
+        getattr(outcome, "code", None)
+        == {
+            "client blocked": "client_blocked",
+            "hold settled": "hold_already_settled",
+            "connector taken": "connector_occupied",
+        }[meanwhile]
+    )
+    assert await ledger_rows(rig.db) == before
+    assert not await rig.ledger.discrepancies()
