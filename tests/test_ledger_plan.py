@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cpms.charging import Limit
 from cpms.errors import Conflict, InsufficientBalance
 from storage.ledger_ops import Capture, Credit, LedgerResult, Release, Reserve
 from storage.ledger_plan import ClientState, LedgerState, plan_batch, settlement
+from storage.sessions import SessionClaim
 
 D = Decimal
 
@@ -117,3 +120,22 @@ def test_balances_always_equal_the_entries(steps: list[tuple[str, Decimal, int]]
         running = row.entry.balance_after
         if running < 0:
             assert row.entry.type == "charge_debt" or row.entry.amount > 0
+
+
+def test_a_claim_takes_its_connector_only_when_its_reservation_succeeds() -> None:
+    poor, rich = uuid.uuid4(), uuid.uuid4()
+    ops = []
+    for n, (client, amount) in enumerate([(poor, "50"), (rich, "50"), (rich, "20")]):
+        session, hold = uuid.uuid4(), uuid.uuid4()
+        now = datetime.now(UTC)
+        claim = SessionClaim(
+            session, client, "CP-1", 1, f"APP-{n}", "app", Limit("amount", D(amount)), None,
+            D("15"), D("0"), now, now, D(amount), hold,
+        )  # fmt: skip
+        ops.append(Reserve(f"r{n}", client, D(amount), hold, session, claim))
+    plan = plan_batch(ops, state({poor: "10", rich: "100"}))
+    refused, won, lost = plan.outcomes
+    assert isinstance(refused, InsufficientBalance)  # takes nothing
+    assert isinstance(won, LedgerResult) and won.held == D("50.00")
+    assert isinstance(lost, Conflict) and lost.code == "connector_occupied"
+    assert [c.session_id for c in plan.claims] == [ops[1].session_id]
