@@ -164,11 +164,11 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
             op, plan, op.client_id, client, [("adjustment", op.amount)], description=op.reason
         )
     assert isinstance(op, Reserve)
-    place = None if op.claim is None else (op.claim.station_id, op.claim.connector_id)
-    if place in state.taken:
-        assert op.claim is not None
+    claim = op.claim
+    place = None if claim is None else (claim.station_id, claim.connector_id)
+    if claim is not None and place in state.taken:
         raise Conflict(
-            f"connector {op.claim.connector_id} of {op.claim.station_id} is busy",
+            f"connector {claim.connector_id} of {claim.station_id} is busy",
             code="connector_occupied",
         )
     _require_active(client.status)
@@ -183,9 +183,9 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
         raise InsufficientBalance(required=amount, available=client.balance)
     hold = HoldState(op.client_id, amount, "held", op.session_id)
     state.holds[op.hold_id] = plan.new_holds[op.hold_id] = hold
-    if op.claim is not None and place is not None:  # the session's row takes the connector
+    if claim is not None and place is not None:  # the session's row takes the connector
         state.taken.add(place)
-        plan.claims.append(replace(op.claim, reserved=amount))
+        plan.claims.append(replace(claim, reserved=amount))
     return _record(
         op, plan, op.client_id, client, [("charge_reserve", -amount)], op.hold_id, op.session_id
     )
