@@ -1,6 +1,7 @@
 """Applying a batch of ledger operations to PostgreSQL. Runs on the storage loop.
 
-A batch costs two round trips whatever its size, and a start waits for the batch ahead of it:
+A batch costs at most two round trips whatever its size, and a start waits for the batch ahead
+of it:
 
 1. one read, taking no locks: the clients the batch touches (its own and its holds' owners),
    its holds, the keys already applied, and which claimed connectors have an open session;
@@ -13,17 +14,25 @@ Only a ledger in another process (an operator's command) can change those rows m
 the check aborts the statement as a serialization failure, nothing is written, and each
 operation is redone alone on fresh rows. The same happens when the database rejects the batch
 otherwise (a key applied meanwhile), so one bad operation can't sink the others.
+
+The read is mostly skipped. The StorageActor keeps what it last read or wrote (a
+:class:`LedgerCache`: balances, statuses, open holds), and a batch whose rows are all there is
+planned on them: one round trip. That guess is checked exactly as a read is, by the write, and
+where it was wrong (an operator's credit, a client blocked, a key or a connector used by another
+process) nothing is written and the batch goes the long way. A refusal planned on it is never
+answered: it is confirmed on fresh rows first (a top-up elsewhere may have covered it).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
 
 from storage.errors import LedgerFailure
-from storage.ledger_ops import Adjust, Capture, Credit, LedgerOp, Release, Reserve
+from storage.ledger_ops import Adjust, Capture, Credit, LedgerOp, LedgerResult, Release, Reserve
 from storage.ledger_plan import (
     BatchPlan,
     ClientState,
@@ -95,30 +104,116 @@ SELECT cpms_ledger_unchanged(
 """
 
 
+class LedgerCache:
+    """The rows one ledger last read or wrote: each client's balance and status (the
+    ``size`` most recently used), and the holds still held. Only a guess at the database: see
+    the module's docstring. Used on the storage loop only."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._clients: dict[UUID, ClientState] = {}
+        self._holds: dict[UUID, HoldState] = {}
+
+    def state(self, ops: list[LedgerOp]) -> LedgerState | None:
+        """Copies of the rows ``ops`` touch, as a batch's state; None when one isn't known.
+        Keys are taken as unused and claimed connectors as free (the write checks both)."""
+        state = LedgerState({}, {}, {})
+        for op in ops:
+            if isinstance(op, Release | Capture):
+                hold = self._holds.get(op.hold_id)
+                if hold is None:
+                    return None
+                state.holds[op.hold_id] = replace(hold)
+                client_id = hold.client_id
+            elif isinstance(op, Reserve) and op.hold_id in self._holds:
+                return None  # its hold exists: a replay, answered from the stored result
+            else:
+                client_id = op.client_id
+            client = self._clients.get(client_id)
+            if client is None:
+                return None
+            state.clients[client_id] = replace(client)
+        return state
+
+    def keep(self, state: LedgerState) -> None:
+        """Remember ``state``: rows as read, or as a batch that was written left them."""
+        for client_id, client in state.clients.items():
+            self._clients.pop(client_id, None)
+            self._clients[client_id] = replace(client)
+        while len(self._clients) > self.size:
+            del self._clients[next(iter(self._clients))]
+        for hold_id, hold in state.holds.items():
+            if hold.status == "held":
+                self._holds[hold_id] = replace(hold)
+            else:
+                self._holds.pop(hold_id, None)
+
+    def forget(self, ops: list[LedgerOp]) -> None:
+        """Drop the rows ``ops`` touch (a write on them failed: they may have changed)."""
+        for op in ops:
+            if isinstance(op, Release | Capture | Reserve):
+                hold = self._holds.pop(op.hold_id, None)
+                if hold is not None:
+                    self._clients.pop(hold.client_id, None)
+            if isinstance(op, Credit | Adjust | Reserve):
+                self._clients.pop(op.client_id, None)
+
+
 def _recoverable(exc: asyncpg.PostgresError) -> bool:
     return str(getattr(exc, "sqlstate", "") or "")[:2] in _RECOVERABLE
 
 
-async def apply_batch(conn: asyncpg.Connection, ops: list[LedgerOp]) -> list[Outcome]:
-    """Apply ``ops`` in order, in one transaction; one outcome per operation.
+async def apply_batch(
+    conn: asyncpg.Connection, ops: list[LedgerOp], cache: LedgerCache | None = None
+) -> list[Outcome]:
+    """Apply ``ops`` in order, in one transaction; one outcome per operation. With a ``cache``,
+    planned on the rows it knows when it knows them all, and kept up to date.
 
     Raises:
         asyncpg.PostgresError, asyncpg.InterfaceError: the connection or server failed; nothing
             may be assumed about the batch except that replaying its keys is safe.
     """
+    if cache is not None and (known := cache.state(ops)) is not None:
+        try:
+            outcomes = await _apply_known(conn, ops, known, cache)
+        except asyncpg.PostgresError as exc:
+            if not _recoverable(exc):
+                raise
+            cache.forget(ops)
+            outcomes = None
+        if outcomes is not None:
+            return outcomes
     try:
-        return await _apply(conn, ops)
+        return await _apply(conn, ops, cache)
     except asyncpg.PostgresError as exc:
         if not _recoverable(exc):
             raise
-    return [await _apply_alone(conn, op) for op in ops]
+        if cache is not None:
+            cache.forget(ops)
+    return [await _apply_alone(conn, op, cache) for op in ops]
 
 
-async def _apply_alone(conn: asyncpg.Connection, op: LedgerOp) -> Outcome:
+async def _apply_known(
+    conn: asyncpg.Connection, ops: list[LedgerOp], state: LedgerState, cache: LedgerCache
+) -> list[Outcome] | None:
+    """Plan ``ops`` on the cached ``state`` and write them; None (nothing written) when one
+    was refused, which only fresh rows may confirm."""
+    read = {cid: (c.balance, c.status) for cid, c in state.clients.items()}
+    plan = plan_batch(ops, state)
+    if not all(isinstance(outcome, LedgerResult) for outcome in plan.outcomes):
+        return None
+    await _write(conn, plan, read)
+    cache.keep(state)
+    return plan.outcomes
+
+
+async def _apply_alone(
+    conn: asyncpg.Connection, op: LedgerOp, cache: LedgerCache | None
+) -> Outcome:
     error: asyncpg.PostgresError | None = None
     for _ in range(_ATTEMPTS):
         try:
-            return (await _apply(conn, [op]))[0]
+            return (await _apply(conn, [op], cache))[0]
         except asyncpg.PostgresError as exc:
             if not _recoverable(exc):
                 raise
@@ -128,12 +223,16 @@ async def _apply_alone(conn: asyncpg.Connection, op: LedgerOp) -> Outcome:
     return LedgerFailure(f"{op.kind} {op.key!r} refused by the database: {error}")
 
 
-async def _apply(conn: asyncpg.Connection, ops: list[LedgerOp]) -> list[Outcome]:
+async def _apply(
+    conn: asyncpg.Connection, ops: list[LedgerOp], cache: LedgerCache | None
+) -> list[Outcome]:
     state = await _read(conn, ops)
     read = {cid: (c.balance, c.status) for cid, c in state.clients.items()}
     plan = plan_batch(ops, state)
     if plan.writes:
         await _write(conn, plan, read)
+    if cache is not None:
+        cache.keep(state)
     return plan.outcomes
 
 

@@ -20,7 +20,7 @@ import trio
 from actors import Address, ChildSpec, Envelope, Mailbox, Restart
 from storage.database import Database
 from storage.ledger_ops import LedgerOp, LedgerResult
-from storage.ledger_sql import apply_batch
+from storage.ledger_sql import LedgerCache, apply_batch
 
 STORAGE_ADDRESS = Address("storage", "ledger")
 log = structlog.stdlib.get_logger("storage.actor")
@@ -55,6 +55,7 @@ async def run_storage_actor(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with db.connection() as conn:
+        cache = LedgerCache()  # the rows it knows, for this connection's life: see ledger_sql
         task_status.started()
         while True:
             try:
@@ -62,7 +63,7 @@ async def run_storage_actor(
             except trio.EndOfChannel:
                 return
             _take_batch(mailbox, envelopes, batch)
-            await _apply(db, conn, envelopes, hooks)
+            await _apply(db, conn, cache, envelopes, hooks)
 
 
 def _take_batch(
@@ -79,10 +80,11 @@ def _take_batch(
 async def _apply(
     db: Database,
     conn: asyncpg.Connection,
+    cache: LedgerCache,
     envelopes: list[Envelope[LedgerOp]],
     hooks: StorageHooks,
 ) -> None:
-    outcomes = await db.run_on(conn, apply_batch, [e.message for e in envelopes])
+    outcomes = await db.run_on(conn, apply_batch, [e.message for e in envelopes], cache)
     if hooks.after_commit is not None:
         hooks.after_commit(len(envelopes))
     for envelope, outcome in zip(envelopes, outcomes, strict=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -21,9 +21,9 @@ from cpms.errors import (
 )
 from storage import Database, ledger_sql
 from storage.clients import ensure_client, set_client_status
-from storage.ledger_ops import Credit, LedgerOp, LedgerResult, Release, Reserve
+from storage.ledger_ops import Capture, Credit, LedgerOp, LedgerResult, Release, Reserve
 from storage.ledger_plan import plan_batch
-from storage.ledger_sql import apply_batch
+from storage.ledger_sql import LedgerCache, apply_batch
 from storage.sessions import SessionClaim
 from storage.stations import create_station
 from tests.conftest import LedgerRig
@@ -411,4 +411,117 @@ async def test_a_batch_planned_on_rows_changed_meanwhile_writes_nothing(
         }[meanwhile]
     )
     assert await ledger_rows(rig.db) == before
+    assert not await rig.ledger.discrepancies()
+
+
+class Trips:
+    """A connection that counts its round trips (the ledger's statements are fetch and
+    fetchval)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn, self.trips = conn, 0
+
+    async def fetch(self, sql: str, *args: object) -> Any:
+        self.trips += 1
+        return await self.conn.fetch(sql, *args)
+
+    async def fetchval(self, sql: str, *args: object) -> Any:
+        self.trips += 1
+        return await self.conn.fetchval(sql, *args)
+
+
+async def test_a_batch_on_rows_the_ledger_knows_makes_one_round_trip(rig: LedgerRig) -> None:
+    cid = await new_client(rig.db, "100", rig)
+    cache, hold = LedgerCache(), uuid.uuid4()
+    steps: list[tuple[LedgerOp, int]] = [
+        (Reserve("r", cid, D("30"), hold), 2),  # the client is read first
+        (Credit("t", cid, D("5")), 1),
+        (Capture("c", hold, D("12.50")), 1),
+        (Release("x", hold), 1),  # settled holds are not kept: read, refused, nothing written
+        (Reserve("r2", cid, D("10"), uuid.uuid4()), 1),
+        (Reserve("r3", cid, D("500"), uuid.uuid4()), 1),  # refused: confirmed on fresh rows
+    ]
+    outcomes = []
+    async with rig.db.connection() as conn:
+        trips = Trips(conn)
+        for op, expected in steps:
+            before = trips.trips
+            outcomes += await rig.db.run_on(
+                cast(asyncpg.Connection, trips), apply_batch, [op], cache
+            )
+            assert trips.trips - before == expected, op
+    assert [getattr(o, "balance", None) for o in outcomes] == [
+        D("70.00"),
+        D("75.00"),
+        D("92.50"),
+        None,
+        D("82.50"),
+        None,
+    ]
+    assert getattr(outcomes[3], "code", None) == "hold_already_settled"
+    assert isinstance(outcomes[5], InsufficientBalance)
+    assert await rig.ledger.balance(cid) == D("82.50")
+    assert not await rig.ledger.discrepancies()
+
+
+@pytest.mark.parametrize(
+    "elsewhere", ["credited", "blocked", "hold settled", "connector taken", "key used"]
+)
+async def test_a_batch_planned_on_what_the_ledger_knew_is_checked(
+    rig: LedgerRig, elsewhere: str
+) -> None:
+    """Another process's ledger (the rig's own StorageActor here) or an operator changed the
+    rows this ledger keeps: what it plans on them is checked by the write, a refusal on fresh
+    rows, and the outcome is the one those rows give."""
+    await create_station(rig.db, "CP-L", connectors_count=2)
+    cid = await new_client(rig.db, "40", rig)
+    cache = LedgerCache()
+    held, args = claim_for(cid, "30")
+    async with rig.db.connection() as conn:
+
+        async def apply(op: LedgerOp) -> Any:
+            [outcome] = await rig.db.run_on(conn, apply_batch, [op], cache)
+            return outcome
+
+        await apply(Reserve(args["key"], cid, D("30"), held.hold_id, held.session_id, held))
+        mine, mine_args = claim_for(cid, "20", connector=2)
+        op: LedgerOp = {
+            "credited": Reserve("more", cid, D("50"), uuid.uuid4()),
+            "blocked": Reserve("more", cid, D("5"), uuid.uuid4()),
+            "hold settled": Capture("capture-mine", held.hold_id, D("10")),
+            "connector taken": Reserve(
+                mine_args["key"], cid, D("5"), mine.hold_id, mine.session_id, mine
+            ),
+            "key used": Credit("topup-k", cid, D("7")),
+        }[elsewhere]
+        assert cache.state([op]) is not None  # the rows it touches are known
+        if elsewhere == "credited":
+            await rig.ledger.credit(cid, "100", key="theirs")
+        elif elsewhere == "blocked":
+            await set_client_status(rig.db, cid, "blocked")
+        elif elsewhere == "hold settled":
+            await rig.ledger.release(held.hold_id, key="release-theirs")
+        elif elsewhere == "connector taken":
+            theirs, their_args = claim_for(cid, "5", connector=2)
+            await rig.ledger.reserve(cid, "5", claim=theirs, **their_args)
+        else:
+            await rig.ledger.credit(cid, "7", key="topup-k")
+        before = await ledger_rows(rig.db)
+        outcome = await apply(op)
+    if elsewhere == "credited":
+        assert isinstance(outcome, LedgerResult) and outcome.balance == D("60.00")
+    elif elsewhere == "key used":
+        assert isinstance(outcome, LedgerResult) and outcome.replayed
+        assert outcome.balance == D("17.00")
+    else:
+        assert (
+            getattr(outcome, "code", None)
+            == {
+                "blocked": "client_blocked",
+                "hold settled": "hold_already_settled",
+                "connector taken": "connector_occupied",
+            }[elsewhere]
+        )
+    if elsewhere != "credited":
+        assert await ledger_rows(rig.db) == before
     assert not await rig.ledger.discrepancies()
