@@ -197,6 +197,8 @@ class ActorRef(Protocol[M_contra]):
 
     async def ask(self, message: Request[R], *, timeout: float = ...) -> R: ...
 
+    def request(self, message: Request[R]) -> Reply[R]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class LocalRef(Generic[M]):
@@ -220,6 +222,19 @@ class LocalRef(Generic[M]):
     def tell_nowait(self, message: M) -> None:
         """Queue ``message`` or raise :class:`MailboxFull` at once."""
         self.mailbox.deliver_nowait(Envelope(message))
+
+    def request(self, message: Request[R]) -> Reply[R]:
+        """Send ``message`` now and return where its answer will come: an ``ask`` whose
+        waiting (``await reply.receive()``, with the caller's own timeout) is left to a task
+        the caller starts after it has sent, rather than one that starts by sending.
+
+        Raises:
+            MailboxFull: the inbox is full.
+            ActorUnavailable: the actor is stopped.
+        """
+        reply: Reply[R] = Reply()
+        self.mailbox.deliver_nowait(Envelope(cast(M, message), reply))
+        return reply
 
     async def ask(self, message: Request[R], *, timeout: float = 5.0) -> R:
         """Send ``message`` and wait for its answer.

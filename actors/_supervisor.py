@@ -111,18 +111,42 @@ class Supervisor:
             ValueError: a child with this address already runs.
             Exception: whatever the child raised before it was ready (it is not restarted).
         """
-        if spec.address in self._children:
-            raise ValueError(f"{spec.address} is already running under {self.name}")
-        child: _Child[M] = _Child(spec, Mailbox(spec.address, spec.inbox))
-        self._children[spec.address] = child
-        if spec.register:
-            self.registry.register(child.ref)
+        child = self._add(spec)
         try:
             ref: LocalRef[M] = await self._nursery.start(self._supervise, child)
         except BaseException:
             self._forget(child)
             raise
         return ref
+
+    def start_child_soon(self, spec: ChildSpec[M]) -> LocalRef[M]:
+        """Start ``spec`` and return its reference at once: what is sent to it meanwhile waits in
+        its mailbox. Waiting for a child to be ready costs two passes of the scheduler, each
+        behind whatever else is ready; a child made per request (a session) and asked at once
+        needn't. A failure before it is ready is logged and not restarted, and what waits is
+        answered as for a stopped actor (:class:`ActorUnavailable`).
+
+        Raises:
+            ValueError: a child with this address already runs.
+        """
+        child = self._add(spec)
+        self._nursery.start_soon(self._supervise_soon, child)
+        return child.ref
+
+    def _add(self, spec: ChildSpec[M]) -> _Child[M]:
+        if spec.address in self._children:
+            raise ValueError(f"{spec.address} is already running under {self.name}")
+        child: _Child[M] = _Child(spec, Mailbox(spec.address, spec.inbox))
+        self._children[spec.address] = child
+        if spec.register:
+            self.registry.register(child.ref)
+        return child
+
+    async def _supervise_soon(self, child: _Child[Any]) -> None:
+        try:
+            await self._supervise(child, task_status=trio.TASK_STATUS_IGNORED)
+        except Exception as exc:  # only a failure before ready gets here (see _run_once)
+            log.error("actor failed to start", actor=str(child.spec.address), exc_info=exc)
 
     def terminate_child(self, address: Address) -> bool:
         """Stop a child for good (no restart); queued requests get ``ActorUnavailable``."""

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
 import trio
@@ -117,6 +117,13 @@ class Snapshot:
 @dataclass(frozen=True, slots=True)
 class GetSnapshot(Request[Snapshot]):
     pass
+
+
+def shown_snapshot(registry: Registry, station_id: str) -> Snapshot | None:
+    """The station's state as its running ChargePointActor shows it now, read without asking;
+    None when no actor shows it (none runs, or one is between a crash and its restart)."""
+    view = registry.view(STATION, station_id)
+    return None if view is None else cast(Snapshot, view())
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +413,9 @@ async def run_charge_point(
         ctx = await StationContext.load(db, station_id, telemetry)
     ctx.registry, ctx.sessions = registry, sessions
     actor = _Actor(ctx, bus, offline_after)
+    address, view = Address(STATION, station_id), actor.snapshot
+    if registry is not None:
+        registry.show(address, view)
     task_status.started()
     try:
         while True:
@@ -439,6 +449,8 @@ async def run_charge_point(
                     waiting.deadline = min(waiting.deadline, actor.deadline())
             await actor.timer()
     finally:
+        if registry is not None:
+            registry.hide(address, view)
         if actor.link is not None:  # stopped or crashed: the connection's handler closes it
             actor.link.release()
 

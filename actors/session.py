@@ -21,21 +21,20 @@ than ``max_duration`` → stopped and settled; the charger offline while chargin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 import trio
 
 from actors._address import Address
-from actors._mailbox import Envelope, Mailbox
+from actors._mailbox import Envelope, Mailbox, Reply
 from actors._registry import Registry
 from actors._supervisor import ChildSpec, Restart
-from actors.charge_point import STATION, Command, GetSnapshot, Snapshot
+from actors.charge_point import STATION, Command, GetSnapshot, Snapshot, shown_snapshot
 from actors.errors import ActorError
 from actors.session_messages import (
     SESSION,
@@ -63,8 +62,6 @@ from storage import sessions as store
 from storage.stations import get_station
 
 log = structlog.stdlib.get_logger("actors.session")
-A = TypeVar("A")
-B = TypeVar("B")
 
 BUSY_STATUSES = {"Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Reserved"}
 
@@ -176,15 +173,16 @@ class _Actor:
     # -- begin ------------------------------------------------------------------------------
 
     async def begin(self, session_id: uuid.UUID, request: StartRequest) -> dict[str, Any]:
-        # A start's latency is its trips to the database, so it makes one: the reservation.
-        # The station is checked against its actor's state and the tariff kept in memory (both
-        # follow operators' changes, see cpms.station_config); the client (found, active, funded)
-        # is checked by the ledger as it reserves, on the row it writes.
-        snapshot, tariff = await _both(
-            partial(self._snapshot, request.station_id),
-            partial(self.deps.tariffs.get, request.station_id),
-        )
+        # A start's latency is its trips to the database and through the scheduler, so it makes
+        # one of the first, the reservation, and few of the second. The station is checked
+        # against the state its actor shows and the tariff kept in memory (both follow
+        # operators' changes, see cpms.station_config); the client (found, active, funded) is
+        # checked by the ledger as it reserves, on the row it writes.
+        snapshot = shown_snapshot(self.deps.registry, request.station_id)
+        if snapshot is None:  # no actor shows it: none runs, or it is restarting
+            snapshot = await self._snapshot(request.station_id)
         await self._check_station(request, snapshot)
+        tariff = await self.deps.tariffs.get(request.station_id)
         if tariff is None:
             raise Unavailable(
                 f"station {request.station_id} has no tariff", code="station_unavailable"
@@ -356,11 +354,11 @@ class _Actor:
         assert s is not None
         if effect is Effect.REMOTE_START:
             payload = {"connectorId": s.connector_id, "idTag": s.id_tag}
-            self.tasks.start_soon(self._command, "RemoteStartTransaction", payload, True)
+            self._command("RemoteStartTransaction", payload, refusal_ends=True)
         elif effect is Effect.REMOTE_STOP:
             if s.transaction_id is not None:
                 payload = {"transactionId": s.transaction_id}
-                self.tasks.start_soon(self._command, "RemoteStopTransaction", payload, False)
+                self._command("RemoteStopTransaction", payload, refusal_ends=False)
         elif effect is Effect.RELEASE:
             if s.hold_id is not None:
                 result = await self.deps.ledger.release(s.hold_id, key=f"session:{s.id}:release")
@@ -383,23 +381,40 @@ class _Actor:
         if s.stopped_at is None:
             s.stopped_at = datetime.now(UTC)
 
-    async def _command(self, action: str, payload: dict[str, Any], refusal_ends: bool) -> None:
+    def _command(self, action: str, payload: dict[str, Any], *, refusal_ends: bool) -> None:
+        """Send ``action`` to the station's actor now; its answer is seen to in a task (a task
+        that began by sending would send a pass of the scheduler later: a start's frame goes
+        out this way)."""
         s = self.s
         assert s is not None
-        why: str | None = None
+        reply: Reply[dict[str, Any]] | None = None
+        why = "the station has no actor"
         ref = self.deps.registry.lookup(STATION, s.station_id)
-        if ref is None:
-            why = "the station has no actor"
-        else:
+        if ref is not None:
             try:
-                answer = await ref.ask(
-                    Command(action, payload, timeout=self.deps.timings.command_timeout),
-                    timeout=self.deps.timings.command_timeout + 5,
+                reply = ref.request(
+                    Command(action, payload, timeout=self.deps.timings.command_timeout)
                 )
-                if answer.get("status") != "Accepted":
-                    why = f"{action} {answer.get('status')}"
-            except (CpmsError, ActorError) as error:
+            except ActorError as error:
                 why = f"{action}: {error}"
+        self.tasks.start_soon(self._answered, action, reply, why, refusal_ends)
+
+    async def _answered(
+        self, action: str, reply: Reply[dict[str, Any]] | None, why: str | None, refusal_ends: bool
+    ) -> None:
+        s = self.s
+        assert s is not None
+        if reply is not None:
+            limit = self.deps.timings.command_timeout + 5
+            why = f"{action}: no answer within {limit:g} s"
+            with trio.move_on_after(limit):
+                try:
+                    answer = await reply.receive()
+                except (CpmsError, ActorError) as error:
+                    why = f"{action}: {error}"
+                else:
+                    status = answer.get("status")
+                    why = None if status == "Accepted" else f"{action} {status}"
         if why is not None:
             log.warning("charger command failed", session=str(s.id), why=why)
             if refusal_ends:
@@ -693,28 +708,6 @@ async def run_session(
                 else:
                     await actor.handle(envelope)
         tasks.cancel_scope.cancel()
-
-
-async def _both(
-    first: Callable[[], Awaitable[A]], second: Callable[[], Awaitable[B]]
-) -> tuple[A, B]:
-    """Run two reads concurrently; both results, or the first one's error (in that order)."""
-    results: list[Any] = [None, None]
-    errors: list[Exception | None] = [None, None]
-
-    async def run(n: int, read: Callable[[], Awaitable[Any]]) -> None:
-        try:
-            results[n] = await read()
-        except Exception as error:  # noqa: BLE001 - handed back below, in order
-            errors[n] = error
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run, 0, first)
-        nursery.start_soon(run, 1, second)
-    for error in errors:
-        if error is not None:
-            raise error
-    return results[0], results[1]
 
 
 async def _resume(actor: _Actor) -> None:

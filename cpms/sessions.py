@@ -36,13 +36,13 @@ class Sessions:
 
     async def start(self, request: StartRequest) -> dict[str, Any]:
         session_id = uuid.uuid4()
-        ref = await self.supervisor.start_child(session_spec(session_id, self.deps, new=True))
+        ref = self.supervisor.start_child_soon(session_spec(session_id, self.deps, new=True))
         return await ref.ask(Begin(request), timeout=60)
 
     async def start_rfid(self, start: RfidStart) -> int:
         """Bill a card's transaction to its client; answers the transaction id."""
         session_id = uuid.uuid4()
-        ref = await self.supervisor.start_child(session_spec(session_id, self.deps, new=True))
+        ref = self.supervisor.start_child_soon(session_spec(session_id, self.deps, new=True))
         return await ref.ask(BeginRfid(start), timeout=30)
 
     async def status(self, session_id: uuid.UUID, client_id: uuid.UUID) -> dict[str, Any]:

@@ -301,6 +301,31 @@ async def test_start_failure_is_reported_and_not_restarted(nursery: trio.Nursery
     assert attempts == 1 and registry.lookup("test", "broken") is None
 
 
+async def test_a_child_started_soon_takes_what_was_sent_before_it_ran(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    sup, registry = await start_sup(nursery)
+    life = Life()
+    ref = sup.start_child_soon(spec("a", life))
+    assert not life.starts and registry.lookup("test", "a") == ref  # not running yet
+    assert await ref.ask(Add(2)) == 2  # waited in its mailbox
+    with pytest.raises(ValueError, match="already running"):
+        sup.start_child_soon(spec("a", Life()))
+    with pytest.raises(ActorCrashed):  # ready by now: a crash restarts it as usual
+        await ref.ask(Boom())
+    assert await ref.ask(Add(1)) == 1 and len(life.starts) == 2
+
+    async def broken(mailbox: Mailbox[Msg], *, task_status: trio.TaskStatus[None]) -> None:
+        raise OSError("can't open the thing I need")
+
+    doomed = sup.start_child_soon(ChildSpec(Address("test", "broken"), broken))
+    with pytest.raises(ActorUnavailable):  # answered, not left waiting; the supervisor goes on
+        await doomed.ask(Add(1))
+    await trio.testing.wait_all_tasks_blocked()
+    assert registry.lookup("test", "broken") is None
+    assert await ref.ask(Add(1)) == 2
+
+
 async def test_bounded_inbox(nursery: trio.Nursery) -> None:
     sup, _ = await start_sup(nursery)
     ref = await sup.start_child(spec("a", Life(), inbox=2))

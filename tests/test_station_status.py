@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from actors import Registry, Supervisor, run_supervisor
-from actors.charge_point import Attach, GetSnapshot, Refusal, charge_point_spec
+from actors.charge_point import Attach, GetSnapshot, Refusal, charge_point_spec, shown_snapshot
 from cpms.events import EventBus
 from cpms.location_status import run_location_status
 from cpms.ocpp.frames import Call, Frame, parse_frame
@@ -130,6 +130,42 @@ async def test_offline_exactly_after_silence_and_back_on_the_next_frame(
                     break
         # online (connector not yet reported: nothing usable), connector free, silent, back
         assert seen == ["maintenance", "available", "offline", "available"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_charge_point_shows_its_state_while_it_runs(db: Database) -> None:
+    """What a start checks a station against is read from the registry without asking its
+    actor; it is the actor's state at that moment, and gone once the actor has stopped."""
+    await store.create_station(
+        db, "CP-V", connectors_count=1, connectors=[store.ConnectorSpec(1, "Type2", Decimal(22))]
+    )
+    registry, link = Registry(), FakeLink()
+    async with trio.open_nursery() as nursery:
+        sup: Supervisor = await nursery.start(run_supervisor, "t", registry)
+        telemetry = Telemetry()
+        await nursery.start(telemetry.run, db)
+        spec = charge_point_spec(
+            "CP-V", db=db, bus=EventBus(), telemetry=telemetry, registry=registry
+        )
+        ref = await sup.start_child(spec)
+        shown = shown_snapshot(registry, "CP-V")
+        assert shown is not None and not shown.connected
+        await ref.tell(Attach(link))
+        for status in ("Available", "Faulted"):
+            await link.call(
+                Call(
+                    status,
+                    "StatusNotification",
+                    {"connectorId": 1, "errorCode": "NoError", "status": status},
+                )
+            )
+            shown = shown_snapshot(registry, "CP-V")
+            assert shown is not None and shown.connected and shown.online
+            assert shown.connectors[1]["status"] == status
+            assert shown == await ref.ask(GetSnapshot())
+        assert sup.terminate_child(spec.address)
+        await trio.testing.wait_all_tasks_blocked()
+        assert shown_snapshot(registry, "CP-V") is None
         nursery.cancel_scope.cancel()
 
 
