@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import trio
 
+STARTUP_LIMIT_S = 300  # 19,000 stations' actors are made at start-up
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -51,6 +53,10 @@ async def serving(data: Path, **settings: str) -> AsyncIterator[Served]:
         url = f"http://127.0.0.1:{http}"
         async with httpx.AsyncClient(base_url=url) as client:
             while True:
+                if server.poll() is not None:
+                    raise RuntimeError(f"cpms serve exited ({server.returncode}) before it was up")
+                if time.perf_counter() - began > STARTUP_LIMIT_S:
+                    raise RuntimeError(f"cpms serve not up after {STARTUP_LIMIT_S} s")
                 try:
                     if (await client.get("/health")).status_code == 200:
                         break

@@ -36,6 +36,7 @@ from cpms_process import Served, Steal, report, serving
 from load_generator import GeneratorProcess
 
 SECRET = "bench-secret-0123456789-0123456789-0123"
+ARRIVAL_LIMIT_S = 10  # a start whose RemoteStartTransaction never comes is counted as an error
 
 
 def token(client: uuid.UUID) -> dict[str, str]:
@@ -244,8 +245,13 @@ async def measure(
                             errors += 1
                             await trio.sleep(0.5)
                             continue
-                        arrived = await probe.arrivals.receive()
-                        latencies.append(arrived - began)
+                        arrived: float | None = None
+                        with trio.move_on_after(ARRIVAL_LIMIT_S):
+                            arrived = await probe.arrivals.receive()
+                        if arrived is None:  # the charger never saw it: an error, and go on
+                            errors += 1
+                        else:
+                            latencies.append(arrived - began)
                         await http.post(
                             "/api/v1/charging/stop",
                             headers=headers,
