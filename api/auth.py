@@ -15,6 +15,7 @@ Tokens are never logged.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -32,6 +33,9 @@ log = structlog.stdlib.get_logger("api.auth")
 ASYMMETRIC = ("RS256", "ES256")
 JWKS_TTL = 600.0
 JWKS_RETRY = 60.0
+#: tokens already verified, kept until they expire: the app sends the same token with every
+#: request for its lifetime, and checking its signature each time is most of a request's own work
+VERIFIED_TOKENS = 10_000
 
 
 class TokenVerifier:
@@ -50,6 +54,7 @@ class TokenVerifier:
         self._keys: dict[str, Any] = {}
         self._fetched_at = -JWKS_TTL
         self._lock = trio.Lock()
+        self._verified: dict[str, tuple[UUID, float]] = {}  # token → client, expiry (Unix time)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
@@ -65,6 +70,11 @@ class TokenVerifier:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("Authorization: Bearer <token> is required")
         token = authorization[7:].strip()
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() < known[1]:
+                return known[0]
+            del self._verified[token]
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -95,11 +105,15 @@ class TokenVerifier:
         except jwt.PyJWTError as error:
             raise Unauthorized(f"the token is not valid: {error}", code="invalid_token") from None
         try:
-            return UUID(str(claims["sub"]))
+            client_id = UUID(str(claims["sub"]))
         except ValueError:
             raise Unauthorized(
                 "the token's subject is not a client id", code="invalid_token"
             ) from None
+        if len(self._verified) >= VERIFIED_TOKENS:
+            self._verified.clear()
+        self._verified[token] = (client_id, float(claims["exp"]))
+        return client_id
 
     async def _public_key(self, kid: object) -> Any:
         if self.jwks_source is None:

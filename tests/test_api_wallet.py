@@ -14,6 +14,8 @@ import jwt
 import pytest
 import trio
 
+from api.auth import TokenVerifier
+from cpms.errors import Unauthorized
 from storage import Database
 from tests.conftest import start_ledger
 from tests.ocpp_server import ADMIN, start_server
@@ -173,3 +175,23 @@ async def test_admin_credit_applies_once_per_key(api: httpx.AsyncClient) -> None
     assert (await api.post(path, json=body)).status_code == 403
     other = await api.post(path, json={**body, "amount": "20"}, headers=admin)
     assert other.status_code == 409  # the key was used for another amount
+
+
+async def test_a_verified_token_is_trusted_only_until_it_expires() -> None:
+    """A token's signature is checked once; the token is then known until its ``exp``, and
+    refused as expired after it. Any other string, however close, is checked in full."""
+    verifier = TokenVerifier(secret=SECRET, audience="authenticated")
+    client = uuid.uuid4()
+    expires = int(time.time()) + 2
+    token = hs256(client, exp=expires)
+    assert await verifier.client_id(f"Bearer {token}") == client
+    assert await verifier.client_id(f"Bearer {token}") == client
+    head, payload, signature = token.split(".")
+    forged = ".".join([head, payload, signature[::-1]])
+    with pytest.raises(Unauthorized) as info:
+        await verifier.client_id(f"Bearer {forged}")
+    assert info.value.code == "invalid_token"
+    await trio.sleep(expires - time.time() + 0.1)
+    with pytest.raises(Unauthorized) as info:
+        await verifier.client_id(f"Bearer {token}")
+    assert info.value.code == "token_expired"
