@@ -49,26 +49,36 @@ class AsyncioBridge:
         token = trio.lowlevel.current_trio_token()
         done = trio.Event()
         box: list[outcome.Outcome[T]] = []
-        task_box: list[asyncio.Future[T]] = []
+        task_box: list[asyncio.Future[None]] = []
 
         def deliver(result: outcome.Outcome[T]) -> None:
             box.append(result)
             done.set()
 
-        def finished(task: asyncio.Future[T]) -> None:
-            if task.cancelled():
-                result: outcome.Outcome[T] = outcome.Error(
-                    StorageUnavailable("storage operation was cancelled")
-                )
-            else:
-                result = outcome.capture(task.result)
+        def hand_over(result: outcome.Outcome[T]) -> None:
             with contextlib.suppress(trio.RunFinishedError):  # trio side gone: nobody waits
                 token.run_sync_soon(deliver, result)
 
+        async def call() -> None:
+            # The result is handed over from the task's last step rather than from a done
+            # callback, which asyncio would run one turn of its loop later.
+            result: outcome.Outcome[T]
+            try:
+                result = outcome.Value(await fn(*args, **kwargs))
+            except asyncio.CancelledError:
+                result = outcome.Error(StorageUnavailable("storage operation was cancelled"))
+            except Exception as error:  # noqa: BLE001 - raised on the trio side as itself
+                result = outcome.Error(error)
+            hand_over(result)
+
+        def unstarted(task: asyncio.Future[None]) -> None:
+            if task.cancelled():  # cancelled before its first step: call() never ran
+                hand_over(outcome.Error(StorageUnavailable("storage operation was cancelled")))
+
         def start() -> None:
-            task = asyncio.ensure_future(fn(*args, **kwargs), loop=self._loop)
+            task = self._loop.create_task(call())
             task_box.append(task)
-            task.add_done_callback(finished)
+            task.add_done_callback(unstarted)
 
         def cancel() -> None:
             if task_box:

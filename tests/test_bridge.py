@@ -56,3 +56,20 @@ async def test_a_stopped_bridge_refuses_work() -> None:
         assert await bridge.run(answer) == 42
     with pytest.raises(StorageUnavailable):
         await bridge.run(answer)
+
+
+async def test_a_call_cancelled_as_it_is_made_is_answered() -> None:
+    """Cancelled at once, a call's asyncio task may be cancelled before its first step (its
+    coroutine never runs, so it can't hand anything over) or just after; the trio side gets
+    its cancellation either way, and doesn't wait forever."""
+
+    async def answer() -> int:
+        return 42
+
+    async with open_bridge() as bridge:
+        for _ in range(50):
+            with trio.fail_after(5), trio.CancelScope() as scope:
+                scope.cancel()
+                await bridge.run(answer)
+            assert scope.cancelled_caught
+        assert await bridge.run(answer) == 42
