@@ -125,7 +125,8 @@ async def run_phases(args: argparse.Namespace, server: Served, data_dir: Path) -
             print(json.dumps(result["max"]), flush=True)
     finally:
         await load.aclose()
-    async with httpx.AsyncClient(base_url=server.http_url) as client:
+    # 60 s: the server is busy a while after the fleet has gone (thousands of disconnects)
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=60) as client:
         result["server_gc"] = (await client.get("/health")).json().get("gc")
     return result
 
