@@ -145,7 +145,9 @@ class Supervisor:
     async def _supervise_soon(self, child: _Child[Any]) -> None:
         try:
             await self._supervise(child, task_status=trio.TASK_STATUS_IGNORED)
-        except Exception as exc:  # only a failure before ready gets here (see _run_once)
+        except SupervisorEscalation:
+            raise  # the supervisor gives up, as for any child
+        except Exception as exc:  # a failure before it was ready (see _run_once)
             log.error("actor failed to start", actor=str(child.spec.address), exc_info=exc)
 
     def terminate_child(self, address: Address) -> bool:

@@ -225,19 +225,23 @@ async def test_backoff_doubles_between_restarts(autojump_clock: trio.testing.Moc
     assert gaps == [0.5, 1.0, 2.0, 2.0]
 
 
+@pytest.mark.parametrize("soon", [False, True], ids=["started", "started-soon"])
 async def test_exceeding_intensity_escalates_and_stops_everyone(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, soon: bool
 ) -> None:
     bystander = Life()
     with pytest.RaisesGroup(pytest.RaisesExc(SupervisorEscalation), flatten_subgroups=True) as info:
         async with trio.open_nursery() as nursery:
             sup, _ = await start_sup(nursery, Intensity(restarts=3, period=5.0))
             await sup.start_child(spec("bystander", bystander))
-            ref = await sup.start_child(spec("a", Life()))
+            if soon:
+                ref = sup.start_child_soon(spec("a", Life()))
+            else:
+                ref = await sup.start_child(spec("a", Life()))
             for _ in range(10):  # the last asks find the supervisor gone
                 with contextlib.suppress(ActorCrashed, ActorUnavailable):
                     await ref.ask(Boom())
-            await trio.sleep_forever()
+            await trio.sleep(3600)  # (a clock that jumps: no escalation fails, not hangs)
     matched, _rest = info.value.split(SupervisorEscalation)
     assert matched is not None
     escalation = leaves(matched)[0]
