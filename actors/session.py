@@ -178,9 +178,7 @@ class _Actor:
         # against the state its actor shows and the tariff kept in memory (both follow
         # operators' changes, see cpms.station_config); the client (found, active, funded) is
         # checked by the ledger as it reserves, on the row it writes.
-        snapshot = shown_snapshot(self.deps.registry, request.station_id)
-        if snapshot is None:  # no actor shows it: none runs, or it is restarting
-            snapshot = await self._snapshot(request.station_id)
+        snapshot = await self._snapshot(request.station_id)
         await self._check_station(request, snapshot)
         tariff = await self.deps.tariffs.get(request.station_id)
         if tariff is None:
@@ -292,6 +290,11 @@ class _Actor:
         s.reserved = result.held
 
     async def _snapshot(self, station_id: str) -> Snapshot | None:
+        """The station's state as its actor shows it (no message), else by asking the actor
+        (it is restarting); None when none runs or it doesn't answer."""
+        shown = shown_snapshot(self.deps.registry, station_id)
+        if shown is not None:
+            return shown
         ref = self.deps.registry.lookup(STATION, station_id)
         if ref is None:
             return None
@@ -532,14 +535,8 @@ class _Actor:
     async def _check_online(self) -> None:
         s = self.s
         assert s is not None
-        ref = self.deps.registry.lookup(STATION, s.station_id)
-        online = False
-        if ref is not None:
-            try:
-                online = (await ref.ask(GetSnapshot(), timeout=5)).online
-            except ActorError:
-                online = False
-        if online:
+        snapshot = await self._snapshot(s.station_id)
+        if snapshot is not None and snapshot.online:
             s.offline_since = None
             return
         now = trio.current_time()
