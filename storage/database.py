@@ -86,8 +86,12 @@ class Database:
         conn: asyncpg.Connection,
         fn: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]],
         *args: Any,
+        answer: Callable[[T], None] | None = None,
     ) -> T:
-        """Run ``fn(conn, *args)`` on the storage loop with a leased connection."""
+        """Run ``fn(conn, *args)`` on the storage loop with a leased connection; ``answer``, as
+        in :meth:`AsyncioBridge.run_answering`."""
+        if answer is not None:
+            return await self.bridge.run_answering(answer, _call, fn, conn, args)
         return await self.bridge.run(_call, fn, conn, args)
 
     @asynccontextmanager

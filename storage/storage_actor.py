@@ -2,7 +2,9 @@
 
 Every balance change is a message in its bounded inbox. It takes what is queued (up to a batch),
 applies it in one transaction (one commit, one fsync for the lot), and only then answers each
-caller, so an answer always means "committed". A refusal (unknown client, insufficient balance,
+caller, so an answer always means "committed". The answers go out as the batch's outcome reaches
+the trio thread, before the actor itself is resumed (a start waits one pass of the scheduler
+less). A refusal (unknown client, insufficient balance,
 reused key) is answered as that error; a failure of the database connection crashes the actor,
 the supervisor restarts it, and callers retry with the same idempotency keys.
 """
@@ -20,6 +22,7 @@ import trio
 from actors import Address, ChildSpec, Envelope, Mailbox, Restart
 from storage.database import Database
 from storage.ledger_ops import LedgerOp, LedgerResult
+from storage.ledger_plan import Outcome
 from storage.ledger_sql import LedgerCache, apply_batch
 
 STORAGE_ADDRESS = Address("storage", "ledger")
@@ -28,8 +31,9 @@ log = structlog.stdlib.get_logger("storage.actor")
 
 @dataclass(frozen=True)
 class StorageHooks:
-    """Test seams inside the actor: ``after_commit(batch_size)`` runs after each commit and
-    before any caller is answered (raising there is a crash at the worst possible moment)."""
+    """Test seams inside the actor: ``after_commit(batch_size)`` runs after each commit, on the
+    storage loop, before any caller is answered (raising there is a crash at the worst possible
+    moment)."""
 
     after_commit: Callable[[int], None] | None = None
 
@@ -84,9 +88,30 @@ async def _apply(
     envelopes: list[Envelope[LedgerOp]],
     hooks: StorageHooks,
 ) -> None:
-    outcomes = await db.run_on(conn, apply_batch, [e.message for e in envelopes], cache)
-    if hooks.after_commit is not None:
-        hooks.after_commit(len(envelopes))
+    await db.run_on(
+        conn,
+        _commit,
+        [e.message for e in envelopes],
+        cache,
+        hooks.after_commit,
+        answer=partial(_answer, envelopes),
+    )
+
+
+async def _commit(
+    conn: asyncpg.Connection,
+    ops: list[LedgerOp],
+    cache: LedgerCache,
+    after_commit: Callable[[int], None] | None,
+) -> list[Outcome]:
+    """On the storage loop: apply the batch, then run the test seam."""
+    outcomes = await apply_batch(conn, ops, cache)
+    if after_commit is not None:
+        after_commit(len(ops))
+    return outcomes
+
+
+def _answer(envelopes: list[Envelope[LedgerOp]], outcomes: list[Outcome]) -> None:
     for envelope, outcome in zip(envelopes, outcomes, strict=True):
         if isinstance(outcome, LedgerResult):
             envelope.respond(outcome)

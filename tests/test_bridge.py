@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from decimal import Decimal
 
@@ -73,3 +74,33 @@ async def test_a_call_cancelled_as_it_is_made_is_answered() -> None:
                 await bridge.run(answer)
             assert scope.cancelled_caught
         assert await bridge.run(answer) == 42
+
+
+async def test_a_result_can_be_answered_on_arrival() -> None:
+    """``run_answering`` hands the result to ``answer`` on the trio thread before the caller
+    resumes; not when the call failed; an error in ``answer`` is the caller's."""
+    seen: list[tuple[str, object, int]] = []
+
+    def answer(value: int) -> None:
+        seen.append(("answered", value, threading.get_ident()))
+
+    async def double(x: int) -> int:
+        seen.append(("ran", x, threading.get_ident()))
+        return 2 * x
+
+    async def fail() -> int:
+        raise ValueError("no")
+
+    def broken(value: int) -> None:
+        raise KeyError(value)
+
+    async with open_bridge() as bridge:
+        assert await bridge.run_answering(answer, double, 21) == 42
+        here = threading.get_ident()
+        assert [s[:2] for s in seen] == [("ran", 21), ("answered", 42)]
+        assert seen[0][2] != here and seen[1][2] == here
+        with pytest.raises(ValueError, match="no"):
+            await bridge.run_answering(answer, fail)
+        assert len(seen) == 2
+        with pytest.raises(KeyError):
+            await bridge.run_answering(broken, double, 1)
