@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -50,13 +51,13 @@ class Sessions:
         return session_view(row)
 
     async def stop(self, session_id: uuid.UUID, client_id: uuid.UUID) -> dict[str, Any]:
-        row = await self._owned(session_id, client_id)
+        """An open session's actor checks the owner and stops it; an ended one is answered
+        from its row."""
         ref = self.deps.registry.lookup(SESSION, str(session_id))
         if ref is not None:
-            try:
+            with contextlib.suppress(AskTimeout, ActorUnavailable):  # stopping, or just ended
                 return await ref.ask(StopSession(client_id), timeout=STOP_WAIT)
-            except (AskTimeout, ActorUnavailable):  # still stopping, or it has just ended
-                row = await self._owned(session_id, client_id)
+        row = await self._owned(session_id, client_id)
         return stop_outcome(session_view(row))
 
     async def _owned(self, session_id: uuid.UUID, client_id: uuid.UUID) -> dict[str, Any]:
