@@ -6,7 +6,9 @@ clients; connects N chargers from a load generator process (``bench/load_generat
 ``--rate`` msg/s of background traffic going, and on ``--probes`` separate stations measures
 start after start, at random moments: POST start → the charger sees RemoteStartTransaction
 (answers Accepted) → POST stop (the session is cancelled and refunded, freeing the connector for
-the next sample).
+the next sample). The driver's POSTs go over a minimal HTTP/1.1 client (``RawHttp``), as the
+probe chargers' frames go over a minimal WebSocket client: the time is the server's and the
+network's, from the request written to the frame read.
 
     python bench/start_latency.py                         # 10,000 stations, 1,000 msg/s
     python bench/start_latency.py --stations 2000 --samples 200
@@ -151,6 +153,62 @@ class RawSocket:
         await self.stream.aclose()
 
 
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive client for the driver's POSTs, one per probe: a start is
+    timed from the moment its request is written to the socket (a general-purpose client spends
+    part of a millisecond of its own before that, and its scheduling tail is the bench's, not
+    the server's)."""
+
+    def __init__(self, host: str, port: int, stream: trio.SocketStream) -> None:
+        self.host, self.port, self.stream = host, port, stream
+        self.buffer = bytearray()
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> RawHttp:
+        return cls(host, port, await trio.open_tcp_stream(host, port))
+
+    def request(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> bytes:
+        data = json.dumps(body).encode()
+        lines = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(data)}",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+    async def send(self, request: bytes) -> None:
+        await self.stream.send_all(request)
+
+    async def response(self) -> tuple[int, Any]:
+        """The next response's status and JSON body (the server always sends a length)."""
+        while b"\r\n\r\n" not in self.buffer:
+            await self._fill()
+        end = self.buffer.index(b"\r\n\r\n") + 4
+        head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        fields = dict(line.lower().split(":", 1) for line in head[1:] if ":" in line)
+        length = int(fields["content-length"])
+        while len(self.buffer) < end + length:
+            await self._fill()
+        body = bytes(self.buffer[end : end + length])
+        del self.buffer[: end + length]
+        return int(head[0].split()[1]), json.loads(body)
+
+    async def post(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+        await self.send(self.request(path, headers, body))
+        return await self.response()
+
+    async def _fill(self) -> None:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            raise Closed("HTTP connection closed")
+        self.buffer += data
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 @dataclass
 class Charger:
     station: str
@@ -227,21 +285,26 @@ async def measure(
                 # the load is steady after one period
                 await trio.sleep(connected["connected"] / args.rate + 2)
 
+                host, port = server.http_url.removeprefix("http://").rsplit(":", 1)
+
                 async def sample(probe: Probe, client: uuid.UUID) -> None:
                     nonlocal errors
                     headers = token(client)
+                    driver = await RawHttp.open(host, int(port))
                     # Drivers start independently: each probe begins at a random moment and
                     # waits a random while between its starts (probes started in step measured
                     # how ten simultaneous starts queue, not how long one start takes).
                     await trio.sleep(random.uniform(0, args.pause * 2))
                     for _ in range(args.samples // len(probes)):
-                        began = time.perf_counter()
-                        reply = await http.post(
+                        start = driver.request(
                             "/api/v1/charging/start",
-                            headers=headers,
-                            json={"station_id": probe.station, "connector_id": 1, "amount_som": 50},
+                            headers,
+                            {"station_id": probe.station, "connector_id": 1, "amount_som": 50},
                         )
-                        if reply.status_code != 200:
+                        began = time.perf_counter()
+                        await driver.send(start)
+                        status, started = await driver.response()
+                        if status != 200:
                             errors += 1
                             await trio.sleep(0.5)
                             continue
@@ -252,12 +315,13 @@ async def measure(
                             errors += 1
                         else:
                             latencies.append(arrived - began)
-                        await http.post(
+                        await driver.post(
                             "/api/v1/charging/stop",
-                            headers=headers,
-                            json={"session_id": reply.json()["session_id"]},
+                            headers,
+                            {"session_id": started["session_id"]},
                         )
                         await trio.sleep(random.uniform(0, args.pause * 2))
+                    await driver.aclose()
 
                 steal = Steal()
                 async with trio.open_nursery() as sampling:
