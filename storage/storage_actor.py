@@ -4,9 +4,9 @@ Every balance change is a message in its bounded inbox. It takes what is queued 
 applies it in one transaction (one commit, one fsync for the lot), and only then answers each
 caller, so an answer always means "committed". The answers go out as the batch's outcome reaches
 the trio thread, before the actor itself is resumed (a start waits one pass of the scheduler
-less). A refusal (unknown client, insufficient balance,
-reused key) is answered as that error; a failure of the database connection crashes the actor,
-the supervisor restarts it, and callers retry with the same idempotency keys.
+less). A refusal (unknown client, insufficient balance, reused key) is answered as that error; a
+failure of the database connection crashes the actor, the supervisor restarts it, and callers
+retry with the same idempotency keys.
 """
 
 from __future__ import annotations
