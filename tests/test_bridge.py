@@ -77,8 +77,8 @@ async def test_a_call_cancelled_as_it_is_made_is_answered() -> None:
 
 
 async def test_a_result_can_be_answered_on_arrival() -> None:
-    """``run_answering`` hands the result to ``answer`` on the trio thread before the caller
-    resumes; not when the call failed; an error in ``answer`` is the caller's."""
+    """``run_answering`` hands the result to ``answer`` on the trio thread, by the time the
+    caller has it too; not when the call failed; an error in ``answer`` is the caller's."""
     seen: list[tuple[str, object, int]] = []
 
     def answer(value: int) -> None:
