@@ -21,7 +21,7 @@ from actors.charge_point import STATION, Reload
 from cpms.charging import Tariff
 from storage import Database
 from storage.errors import StorageUnavailable
-from storage.sessions import tariff_for_station
+from storage.sessions import station_tariffs, tariff_for_station
 
 log = structlog.stdlib.get_logger("cpms.station_config")
 
@@ -29,8 +29,9 @@ CHANNELS = ("cpms_station", "cpms_tariffs")
 
 
 class StationTariffs:
-    """Each station's tariff (its own or its location's, None when neither has one), read once
-    and kept while :func:`run_config_watch` listens."""
+    """Each station's tariff (its own or its location's, None when neither has one), kept while
+    :func:`run_config_watch` listens: all of them read at once when it begins to listen and
+    after a tariff changes, a station changed since read alone when it is next asked for."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -47,6 +48,14 @@ class StationTariffs:
         if self.live and generation == self._generation:  # nothing changed while reading
             self._known[station_id] = tariff
         return tariff
+
+    async def load(self) -> None:
+        """Read every station's tariff (kept only while listening, and only when nothing was
+        notified meanwhile)."""
+        generation = self._generation
+        known = await station_tariffs(self._db)
+        if self.live and generation == self._generation:
+            self._known = known
 
     def forget(self, station_id: str) -> None:
         self._generation += 1
@@ -74,6 +83,7 @@ async def run_config_watch(
             async with db.notifications(*CHANNELS) as notes:
                 tariffs.clear()
                 tariffs.live = True
+                await tariffs.load()
                 if not reported:
                     task_status.started()
                     reported = True
@@ -82,12 +92,8 @@ async def run_config_watch(
                     for station_id in registry.ids(STATION):
                         await _reload(registry, station_id)
                 heard_before = True
-                async for channel, payload in notes:
-                    if channel == "cpms_tariffs":
-                        tariffs.clear()
-                    else:
-                        tariffs.forget(payload)
-                        await _reload(registry, payload)
+                async for note in notes:
+                    await _handle(registry, tariffs, notes, note)
             log.warning("config notifications lost: reconnecting")
         except StorageUnavailable as error:
             log.warning("config notifications unavailable", error=str(error))
@@ -98,6 +104,31 @@ async def run_config_watch(
             task_status.started()
             reported = True
         await trio.sleep(retry)
+
+
+async def _handle(
+    registry: Registry,
+    tariffs: StationTariffs,
+    notes: trio.MemoryReceiveChannel[tuple[str, str]],
+    note: tuple[str, str],
+) -> None:
+    """Hand on ``note`` and whatever else has been notified by now; the tariffs, if one
+    changed, are read again once for all of it (a script may change many in a row)."""
+    changed_tariffs = False
+    while True:
+        channel, payload = note
+        if channel == "cpms_tariffs":
+            tariffs.clear()
+            changed_tariffs = True
+        else:
+            tariffs.forget(payload)
+            await _reload(registry, payload)
+        try:
+            note = notes.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    if changed_tariffs:
+        await tariffs.load()
 
 
 async def _reload(registry: Registry, station_id: str) -> None:

@@ -25,23 +25,54 @@ async def has_tariff(db: Database, station_id: str) -> bool:
     )
 
 
+_TARIFF_COLUMNS = """t.id, t.price_per_kwh, t.session_fee, t.price_per_minute, t.currency,
+    r.tariff_id AS rate_of, r.starts_at, r.ends_at, r.price_per_kwh AS rate_price, r.weekdays"""
+
+
 async def tariff_for_station(db: Database, station_id: str) -> Tariff | None:
     """The station's tariff, or its location's; None when neither has one. One statement: a row
     per time-of-day rate, or one row with no rate."""
     rows = await db.fetch(
-        """SELECT t.id, t.price_per_kwh, t.session_fee, t.price_per_minute, t.currency,
-                  r.tariff_id AS rate_of, r.starts_at, r.ends_at,
-                  r.price_per_kwh AS rate_price, r.weekdays
-           FROM stations s
-           LEFT JOIN locations l ON l.id = s.location_id
-           JOIN tariffs t ON t.id = coalesce(s.tariff_id, l.tariff_id)
-           LEFT JOIN tariff_rates r ON r.tariff_id = t.id
-           WHERE s.id = $1
-           ORDER BY r.starts_at""",
+        f"""SELECT {_TARIFF_COLUMNS}
+            FROM stations s
+            LEFT JOIN locations l ON l.id = s.location_id
+            JOIN tariffs t ON t.id = coalesce(s.tariff_id, l.tariff_id)
+            LEFT JOIN tariff_rates r ON r.tariff_id = t.id
+            WHERE s.id = $1
+            ORDER BY r.starts_at""",
         station_id,
     )
-    if not rows:
-        return None
+    return _tariff(rows) if rows else None
+
+
+async def station_tariffs(db: Database) -> dict[str, Tariff | None]:
+    """Every station's tariff (its own or its location's, None when neither has one), in two
+    statements whatever the number of stations. A station whose tariff was added between the
+    two is left out (to be read alone)."""
+    rows = await db.fetch(
+        f"""SELECT {_TARIFF_COLUMNS}
+            FROM tariffs t LEFT JOIN tariff_rates r ON r.tariff_id = t.id
+            ORDER BY t.id, r.starts_at"""
+    )
+    by_tariff: dict[str, list[Row]] = {}
+    for row in rows:
+        by_tariff.setdefault(row["id"], []).append(row)
+    tariffs = {tariff_id: _tariff(rows) for tariff_id, rows in by_tariff.items()}
+    stations = await db.fetch(
+        """SELECT s.id, coalesce(s.tariff_id, l.tariff_id) AS tariff_id
+           FROM stations s LEFT JOIN locations l ON l.id = s.location_id"""
+    )
+    known: dict[str, Tariff | None] = {}
+    for row in stations:
+        if row["tariff_id"] is None:
+            known[row["id"]] = None
+        elif row["tariff_id"] in tariffs:
+            known[row["id"]] = tariffs[row["tariff_id"]]
+    return known
+
+
+def _tariff(rows: list[Row]) -> Tariff:
+    """A tariff from its rows (see ``_TARIFF_COLUMNS``): one per time-of-day rate, or one."""
     row = rows[0]
     return Tariff(
         row["id"],

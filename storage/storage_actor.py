@@ -23,7 +23,7 @@ from actors import Address, ChildSpec, Envelope, Mailbox, Restart
 from storage.database import Database
 from storage.ledger_ops import LedgerOp, LedgerResult
 from storage.ledger_plan import Outcome
-from storage.ledger_sql import LedgerCache, apply_batch
+from storage.ledger_sql import LedgerCache, apply_batch, warm_up
 
 STORAGE_ADDRESS = Address("storage", "ledger")
 log = structlog.stdlib.get_logger("storage.actor")
@@ -60,6 +60,7 @@ async def run_storage_actor(
 ) -> None:
     async with db.connection() as conn:
         cache = LedgerCache()  # the rows it knows, for this connection's life: see ledger_sql
+        await db.run_on(conn, warm_up)
         task_status.started()
         while True:
             try:

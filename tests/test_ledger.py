@@ -52,6 +52,47 @@ async def ledger_rows(db: Database) -> tuple[int, int, int]:
     return row["e"], row["o"], row["h"]
 
 
+async def test_a_client_record_is_made_on_first_appearance_and_answered_after(
+    rig: LedgerRig,
+) -> None:
+    cid = uuid.uuid4()
+    first = await ensure_client(rig.db, cid, phone="+996555000111")
+    assert (first["id"], first["phone"], first["status"], first["balance"]) == (
+        cid,
+        "+996555000111",
+        "active",
+        D("0.00"),
+    )
+    await rig.ledger.credit(cid, "25", key="topup-ensure")
+    again = await ensure_client(rig.db, cid, phone="+996555999999")  # kept as it was
+    assert (again["phone"], again["balance"], again["created_at"]) == (
+        "+996555000111",
+        D("25.00"),
+        first["created_at"],
+    )
+    assert await rig.db.fetchval("SELECT count(*) FROM clients WHERE id = $1", cid) == 1
+
+
+async def test_warming_a_connection_up_writes_nothing_and_prepares_both_statements(
+    rig: LedgerRig,
+) -> None:
+    cid = await new_client(rig.db, "40", rig)
+    before = await ledger_rows(rig.db)
+
+    async def state(c: asyncpg.Connection) -> tuple[bool, int]:
+        prepared = await c.fetchval("SELECT count(*) FROM pg_prepared_statements")
+        return c.is_in_transaction(), prepared
+
+    async with rig.db.connection() as conn:
+        _, prepared_before = await rig.db.run_on(conn, state)
+        await rig.db.run_on(conn, ledger_sql.warm_up)
+        in_transaction, prepared = await rig.db.run_on(conn, state)
+        assert not in_transaction and prepared >= prepared_before + 2  # the read and the write
+        [outcome] = await rig.db.run_on(conn, apply_batch, [Credit("topup-warm", cid, D("2"))])
+    assert isinstance(outcome, LedgerResult) and outcome.balance == D("42.00")
+    assert await ledger_rows(rig.db) == (before[0] + 1, before[1] + 1, before[2])
+
+
 async def test_credit_writes_entry_with_before_and_after(rig: LedgerRig) -> None:
     cid = await new_client(rig.db)
     result = await rig.ledger.credit(cid, "500", key="topup-1", invoice_id="INV-1")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -129,6 +129,64 @@ async def test_tariffs_are_kept_until_a_change_is_notified(
     await until_price((D("17.00"), 1))
     await db.execute("UPDATE locations SET tariff_id = NULL")
     await until_price(None)
+
+
+class CountingReads:
+    """A database whose reads are counted."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+    async def fetch(self, *args: Any) -> Any:
+        self.reads += 1
+        return await self.db.fetch(*args)
+
+
+async def test_every_stations_tariff_is_read_at_once_while_listening(
+    db: Database, nursery: trio.Nursery
+) -> None:
+    registry, _heard = await stations(db, nursery, ["OWN", "AT-LOC", "NONE"])
+    await prov.add_tariff(db, prov.TariffIn(id="T1", name="DC", price_per_kwh=D("15.00")))
+    await prov.add_tariff(db, prov.TariffIn(id="T2", name="AC", price_per_kwh=D("9.00")))
+    await prov.add_location(db, prov.LocationIn(id="L1", name="Yard", tariff_id="T2"))
+    await db.execute("UPDATE stations SET tariff_id = 'T1' WHERE id = 'OWN'")
+    await db.execute("UPDATE stations SET location_id = 'L1' WHERE id = 'AT-LOC'")
+    await db.execute(
+        "INSERT INTO tariff_rates (tariff_id, starts_at, ends_at, price_per_kwh) "
+        "VALUES ('T2', '00:00', '06:00', 5)"
+    )
+    counting = CountingReads(db)
+    tariffs = StationTariffs(cast(Database, counting))
+    await nursery.start(run_config_watch, db, registry, tariffs)
+    read_at_start = counting.reads
+
+    async def prices() -> list[tuple[Decimal, int] | None]:
+        found = [await tariffs.get(name) for name in ("OWN", "AT-LOC", "NONE")]
+        return [None if t is None else (t.price_per_kwh, len(t.rates)) for t in found]
+
+    assert await prices() == [(D("15.00"), 0), (D("9.00"), 1), None]
+    assert counting.reads == read_at_start  # nothing read for them: all were read at start
+
+    # a tariff changed: all are read again, and then answered from memory
+    await db.execute("UPDATE tariffs SET price_per_kwh = 10 WHERE id = 'T2'")
+    with trio.fail_after(10):
+        while True:
+            before = counting.reads
+            # (the prices are asked for before the reads are compared)
+            if await prices() == [(D("15.00"), 0), (D("10.00"), 1), None] and (
+                counting.reads == before
+            ):
+                break
+            await trio.sleep(0.01)
+
+    await provision(db, "LATER")  # a station added since is read alone
+    await db.execute("UPDATE stations SET tariff_id = 'T2' WHERE id = 'LATER'")
+    later = await tariffs.get("LATER")
+    assert later is not None and later.price_per_kwh == D("10.00")
 
 
 async def test_after_a_lost_connection_every_station_reads_its_record_again(
