@@ -6,9 +6,11 @@ clients; connects N chargers from a load generator process (``bench/load_generat
 ``--rate`` msg/s of background traffic going, and on ``--probes`` separate stations measures
 start after start, at random moments: POST start → the charger sees RemoteStartTransaction
 (answers Accepted) → POST stop (the session is cancelled and refunded, freeing the connector for
-the next sample). The driver's POSTs go over a minimal HTTP/1.1 client (``RawHttp``), as the
-probe chargers' frames go over a minimal WebSocket client: the time is the server's and the
-network's, from the request written to the frame read.
+the next sample). Each probe first makes ``--warm-up`` unmeasured starts for another client, so
+the server is measured warm; each measured client's first start is still its first (its record
+and balance new to the server). The driver's POSTs go over a minimal HTTP/1.1 client
+(``RawHttp``), as the probe chargers' frames go over a minimal WebSocket client: the time is the
+server's and the network's, from the request written to the frame read.
 
     python bench/start_latency.py                         # 10,000 stations, 1,000 msg/s
     python bench/start_latency.py --stations 2000 --samples 200
@@ -273,15 +275,19 @@ class Probe:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     clients = [uuid.uuid4() for _ in range(args.probes)]
+    warm_up_clients = [uuid.uuid4() for _ in range(args.probes)]
     with tempfile.TemporaryDirectory(prefix="cpms-start-bench-") as tmp:
         data = Path(tmp)
-        await provision(data, args.stations, args.probes, clients)
+        await provision(data, args.stations, args.probes, clients + warm_up_clients)
         async with serving(data, CPMS_JWT_SECRET=SECRET) as server:
-            return await measure(args, clients, server)
+            return await measure(args, clients, warm_up_clients, server)
 
 
 async def measure(
-    args: argparse.Namespace, clients: list[uuid.UUID], server: Served
+    args: argparse.Namespace,
+    clients: list[uuid.UUID],
+    warm_up_clients: list[uuid.UUID],
+    server: Served,
 ) -> dict[str, Any]:
     ocpp_port = server.ocpp_port
     async with httpx.AsyncClient(base_url=server.http_url, timeout=60) as http:
@@ -312,48 +318,60 @@ async def measure(
 
                 host, port = server.http_url.removeprefix("http://").rsplit(":", 1)
 
-                async def sample(probe: Probe, client: uuid.UUID) -> None:
-                    nonlocal errors
+                async def start_once(
+                    probe: Probe, driver: RawHttp, client: uuid.UUID
+                ) -> float | None:
+                    """One start and its stop: seconds to the RemoteStart, None on an error."""
                     headers = token(client)
+                    start = driver.request(
+                        "/api/v1/charging/start",
+                        headers,
+                        {"station_id": probe.station, "connector_id": 1, "amount_som": 50},
+                    )
+                    stream = await driver.ready()
+                    probe.forget_late()
+                    began = time.perf_counter()
+                    await stream.send_all(start)
+                    status, started = await driver.response(stream)
+                    if status != 200:
+                        await trio.sleep(0.5)
+                        return None
+                    arrived: float | None = None
+                    with trio.move_on_after(ARRIVAL_LIMIT_S):
+                        arrived = await probe.arrivals.receive()
+                    await driver.post(
+                        "/api/v1/charging/stop", headers, {"session_id": started["session_id"]}
+                    )
+                    # the charger never saw it: an error, and go on
+                    return None if arrived is None else arrived - began
+
+                async def sample(probe: Probe, client: uuid.UUID, warm_up: uuid.UUID) -> None:
+                    nonlocal errors
                     driver = RawHttp(host, int(port))
+                    # The server is warmed up first (its connections to the database, the code
+                    # paths) by starts of another client; the measured client's first start is
+                    # still its first: its record, balance and token are new to the server.
+                    for _ in range(args.warm_up):
+                        await start_once(probe, driver, warm_up)
                     # Drivers start independently: each probe begins at a random moment and
                     # waits a random while between its starts (probes started in step measured
                     # how ten simultaneous starts queue, not how long one start takes).
                     await trio.sleep(random.uniform(0, args.pause * 2))
                     for _ in range(args.samples // len(probes)):
-                        start = driver.request(
-                            "/api/v1/charging/start",
-                            headers,
-                            {"station_id": probe.station, "connector_id": 1, "amount_som": 50},
-                        )
-                        stream = await driver.ready()
-                        probe.forget_late()
-                        began = time.perf_counter()
-                        await stream.send_all(start)
-                        status, started = await driver.response(stream)
-                        if status != 200:
-                            errors += 1
-                            await trio.sleep(0.5)
-                            continue
-                        arrived: float | None = None
-                        with trio.move_on_after(ARRIVAL_LIMIT_S):
-                            arrived = await probe.arrivals.receive()
-                        if arrived is None:  # the charger never saw it: an error, and go on
+                        latency = await start_once(probe, driver, client)
+                        if latency is None:
                             errors += 1
                         else:
-                            latencies.append(arrived - began)
-                        await driver.post(
-                            "/api/v1/charging/stop",
-                            headers,
-                            {"session_id": started["session_id"]},
-                        )
+                            latencies.append(latency)
                         await trio.sleep(random.uniform(0, args.pause * 2))
                     await driver.aclose()
 
                 steal = Steal()
                 async with trio.open_nursery() as sampling:
-                    for probe, client in zip(probes, clients, strict=True):
-                        sampling.start_soon(sample, probe, client)
+                    for probe, client, warm_up in zip(
+                        probes, clients, warm_up_clients, strict=True
+                    ):
+                        sampling.start_soon(sample, probe, client, warm_up)
                 steal_pct = steal.percent()
                 nursery.cancel_scope.cancel()
             gc = (await http.get("/health")).json().get("gc")
@@ -391,6 +409,9 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument(
         "--pause", type=float, default=0.5, help="mean s between one probe's starts (uniform)"
+    )
+    parser.add_argument(
+        "--warm-up", type=int, default=2, help="unmeasured starts per probe, by another client"
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
