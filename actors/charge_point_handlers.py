@@ -220,7 +220,7 @@ async def authorize(ctx: StationContext, p: dict[str, Any], uid: str) -> dict[st
 
 async def _billed(ctx: StationContext) -> bool:
     """Whether card transactions here are billed: a station with no tariff charges nothing."""
-    return ctx.sessions is not None and await sessions_store.has_tariff(ctx.db, ctx.station_id)
+    return ctx.sessions is not None and await ctx.sessions.billed(ctx.station_id)
 
 
 async def _card_info(

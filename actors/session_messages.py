@@ -103,6 +103,11 @@ class RfidSessions(Protocol):
 
     async def start_rfid(self, start: RfidStart) -> int: ...
 
+    async def billed(self, station_id: str) -> bool:
+        """Whether card transactions at the station are billed (it, or its location, has a
+        tariff)."""
+        ...
+
 
 SessionMsg = (
     Begin

@@ -46,6 +46,9 @@ class Sessions:
         ref = self.supervisor.start_child_soon(session_spec(session_id, self.deps, new=True))
         return await ref.ask(BeginRfid(start), timeout=30)
 
+    async def billed(self, station_id: str) -> bool:
+        return await self.deps.tariffs.get(station_id) is not None
+
     async def status(self, session_id: uuid.UUID, client_id: uuid.UUID) -> dict[str, Any]:
         row = await self._owned(session_id, client_id)
         return session_view(row)

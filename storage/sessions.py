@@ -14,17 +14,6 @@ from storage.database import Database, Row
 OPEN = ["reserved", "starting", "charging", "stopping"]
 
 
-async def has_tariff(db: Database, station_id: str) -> bool:
-    """Whether the station (or its location) has a tariff: charging there is billed."""
-    return bool(
-        await db.fetchval(
-            """SELECT 1 FROM stations s LEFT JOIN locations l ON l.id = s.location_id
-               WHERE s.id = $1 AND coalesce(s.tariff_id, l.tariff_id) IS NOT NULL""",
-            station_id,
-        )
-    )
-
-
 _TARIFF_COLUMNS = """t.id, t.price_per_kwh, t.session_fee, t.price_per_minute, t.currency,
     r.tariff_id AS rate_of, r.starts_at, r.ends_at, r.price_per_kwh AS rate_price, r.weekdays"""
 
