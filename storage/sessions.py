@@ -46,7 +46,7 @@ async def station_tariffs(db: Database) -> dict[str, Tariff | None]:
     by_tariff: dict[str, list[Row]] = {}
     for row in rows:
         by_tariff.setdefault(row["id"], []).append(row)
-    tariffs = {tariff_id: _tariff(rows) for tariff_id, rows in by_tariff.items()}
+    tariffs = {tariff_id: _tariff(its_rows) for tariff_id, its_rows in by_tariff.items()}
     stations = await db.fetch(
         """SELECT s.id, coalesce(s.tariff_id, l.tariff_id) AS tariff_id
            FROM stations s LEFT JOIN locations l ON l.id = s.location_id"""
