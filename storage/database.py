@@ -73,13 +73,17 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """Lease one connection for a long-lived owner (the StorageActor); use it only through
-        :meth:`run_on`. It goes back to the pool on exit, also after a failure."""
+        :meth:`run_on`. It goes back to the pool on exit; after a failure, closed (the pool
+        opens a new one): its state is unknown then, and asyncpg may even take a connection
+        whose server session ended mid-operation for an idle one (MagicStack/asyncpg#1069)."""
         conn = await self.bridge.run(_acquire, self._pool)
+        failed = True
         try:
             yield conn
+            failed = False
         finally:
             with trio.CancelScope(shield=True):
-                await self.bridge.run(self._pool.release, cast(Any, conn))
+                await self.bridge.run(_give_back, self._pool, conn, failed)
 
     async def run_on(
         self,
@@ -175,6 +179,12 @@ async def _listen(
 
 async def _acquire(pool: asyncpg.Pool) -> asyncpg.Connection:
     return cast(asyncpg.Connection, await pool.acquire())
+
+
+async def _give_back(pool: asyncpg.Pool, conn: asyncpg.Connection, failed: bool) -> None:
+    if failed:
+        conn.terminate()
+    await pool.release(cast(Any, conn))
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

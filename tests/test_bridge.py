@@ -37,6 +37,29 @@ async def test_cancelled_query_is_stopped_on_the_server(db: Database) -> None:
     assert await db.fetchval("SELECT 41 + 1") == 42
 
 
+async def test_a_leased_connection_goes_back_open_and_closed_after_a_failure(
+    db: Database,
+) -> None:
+    async def pid(conn: asyncpg.Connection) -> int:
+        return conn.get_server_pid()
+
+    async def alive(backend: int) -> bool:
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+        return bool(await db.fetchval(sql, backend))
+
+    async with db.connection() as kept:
+        kept_pid = await db.run_on(kept, pid)
+    assert await alive(kept_pid)
+    with pytest.raises(RuntimeError):
+        async with db.connection() as failed:  # (maybe the same connection again)
+            failed_pid = await db.run_on(failed, pid)
+            raise RuntimeError("its owner crashed: the connection's state is unknown")
+    with trio.fail_after(5):
+        while await alive(failed_pid):  # noqa: ASYNC110 - the server ends the session soon
+            await trio.sleep(0.01)
+    assert await db.fetchval("SELECT 41 + 1") == 42  # the pool opens a new one as needed
+
+
 async def test_many_concurrent_calls(db: Database) -> None:
     results: list[int] = []
 
