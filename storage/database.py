@@ -136,15 +136,31 @@ class Database:
 
 
 async def _fetch(pool: asyncpg.Pool, sql: str, args: tuple[object, ...]) -> list[Row]:
-    return [dict(r) for r in await pool.fetch(sql, *args)]
+    return [dict(r) for r in await _pooled(pool, "fetch", sql, args)]
 
 
 async def _fetchval(pool: asyncpg.Pool, sql: str, args: tuple[object, ...]) -> Any:
-    return await pool.fetchval(sql, *args)
+    return await _pooled(pool, "fetchval", sql, args)
 
 
 async def _execute(pool: asyncpg.Pool, sql: str, args: tuple[object, ...]) -> str:
-    return str(await pool.execute(sql, *args))
+    return str(await _pooled(pool, "execute", sql, args))
+
+
+async def _pooled(pool: asyncpg.Pool, method: str, sql: str, args: tuple[object, ...]) -> Any:
+    """``conn.<method>(sql, *args)`` on a pooled connection. A connection that asyncpg gave back
+    to the pool broken (its server session ended mid-operation: MagicStack/asyncpg#1069) refuses
+    the statement before sending it, with ``InternalClientError``: it is closed, and the
+    statement goes to another connection, once."""
+    for attempt in (1, 2):
+        async with pool.acquire() as conn:
+            try:
+                return await getattr(conn, method)(sql, *args)
+            except asyncpg.InternalClientError:
+                conn.terminate()
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
 
 
 async def _with_connection(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import cast
 
 import asyncpg
 import pytest
 import trio
 
-from storage import Database
+from storage import Database, database
 from storage.bridge import open_bridge
 from storage.errors import StorageUnavailable
 
@@ -58,6 +61,36 @@ async def test_a_leased_connection_goes_back_open_and_closed_after_a_failure(
         while await alive(failed_pid):  # noqa: ASYNC110 - the server ends the session soon
             await trio.sleep(0.01)
     assert await db.fetchval("SELECT 41 + 1") == 42  # the pool opens a new one as needed
+
+
+class BrokenOnce:
+    """A pool whose first connection is one asyncpg gave back broken (asyncpg#1069)."""
+
+    def __init__(self, broken: int) -> None:
+        self.broken = broken
+        self.terminated = 0
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[BrokenOnce]:
+        yield self
+
+    async def fetchval(self, sql: str, *args: object) -> object:
+        if self.terminated < self.broken:
+            raise asyncpg.InternalClientError("cannot switch to state 11; another operation ...")
+        return args[0]
+
+    def terminate(self) -> None:
+        self.terminated += 1
+
+
+async def test_a_broken_pooled_connection_is_closed_and_the_statement_goes_to_another() -> None:
+    once = BrokenOnce(broken=1)
+    assert await database._fetchval(cast(asyncpg.Pool, once), "SELECT $1", (7,)) == 7
+    assert once.terminated == 1
+    twice = BrokenOnce(broken=2)  # never more than one retry
+    with pytest.raises(asyncpg.InternalClientError):
+        await database._fetchval(cast(asyncpg.Pool, twice), "SELECT $1", (7,))
+    assert twice.terminated == 2
 
 
 async def test_many_concurrent_calls(db: Database) -> None:
