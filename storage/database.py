@@ -150,15 +150,16 @@ async def _execute(pool: asyncpg.Pool, sql: str, args: tuple[object, ...]) -> st
 async def _pooled(pool: asyncpg.Pool, method: str, sql: str, args: tuple[object, ...]) -> Any:
     """``conn.<method>(sql, *args)`` on a pooled connection. A connection that asyncpg gave back
     to the pool broken (its server session ended mid-operation: MagicStack/asyncpg#1069) refuses
-    the statement before sending it, with ``InternalClientError``: it is closed, and the
-    statement goes to another connection, once."""
+    the statement before sending it ("cannot switch to state ..."): it is closed, and the
+    statement goes to another connection, once. After any other of asyncpg's internal errors
+    the connection is closed too, but the statement may have run, so the error is raised."""
     for attempt in (1, 2):
         async with pool.acquire() as conn:
             try:
                 return await getattr(conn, method)(sql, *args)
-            except asyncpg.InternalClientError:
+            except asyncpg.InternalClientError as exc:
                 conn.terminate()
-                if attempt == 2:
+                if attempt == 2 or not str(exc).startswith("cannot switch to state"):
                     raise
     raise AssertionError("unreachable")
 

@@ -66,8 +66,8 @@ async def test_a_leased_connection_goes_back_open_and_closed_after_a_failure(
 class BrokenOnce:
     """A pool whose first connection is one asyncpg gave back broken (asyncpg#1069)."""
 
-    def __init__(self, broken: int) -> None:
-        self.broken = broken
+    def __init__(self, broken: int, error: str = "cannot switch to state 11; another ...") -> None:
+        self.broken, self.error = broken, error
         self.terminated = 0
 
     @contextlib.asynccontextmanager
@@ -76,7 +76,7 @@ class BrokenOnce:
 
     async def fetchval(self, sql: str, *args: object) -> object:
         if self.terminated < self.broken:
-            raise asyncpg.InternalClientError("cannot switch to state 11; another operation ...")
+            raise asyncpg.InternalClientError(self.error)
         return args[0]
 
     def terminate(self) -> None:
@@ -91,6 +91,10 @@ async def test_a_broken_pooled_connection_is_closed_and_the_statement_goes_to_an
     with pytest.raises(asyncpg.InternalClientError):
         await database._fetchval(cast(asyncpg.Pool, twice), "SELECT $1", (7,))
     assert twice.terminated == 2
+    other = BrokenOnce(broken=1, error="_on_result: waiter is done")  # it may have run: no retry
+    with pytest.raises(asyncpg.InternalClientError):
+        await database._fetchval(cast(asyncpg.Pool, other), "SELECT $1", (7,))
+    assert other.terminated == 1
 
 
 async def test_many_concurrent_calls(db: Database) -> None:
