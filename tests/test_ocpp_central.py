@@ -4,6 +4,7 @@ command, the malformed-frame corpus, and reconnects."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import uuid
 from datetime import UTC, datetime
@@ -385,6 +386,39 @@ async def test_flooding_charger_gets_generic_errors_and_stays_served(server: End
         assert codes.count("ok") >= 100 and codes.count("GenericError") >= 1
         await trio.sleep(2)  # the bucket refills
         assert "currentTime" in await cp.call("Heartbeat", {})
+
+
+async def test_a_flooding_chargers_answers_to_our_commands_still_count(server: Endpoints) -> None:
+    """The bucket is kept empty by a flood of CALLs, yet each command's answer gets through: the
+    server asked for it (one CALL outstanding at a time, so answers can't flood)."""
+    async with connect(server.ocpp_url, "CP-1", PASSWORD) as cp:
+        await cp.call("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
+        refused = 0
+
+        async def flood() -> None:
+            for n in itertools.count():
+                await cp.send_raw(json.dumps([2, f"f{n}", "Heartbeat", {}]))
+                await trio.sleep(0.003)  # about 300 frames/s against 20/s allowed
+
+        async def read() -> None:
+            nonlocal refused
+            while True:
+                frame = await cp.receive()
+                if frame[0] == 2:  # a command of ours: answer it
+                    await cp.send_raw(json.dumps([3, frame[1], {"status": "Accepted"}]))
+                elif frame[0] == 4 and frame[2] == "GenericError":
+                    refused += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            nursery.start_soon(read)
+            with trio.fail_after(10):
+                while refused < 20:  # noqa: ASYNC110 - the burst is spent, the flood refused
+                    await trio.sleep(0.05)
+            for _ in range(3):
+                response = await admin(server, "CP-1", "ClearCache", {}, timeout=2)
+                assert response.json()["response"] == {"status": "Accepted"}, response.json()
+            nursery.cancel_scope.cancel()
 
 
 async def test_tls_security_profile_2(

@@ -12,7 +12,9 @@ connection goes on. Treatment of abuse:
 * a frame over ``max_frame`` bytes → CALLERROR FormationViolation; over the WebSocket limit
   (4 × ``max_frame``) → the connection is closed with 1009.
 * more than ``rate`` frames/s sustained (bucket of ``burst``) → CALLERROR GenericError for the
-  excess; at ten times the rate the connection is closed with 1008.
+  excess; at ten times the rate the connection is closed with 1008. The first answer
+  (CALLRESULT or CALLERROR) after each CALL of ours is let through whatever the rate: the
+  server asked for it, and one CALL is outstanding at a time, so answers can't flood.
 """
 
 from __future__ import annotations
@@ -123,6 +125,8 @@ class _Link:
         self.ws, self.station, self.config = ws, station, config
         self.bucket = _Bucket(config.rate, config.burst)
         self.released = trio.Event()
+        #: a CALL of ours was sent and no answer-looking frame has come since
+        self.asked = False
 
     async def receive(self) -> str | bytes | None:
         try:
@@ -131,7 +135,12 @@ class _Link:
             return None
 
     def screen(self, text: str | bytes) -> Frame | Refusal:
-        if not self.bucket.take():
+        answer = (
+            self.asked and _ANSWER.match(text[:16] if isinstance(text, str) else "") is not None
+        )
+        if answer:
+            self.asked = False
+        if not answer and not self.bucket.take():
             if self.bucket.excess > self.config.rate * 10:
                 log.warning("charger flooding, closing", station=self.station)
                 return Refusal(close=(1008, "message rate exceeded"))
@@ -150,6 +159,8 @@ class _Link:
             return Refusal(error.frame().encode())
 
     async def send(self, text: str) -> None:
+        if text.startswith("[2,"):  # our CALLs are compact (cpms.ocpp.frames)
+            self.asked = True
         try:
             await self.ws.send_message(text)
         except ConnectionClosed as exc:
@@ -160,6 +171,9 @@ class _Link:
 
     def release(self) -> None:
         self.released.set()
+
+
+_ANSWER = re.compile(r"\s*\[\s*[34]\s*,")
 
 
 class _Bucket:
