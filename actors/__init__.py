@@ -16,6 +16,7 @@ from actors.errors import (
     ActorError,
     ActorUnavailable,
     AskTimeout,
+    ChildRetired,
     MailboxFull,
     SupervisorEscalation,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "ActorUnavailable",
     "Address",
     "AskTimeout",
+    "ChildRetired",
     "ChildSpec",
     "Envelope",
     "Intensity",

@@ -12,7 +12,7 @@ import trio
 from actors._address import Address
 from actors._mailbox import LocalRef, Mailbox
 from actors._registry import Registry
-from actors.errors import ActorCrashed, SupervisorEscalation
+from actors.errors import ActorCrashed, ChildRetired, SupervisorEscalation
 
 M = TypeVar("M")
 log = structlog.stdlib.get_logger("actors.supervisor")
@@ -47,7 +47,13 @@ class ChildSpec(Generic[M]):
 
 @dataclass(frozen=True)
 class Intensity:
-    """At most ``restarts`` restarts within ``period`` seconds, then the supervisor gives up.
+    """At most ``restarts`` restarts of one child within ``period`` seconds. Each child has its
+    own budget: a misbehaving child can't spend its siblings'.
+
+    Past the budget, an ``escalate`` supervisor gives up (OTP: every child is cancelled and
+    :class:`SupervisorEscalation` propagates); one that doesn't (a supervisor of one actor per
+    charger or per session) retires that child alone and refuses to start it again for
+    ``cooldown`` seconds (:meth:`Supervisor.retired_for`).
 
     Between restarts of one child it waits ``backoff_min`` doubling up to ``backoff_max``; the
     doubling resets once the child has stayed up for a whole ``period``.
@@ -57,6 +63,8 @@ class Intensity:
     period: float = 10.0
     backoff_min: float = 0.01
     backoff_max: float = 2.0
+    escalate: bool = True
+    cooldown: float = 60.0
 
 
 @dataclass(eq=False)
@@ -65,6 +73,8 @@ class _Child(Generic[M]):
     mailbox: Mailbox[M]
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     restarts: int = 0
+    #: when its recent restarts happened (made at its first restart)
+    restart_times: collections.deque[float] | None = None
 
     @property
     def ref(self) -> LocalRef[M]:
@@ -101,7 +111,8 @@ class Supervisor:
         self.intensity = intensity
         self._nursery = nursery
         self._children: dict[Address, _Child[Any]] = {}
-        self._restart_times: collections.deque[float] = collections.deque()
+        #: children retired past their restart budget → when they may start again
+        self._retired: dict[Address, float] = {}
         self.total_restarts = 0
 
     async def start_child(self, spec: ChildSpec[M]) -> LocalRef[M]:
@@ -109,6 +120,7 @@ class Supervisor:
 
         Raises:
             ValueError: a child with this address already runs.
+            ChildRetired: the child was retired past its restart budget and its cooldown runs.
             Exception: whatever the child raised before it was ready (it is not restarted).
         """
         child = self._add(spec)
@@ -128,6 +140,7 @@ class Supervisor:
 
         Raises:
             ValueError: a child with this address already runs.
+            ChildRetired: the child was retired past its restart budget and its cooldown runs.
         """
         child = self._add(spec)
         self._nursery.start_soon(self._supervise_soon, child)
@@ -136,6 +149,9 @@ class Supervisor:
     def _add(self, spec: ChildSpec[M]) -> _Child[M]:
         if spec.address in self._children:
             raise ValueError(f"{spec.address} is already running under {self.name}")
+        wait = self.retired_for(spec.address)
+        if wait:
+            raise ChildRetired(spec.address, wait)
         child: _Child[M] = _Child(spec, Mailbox(spec.address, spec.inbox))
         self._children[spec.address] = child
         if spec.register:
@@ -158,6 +174,17 @@ class Supervisor:
         child.scope.cancel()
         self._forget(child)
         return True
+
+    def retired_for(self, address: Address) -> float:
+        """Seconds until a child retired past its restart budget may start again (0: it may)."""
+        until = self._retired.get(address)
+        if until is None:
+            return 0.0
+        left = until - trio.current_time()
+        if left <= 0:
+            del self._retired[address]
+            return 0.0
+        return left
 
     def child(self, address: Address) -> LocalRef[Any] | None:
         child = self._children.get(address)
@@ -189,7 +216,8 @@ class Supervisor:
                         spec.restart is Restart.TRANSIENT and crash is None
                     ):
                         return
-                    self._count_restart(spec.address, crash)
+                    if not self._count_restart(child, crash):
+                        return
                     if trio.current_time() - began >= self.intensity.period:
                         backoff = self.intensity.backoff_min
                     await trio.sleep(backoff)
@@ -220,25 +248,46 @@ class Supervisor:
             raise RuntimeError(f"{spec.address} returned before it was ready")
         return None
 
-    def _count_restart(self, address: Address, crash: Exception | None) -> None:
-        now = trio.current_time()
-        times = self._restart_times
+    def _count_restart(self, child: _Child[Any], crash: Exception | None) -> bool:
+        """Count one restart of ``child`` against its own budget; False when it is retired.
+
+        Raises:
+            SupervisorEscalation: past the budget, in a supervisor that escalates.
+        """
+        now, address = trio.current_time(), child.spec.address
+        if child.restart_times is None:
+            child.restart_times = collections.deque()
+        times = child.restart_times
         times.append(now)
         while times and now - times[0] > self.intensity.period:
             times.popleft()
         self.total_restarts += 1
-        if len(times) > self.intensity.restarts:
-            log.critical(
-                "supervisor giving up: restart intensity exceeded",
+        if len(times) <= self.intensity.restarts:
+            return True
+        if not self.intensity.escalate:
+            log.error(
+                "actor retired: restart intensity exceeded",
                 supervisor=self.name,
                 actor=str(address),
                 restarts=len(times),
                 period=self.intensity.period,
+                cooldown=self.intensity.cooldown,
             )
-            raise SupervisorEscalation(
-                f"supervisor {self.name}: more than {self.intensity.restarts} restarts in "
-                f"{self.intensity.period:g} s (last: {address})"
-            ) from crash
+            self._retired[address] = now + self.intensity.cooldown
+            if len(self._retired) > 10_000:  # bounded: forget the expired ones
+                self._retired = {a: t for a, t in self._retired.items() if t > now}
+            return False
+        log.critical(
+            "supervisor giving up: restart intensity exceeded",
+            supervisor=self.name,
+            actor=str(address),
+            restarts=len(times),
+            period=self.intensity.period,
+        )
+        raise SupervisorEscalation(
+            f"supervisor {self.name}: {address} restarted more than {self.intensity.restarts} "
+            f"times in {self.intensity.period:g} s"
+        ) from crash
 
 
 async def run_supervisor(

@@ -4,7 +4,8 @@
     ├── ActorCrashed        the actor failed while holding your request; ``__cause__`` is why
     ├── AskTimeout          no answer within the ask timeout
     ├── ActorUnavailable    the actor is gone (stopped for good) or was never there
-    └── MailboxFull         ``tell_nowait`` into a full inbox
+    ├── MailboxFull         ``tell_nowait`` into a full inbox
+    └── ChildRetired        a child crashed past its restart budget and may not start yet
     SupervisorEscalation    a supervisor gave up past its restart intensity (loud, propagates)
 
 An exception *raised by the actor on purpose* as the answer to an ask (a domain refusal such as
@@ -47,3 +48,12 @@ class MailboxFull(ActorError):
 
 class SupervisorEscalation(Exception):
     """A supervisor exceeded its restart intensity and gave up; the cause is ``__cause__``."""
+
+
+class ChildRetired(ActorError):
+    """The child crashed more often than its supervisor's intensity allows and was retired;
+    it may be started again in ``retry_after`` seconds."""
+
+    def __init__(self, address: Address, retry_after: float) -> None:
+        super().__init__(address, f"retired after repeated crashes; retry in {retry_after:.0f} s")
+        self.retry_after = retry_after

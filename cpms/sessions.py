@@ -72,10 +72,12 @@ class Sessions:
         return row
 
     async def recover(self) -> int:
-        """Start an actor for every open app session (after a restart); returns how many."""
+        """Start an actor for every open session (after a restart); returns how many. They
+        resume on their own: one whose row can't be resumed is logged by the supervisor and
+        left for an operator, and never keeps the server from starting."""
         rows = await store.open_sessions(self.deps.db)
         for row in rows:
-            await self.supervisor.start_child(session_spec(row["id"], self.deps))
+            self.supervisor.start_child_soon(session_spec(row["id"], self.deps))
         if rows:
             log.info("sessions recovered", sessions=len(rows))
         return len(rows)

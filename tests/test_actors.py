@@ -15,6 +15,7 @@ from actors import (
     ActorUnavailable,
     Address,
     AskTimeout,
+    ChildRetired,
     ChildSpec,
     Envelope,
     Intensity,
@@ -247,6 +248,48 @@ async def test_exceeding_intensity_escalates_and_stops_everyone(
     escalation = leaves(matched)[0]
     assert isinstance(escalation.__cause__, RuntimeError)
     assert bystander.stops == 1  # the sibling was cancelled when the supervisor gave up
+
+
+async def test_each_child_has_its_own_restart_budget(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    sup, _ = await start_sup(nursery, Intensity(restarts=3, period=5.0))
+    refs = [await sup.start_child(spec(name, Life())) for name in ("a", "b", "c")]
+    for _ in range(3):  # nine crashes within the period, three per child: nobody is over
+        for ref in refs:
+            with pytest.raises(ActorCrashed):
+                await ref.ask(Boom())
+    assert [await ref.ask(Add(1)) for ref in refs] == [1, 1, 1]
+
+
+async def test_a_child_past_its_budget_is_retired_for_a_cooldown_and_nobody_else_is_touched(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    intensity = Intensity(restarts=3, period=5.0, escalate=False, cooldown=60.0)
+    sup, registry = await start_sup(nursery, intensity)
+    bystander_life = Life()
+    bystander = await sup.start_child(spec("bystander", bystander_life))
+    crasher_life = Life()
+    crasher = await sup.start_child(spec("crasher", crasher_life))
+    for _ in range(4):
+        with pytest.raises(ActorCrashed):
+            await crasher.ask(Boom())
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(crasher_life.starts) == 4  # three restarts, then retired
+    assert registry.lookup("test", "crasher") is None
+    with pytest.raises(ActorUnavailable):
+        await crasher.ask(Add(1))
+    assert 59 < sup.retired_for(crasher.address) <= 60
+    with pytest.raises(ChildRetired) as refused:
+        await sup.start_child(spec("crasher", Life()))
+    assert refused.value.retry_after > 59
+    with pytest.raises(ChildRetired):
+        sup.start_child_soon(spec("crasher", Life()))
+    assert await bystander.ask(Add(5)) == 5 and bystander_life.stops == 0
+    await trio.sleep(61)
+    assert sup.retired_for(crasher.address) == 0
+    again = await sup.start_child(spec("crasher", Life()))  # the cooldown is over
+    assert await again.ask(Add(2)) == 2
 
 
 async def test_a_crash_never_touches_siblings(
