@@ -12,6 +12,10 @@ from cpms.ocpp.frames import OcppError
 from cpms.timeutil import parse_time
 
 ENERGY = "Energy.Active.Import.Register"
+#: A sampled value's size: below 10^15 (a kWh register in Wh still fits a bigint) and no finer
+#: than 10^-20; anything else is no measurement, and no column could hold it.
+MAX_DIGITS = 15
+MIN_EXPONENT = -20
 _SCALE = {"kWh": Decimal(1000), "Wh": Decimal(1), "kW": Decimal(1000), "W": Decimal(1)}
 
 
@@ -43,7 +47,8 @@ def parse_samples(meter_values: Iterable[dict[str, Any]], unique_id: str) -> lis
     """Flatten ``meterValue`` entries into samples.
 
     Raises:
-        OcppError: a value that is not a number (PropertyConstraintViolation).
+        OcppError: a value that is not a number, or not of a measurement's size
+            (PropertyConstraintViolation).
     """
     samples = []
     for entry in meter_values:
@@ -63,6 +68,12 @@ def parse_samples(meter_values: Iterable[dict[str, Any]], unique_id: str) -> lis
                 ) from None
             if not raw.is_finite():
                 raise OcppError("PropertyConstraintViolation", "value must be finite", unique_id)
+            if raw and not MIN_EXPONENT <= raw.adjusted() < MAX_DIGITS:
+                raise OcppError(
+                    "PropertyConstraintViolation",
+                    f"value must be below 1e{MAX_DIGITS} and above 1e{MIN_EXPONENT} in size",
+                    unique_id,
+                )
             unit = sv.get("unit")
             measurand = sv.get("measurand", ENERGY)
             samples.append(

@@ -3,7 +3,9 @@
 The schemas are the ones shipped in the ``ocpp`` package (``ocpp/v16/schemas``). Validation
 errors become the CALLERROR codes of OCPP-J 1.6 §4.2.3, the same way the ``ocpp`` package maps
 them. ``multipleOf`` (0.1 steps on charging-profile limits) is left out: a binary float such as
-21.4 fails it spuriously, and those limits are produced by us, not taken from chargers.
+21.4 fails it spuriously, and those limits are produced by us, not taken from chargers. Every
+integer is bounded (``_prepare``) and every timestamp must be a storable point in time, so
+what passes can be written to the database as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import fastjsonschema
 
 from cpms.ocpp.frames import ErrorCode, OcppError
+from cpms.timeutil import parse_time
 
 Validator = Callable[[Any], Any]
 
@@ -75,12 +78,41 @@ _CODES: dict[str, ErrorCode] = {
 }
 
 
-def _strip_multiple_of(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _strip_multiple_of(v) for k, v in node.items() if k != "multipleOf"}
+#: OCPP 1.6's ``integer`` is 32 bits (§ data types); a meter register is kept to what its
+#: database column (bigint) holds, since a real register can pass 2^31 Wh and refusing a
+#: charger's StopTransaction would leave its session unsettled (implausible values are
+#: flagged by the session, never billed).
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+_WIDE = {"meterStart", "meterStop"}
+
+
+def _prepare(node: Any, name: str | None = None) -> Any:
+    """The schema as we check it: ``multipleOf`` left out, every integer bounded."""
     if isinstance(node, list):
-        return [_strip_multiple_of(v) for v in node]
-    return node
+        return [_prepare(v, name) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "multipleOf":
+            continue
+        if key == "properties":
+            out[key] = {prop: _prepare(sub, prop) for prop, sub in value.items()}
+        else:
+            out[key] = _prepare(value, name)
+    kind = node.get("type")
+    if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+        low, high = INT64 if name in _WIDE else INT32
+        out.setdefault("minimum", low)
+        out.setdefault("maximum", high)
+    return out
+
+
+def _date_time(value: str) -> bool:
+    """An ISO 8601 timestamp that is a point in time we can store (a local time near the ends
+    of the calendar can fall outside it once in UTC)."""
+    return parse_time(value) is not None
 
 
 @cache
@@ -95,7 +127,8 @@ def validator(name: str) -> Validator:
         raise KeyError(name)
     schema = json.loads(path.read_text(encoding="utf-8"))
     schema.pop("$schema", None)
-    compiled: Validator = fastjsonschema.compile(_strip_multiple_of(schema))
+    formats = {"date-time": _date_time}
+    compiled: Validator = fastjsonschema.compile(_prepare(schema), formats=formats)
     return compiled
 
 
