@@ -53,9 +53,10 @@ from actors.session_messages import (
     session_tag,
 )
 from actors.session_state import OPEN, Effect, Event, Phase, transition
-from cpms.charging import Limit, Meter, Tariff, reservation
+from cpms.charging import Limit, Meter, Plausibility, Tariff, Verdict, reservation
 from cpms.errors import Conflict, CpmsError, Forbidden, NotFound, Unavailable
 from cpms.events import EventBus
+from cpms.money import MAX_AMOUNT
 from cpms.station_config import StationTariffs
 from storage import Database, Ledger
 from storage import sessions as store
@@ -76,6 +77,17 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class MeterBounds:
+    """How a session judges its meter readings (:class:`cpms.charging.Plausibility`): at most
+    the connector's rated power × ``margin``, plus ``slack_wh``; a connector with no rated
+    power configured is taken to deliver at most ``unknown_power_kw``."""
+
+    margin: Decimal = Decimal("1.25")
+    slack_wh: int = 1000
+    unknown_power_kw: Decimal = Decimal("350")
+
+
+@dataclass(frozen=True)
 class SessionDeps:
     db: Database
     ledger: Ledger
@@ -83,6 +95,18 @@ class SessionDeps:
     bus: EventBus
     tariffs: StationTariffs
     timings: Timings = Timings()
+    meter_bounds: MeterBounds = MeterBounds()
+
+    def plausibility(self, snapshot: Snapshot | None, connector_id: int) -> Plausibility:
+        """What the connector's meter can plausibly count, by its rated power as its station
+        shows it (its record when no actor shows it: read at the session's next restart)."""
+        bounds, t = self.meter_bounds, self.timings
+        connector = {} if snapshot is None else snapshot.connectors.get(connector_id, {})
+        power = connector.get("power_kw") or bounds.unknown_power_kw
+        # the longest a transaction is counted: to the cap, the grace for an offline charger,
+        # and an hour for the charger to answer the stop
+        hours = Decimal(int(t.max_duration + t.offline_grace)) / 3600 + 1
+        return Plausibility(Decimal(power), bounds.margin, bounds.slack_wh, hours)
 
 
 # -- state ----------------------------------------------------------------------------------------
@@ -97,6 +121,7 @@ class _Session:
     limit: Limit
     tariff: Tariff
     rate: Decimal
+    bounds: Plausibility
     phase: Phase = Phase.RESERVED
     reserved: Decimal = Decimal("0")
     hold_id: uuid.UUID | None = None
@@ -116,13 +141,19 @@ class _Session:
     error: str | None = None
     offline_since: float | None = None
     card: str | None = None  # the RFID card of a session begun at the charger
+    #: why an operator should look at this session (implausible readings, a capped cost)
+    flag: str | None = None
 
     @property
     def id_tag(self) -> str:
         return self.card or session_tag(self.id)
 
+    def start_meter(self, meter_start: int, at: datetime | None) -> Meter:
+        self.meter = Meter(self.tariff, meter_start, self.bounds, started_at=at)
+        return self.meter
+
     @classmethod
-    def from_row(cls, row: dict[str, Any], tariff: Tariff) -> _Session:
+    def from_row(cls, row: dict[str, Any], tariff: Tariff, bounds: Plausibility) -> _Session:
         limit = Limit(row["limit_type"], row["limit_value"])
         session = cls(
             row["id"],
@@ -132,6 +163,7 @@ class _Session:
             limit,
             tariff,
             row["rate_per_kwh"] or tariff.price_per_kwh,
+            bounds,
             Phase(row["status"]),
             row["reserved_amount"],
             row["hold_id"],
@@ -145,13 +177,34 @@ class _Session:
         )
         if row["origin"] == "rfid":
             session.card = row["id_tag"]
+        session.flag = row["meter_flag"]
         if row["meter_start_wh"] is not None:
-            session.meter = Meter(tariff, row["meter_start_wh"], started_at=row["started_at"])
+            meter = session.start_meter(row["meter_start_wh"], row["started_at"])
+            meter.anomalies = row["meter_anomalies"]
             if row["meter_last_wh"] is not None:
-                # the cost of energy metered before the restart at the rate of its start
-                session.meter.reading(row["meter_last_wh"], row["started_at"] or row["created_at"])
+                session.restore_meter(row)
         session.power_kw, session.soc = row["power_kw"], row["soc_percent"]
         return session
+
+    def restore_meter(self, row: dict[str, Any]) -> None:
+        """Take up the energy counted before a restart, priced at the rate of its start. What a
+        row says was counted is checked as a reading would be (a row written before readings
+        were checked may hold an absurd one): beyond what the connector could have delivered
+        by now, it is not billed and the session is flagged."""
+        meter = self.meter
+        assert meter is not None
+        counted = int(row["energy_kwh"] * 1000)
+        if counted > meter.plausibility.allowed_wh(
+            (datetime.now(UTC) - (row["started_at"] or row["created_at"])).total_seconds()
+        ):
+            meter.anomalies += 1
+            meter.anomaly = (
+                f"{counted} Wh recorded before a restart: more than the connector could deliver"
+            )
+            self.flag = meter.anomaly
+            log.warning("implausible recorded energy not billed", session=str(self.id), wh=counted)
+            return
+        meter.restore(row["meter_last_wh"], counted, row["started_at"] or row["created_at"])
 
     def current_cost(self) -> Decimal:
         return Decimal("0.00") if self.meter is None else self.meter.cost(self.stopped_at)
@@ -196,6 +249,7 @@ class _Actor:
             request.limit,
             tariff,
             tariff.rate_at(now),
+            self.deps.plausibility(snapshot, request.connector_id),
             start_deadline=now + timedelta(seconds=t.start_timeout),
             max_deadline=now + timedelta(seconds=t.max_duration),
         )
@@ -235,6 +289,9 @@ class _Actor:
             limit,
             tariff,
             tariff.rate_at(start.at),
+            self.deps.plausibility(
+                shown_snapshot(self.deps.registry, start.station_id), start.connector_id
+            ),
             reserved=hold.amount,
             hold_id=hold_for(session_id),
             max_deadline=datetime.now(UTC) + timedelta(seconds=self.deps.timings.max_duration),
@@ -246,7 +303,7 @@ class _Actor:
         assert attached is not None  # the row was made just now and is open
         s.transaction_id = attached
         s.started_at = start.at
-        s.meter = Meter(tariff, start.meter_start, started_at=start.at)
+        s.start_meter(start.meter_start, start.at)
         await self.apply(Event.CHARGER_STARTED)
         return s.transaction_id
 
@@ -377,8 +434,14 @@ class _Actor:
         s = self.s
         assert s is not None and s.hold_id is not None
         if s.meter is not None and s.meter_stop is not None and s.stopped_at is not None:
-            s.meter.reading(s.meter_stop, s.stopped_at)
+            self._judge(s.meter.reading(s.meter_stop, s.stopped_at), "meterStop")
         cost = s.current_cost()
+        if not Decimal("0") <= cost <= MAX_AMOUNT:
+            # No reading can get here (they are bounded by the connector's power); a tariff can
+            # (an operator's absurd price): the driver pays what was reserved, an operator looks.
+            s.flag = f"cost {cost} could not be billed; the reservation {s.reserved} was"
+            log.error("session cost capped", session=str(s.id), cost=str(cost))
+            cost = s.reserved
         result = await self.deps.ledger.capture(s.hold_id, cost, key=f"session:{s.id}:capture")
         s.final_cost, s.refunded, s.debt = cost, result.refunded, result.debt
         if s.stopped_at is None:
@@ -423,6 +486,20 @@ class _Actor:
             if refusal_ends:
                 await self.mailbox.deliver(Envelope(Refused(why)))
 
+    def _judge(self, verdict: Verdict, what: str) -> None:
+        """A reading the meter did not count flags the session."""
+        s = self.s
+        assert s is not None and s.meter is not None
+        if verdict is not Verdict.COUNTED:
+            s.flag = s.meter.anomaly
+            log.warning(
+                "meter reading not billed",
+                session=str(s.id),
+                reading=what,
+                verdict=verdict.value,
+                why=s.meter.anomaly,
+            )
+
     async def persist(self) -> None:
         s = self.s
         assert s is not None
@@ -437,7 +514,7 @@ class _Actor:
             status=s.phase.value,
             energy_kwh=Decimal("0") if meter is None else meter.energy_kwh,
             meter_last_wh=None if meter is None else meter.last_wh,
-            current_cost=s.current_cost(),
+            current_cost=min(s.current_cost(), MAX_AMOUNT),
             power_kw=s.power_kw,
             soc_percent=s.soc,
             final_cost=s.final_cost,
@@ -445,6 +522,8 @@ class _Actor:
             debt_amount=s.debt,
             stop_reason=s.stop_reason,
             error=s.error,
+            meter_anomalies=0 if meter is None else meter.anomalies,
+            meter_flag=s.flag,
             settled_at=datetime.now(UTC) if s.phase not in OPEN else None,
         )
 
@@ -458,13 +537,13 @@ class _Actor:
             case ChargerStarted(transaction_id, meter_start, at):
                 if s.phase is Phase.STARTING:
                     s.transaction_id, s.started_at = transaction_id, at
-                    s.meter = Meter(s.tariff, meter_start, started_at=at)
+                    s.start_meter(meter_start, at)
                     await self.apply(Event.CHARGER_STARTED)
             case MeterReading(wh, power, soc, at):
                 if s.meter is None or s.phase not in (Phase.CHARGING, Phase.STOPPING):
                     return
                 if wh is not None:
-                    s.meter.reading(wh, at)
+                    self._judge(s.meter.reading(wh, at), "MeterValues")
                 s.power_kw = power if power is not None else s.power_kw
                 s.soc = soc if soc is not None else s.soc
                 s.offline_since = None
@@ -510,7 +589,7 @@ class _Actor:
                 row = await store.get(self.deps.db, s.id)
                 assert row is not None and row["transaction_id"] is not None
                 s.transaction_id, s.started_at = row["transaction_id"], row["started_at"]
-                s.meter = Meter(s.tariff, row["meter_start_wh"], started_at=row["started_at"])
+                s.start_meter(row["meter_start_wh"], row["started_at"])
                 await self.apply(Event.CHARGER_STARTED)
                 if event is Event.STOP_REQUESTED:
                     await self.apply(event)
@@ -678,7 +757,10 @@ async def run_session(
                 tariff = Tariff(
                     row["tariff_id"], row["rate_per_kwh"] or Decimal("0"), row["session_fee"]
                 )
-            actor.s = _Session.from_row(row, tariff)
+            bounds = deps.plausibility(
+                await actor._snapshot(row["station_id"]), row["connector_id"]
+            )
+            actor.s = _Session.from_row(row, tariff, bounds)
             await _resume(actor)
         task_status.started()
         while actor.s is None or actor.s.phase in OPEN:

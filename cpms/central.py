@@ -13,7 +13,7 @@ import trio
 from actors import Intensity, Supervisor, run_supervisor
 from actors.charge_point import charge_point_spec
 from actors.charge_point_handlers import StationContext
-from actors.session import SessionDeps, Timings
+from actors.session import MeterBounds, SessionDeps, Timings
 from cpms.location_status import run_location_status
 from cpms.ocpp import schemas
 from cpms.ocpp.listener import CentralSystem, ListenerConfig, serve_ocpp
@@ -23,6 +23,10 @@ from cpms.sessions import Sessions
 from cpms.station_config import StationTariffs, run_config_watch
 
 log = structlog.stdlib.get_logger("cpms.central")
+
+#: One actor per station and per session: one that keeps crashing is retired for a minute (its
+#: station refused meanwhile), never the server.
+CHILD_INTENSITY = Intensity(restarts=5, period=30.0, escalate=False, cooldown=60.0)
 
 
 def _tls(core: Core) -> ssl.SSLContext | None:
@@ -55,7 +59,7 @@ async def run_central_system(
         await nursery.start(telemetry.run, core.db)
         await nursery.start(run_location_status, core.db, core.bus)
         supervisor: Supervisor = await nursery.start(
-            run_supervisor, "sessions", core.registry, Intensity(restarts=100, period=10.0)
+            run_supervisor, "sessions", core.registry, CHILD_INTENSITY
         )
         timings = Timings(
             start_timeout=settings.session_start_timeout,
@@ -67,10 +71,21 @@ async def run_central_system(
         await nursery.start(run_config_watch, core.db, core.registry, tariffs)
         sessions = Sessions(
             supervisor,
-            SessionDeps(core.db, core.ledger, core.registry, core.bus, tariffs, timings),
+            SessionDeps(
+                core.db,
+                core.ledger,
+                core.registry,
+                core.bus,
+                tariffs,
+                timings,
+                MeterBounds(
+                    margin=settings.meter_power_margin,
+                    slack_wh=settings.meter_slack_wh,
+                ),
+            ),
         )
         stations: Supervisor = await nursery.start(
-            run_supervisor, "stations", core.registry, Intensity(restarts=100, period=10.0)
+            run_supervisor, "stations", core.registry, CHILD_INTENSITY
         )
         contexts = await StationContext.load_all(core.db, telemetry)
         for station_id, context in contexts.items():

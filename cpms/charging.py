@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from decimal import Decimal
+from enum import StrEnum
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -111,32 +112,102 @@ def reservation(limit: Limit, tariff: Tariff, at: datetime) -> Hold:
     return Hold(NO_LIMIT_CAP, NO_LIMIT_MINIMUM)
 
 
+@dataclass(frozen=True)
+class Plausibility:
+    """How much energy a connector's meter can plausibly count: its rated ``power_kw`` × the
+    time elapsed × ``margin``, plus ``slack_wh`` for a register that counts in coarse steps
+    (whole kWh), the time counted up to ``max_hours`` whatever the charger's clock says."""
+
+    power_kw: Decimal
+    margin: Decimal = Decimal("1.25")
+    slack_wh: int = 1000
+    max_hours: Decimal = Decimal("13")
+
+    def allowed_wh(self, elapsed_s: float) -> Decimal:
+        hours = min(self.max_hours, Decimal(max(0, int(elapsed_s))) / 3600)
+        return self.power_kw * 1000 * hours * self.margin + self.slack_wh
+
+
+class Verdict(StrEnum):
+    """What became of one meter reading."""
+
+    COUNTED = "counted"
+    BACKWARDS = "backwards"  #: below the last counted one: a reset, a wrap or a glitch
+    IMPLAUSIBLE = "implausible"  #: more than the connector could have delivered by then
+
+
 @dataclass
 class Meter:
-    """A session's energy and cost as meter readings arrive (readings never go backwards)."""
+    """A session's energy and cost as meter readings arrive.
+
+    Only plausible readings are counted (``plausibility``): a reading that goes backwards or
+    jumps further than the connector could deliver is flagged (``anomalies``, ``anomaly``)
+    and not billed, and the session bills on the last plausible one. A register that really
+    restarted (reset, a 32-bit wrap) is recognised when the readings after a backwards one go
+    on plausibly from there: the energy counted before is kept, and counting resumes from the
+    new register value.
+    """
 
     tariff: Tariff
     start_wh: int
+    plausibility: Plausibility
+    #: the register at the last counted reading
     last_wh: int = 0
+    #: energy counted since the start (across register restarts)
+    counted_wh: int = 0
     energy_cost: Decimal = Decimal("0")
     started_at: datetime | None = None
     last_at: datetime | None = None
     samples: int = field(default=0)
+    #: where the register went back to: it may have restarted there
+    restarted_at_wh: int | None = None
+    anomalies: int = 0
+    anomaly: str | None = None
 
     def __post_init__(self) -> None:
         self.last_wh = max(self.last_wh, self.start_wh)
 
-    def reading(self, wh: int, at: datetime) -> None:
-        if wh > self.last_wh:
-            delta = Decimal(wh - self.last_wh) / KWH
-            self.energy_cost += delta * self.tariff.rate_at(at)
-            self.last_wh = wh
-        self.last_at = at if self.last_at is None else max(self.last_at, at)
+    def restore(self, last_wh: int, counted_wh: int, at: datetime) -> None:
+        """Take up where a persisted session was (its energy priced at the rate of ``at``)."""
+        self.last_wh, self.counted_wh = last_wh, counted_wh
+        self.energy_cost = Decimal(counted_wh) / KWH * self.tariff.rate_at(at)
+        self.last_at = at
+
+    def reading(self, wh: int, at: datetime) -> Verdict:
+        """Count the register value ``wh`` read at ``at`` if it is plausible."""
         self.samples += 1
+        for base in (self.last_wh, self.restarted_at_wh):
+            if base is not None and wh >= base and self._plausible(wh - base, at):
+                self._count(wh - base, at)
+                self.last_wh, self.restarted_at_wh = wh, None
+                return Verdict.COUNTED
+        self.anomalies += 1
+        if wh < self.last_wh:
+            self.restarted_at_wh = wh
+            self.anomaly = f"meter went back from {self.last_wh} to {wh} Wh"
+            return Verdict.BACKWARDS
+        elapsed = self._elapsed(at)
+        self.anomaly = (
+            f"meter jumped to {wh} Wh: {wh - self.last_wh} Wh more in {elapsed:.0f} s, more than "
+            f"{self.plausibility.power_kw} kW could deliver"
+        )
+        return Verdict.IMPLAUSIBLE
+
+    def _elapsed(self, at: datetime) -> float:
+        return 0.0 if self.started_at is None else (at - self.started_at).total_seconds()
+
+    def _plausible(self, delta_wh: int, at: datetime) -> bool:
+        return self.counted_wh + delta_wh <= self.plausibility.allowed_wh(self._elapsed(at))
+
+    def _count(self, delta_wh: int, at: datetime) -> None:
+        if delta_wh:
+            self.energy_cost += Decimal(delta_wh) / KWH * self.tariff.rate_at(at)
+            self.counted_wh += delta_wh
+        self.last_at = at if self.last_at is None else max(self.last_at, at)
 
     @property
     def energy_kwh(self) -> Decimal:
-        return Decimal(self.last_wh - self.start_wh) / KWH
+        return Decimal(self.counted_wh) / KWH
 
     def cost(self, now: datetime | None = None) -> Decimal:
         """The cost so far (to the cent): energy, the session fee, minutes."""

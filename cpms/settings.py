@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +66,16 @@ class Settings(BaseSettings):
     session_max_duration: float = Field(43200.0, gt=0, description="s before a session is stopped")
     session_offline_grace: float = Field(
         600.0, gt=0, description="s a charging session waits for an offline charger, then settles"
+    )
+    meter_power_margin: Decimal = Field(
+        Decimal("1.25"),
+        ge=1.0,
+        le=10.0,
+        description="a meter reading counts if the energy stays within the connector's rated "
+        "power × elapsed time × this margin (+ meter_slack_wh); beyond, it is flagged, not billed",
+    )
+    meter_slack_wh: int = Field(
+        1000, ge=0, le=100_000, description="Wh a meter may run ahead of rated power × time"
     )
     sim_password: SecretStr | None = Field(
         None, description="password `cpms sim` stations present (instead of --password)"

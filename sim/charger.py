@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import trio
@@ -175,6 +175,7 @@ class VirtualChargePoint:
         self.rng = random.Random(f"{seed}:{station_id}")
         self.stats = stats if stats is not None else Stats()
         self.time_scale = time_scale
+        self._clock_origin: tuple[float, datetime] | None = None
         self.reconnect_delay = reconnect_delay
         self.call_timeout = call_timeout
         self.vendor, self.model = vendor, model
@@ -471,8 +472,21 @@ class VirtualChargePoint:
                 "errorCode": connector.error_code,
                 "status": connector.status,
             }
-        payload["timestamp"] = now_iso()
+        payload["timestamp"] = self.now_iso()
         return _Outgoing("StatusNotification", lambda: payload, False)
+
+    def now_iso(self) -> str:
+        """The charger's clock: it runs ``time_scale`` times as fast as the wall clock from the
+        first time it is read, so what the charger reports is consistent with the energy it
+        delivers in compressed time (the central system checks readings against rated power ×
+        the time the charger's own timestamps say has passed)."""
+        if self.time_scale == 1:
+            return now_iso()
+        if self._clock_origin is None:
+            self._clock_origin = (trio.current_time(), datetime.now(UTC))
+        origin, wall = self._clock_origin
+        at = wall + timedelta(seconds=(trio.current_time() - origin) * self.time_scale)
+        return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def set_status(self, connector: Connector, status: str, error_code: str | None = None) -> None:
         if error_code is None:
@@ -533,7 +547,9 @@ class VirtualChargePoint:
         stop_after: float | None,
     ) -> Transaction:
         vehicle = vehicle or random_vehicle(self.rng, dc=connector.dc)
-        tx = Transaction(connector.connector_id, id_tag, connector.register, vehicle, now_iso())
+        tx = Transaction(
+            connector.connector_id, id_tag, connector.register, vehicle, self.now_iso()
+        )
         connector.tx = tx
         self.transactions.append(tx)
         payload: Payload = {
@@ -595,7 +611,7 @@ class VirtualChargePoint:
     def _finish(self, connector: Connector, tx: Transaction) -> None:
         connector.power = 0.0
         reason = tx.stop_reason or "Local"
-        meter_stop, stopped_at = connector.register, now_iso()
+        meter_stop, stopped_at = connector.register, self.now_iso()
         self._meter_values(connector, tx, "Transaction.End")
 
         def build() -> Payload:
@@ -655,7 +671,7 @@ class VirtualChargePoint:
                     "location": "EV",
                 }
             )
-        stamp = now_iso()
+        stamp = self.now_iso()
 
         def build() -> Payload:
             payload: Payload = {
@@ -924,7 +940,7 @@ class VirtualChargePoint:
         return {
             "status": "Accepted",
             "connectorId": connector.connector_id,
-            "scheduleStart": now_iso(),
+            "scheduleStart": self.now_iso(),
             "chargingSchedule": schedule,
         }, None
 
