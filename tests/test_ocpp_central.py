@@ -4,6 +4,7 @@ command, the malformed-frame corpus, and reconnects."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import uuid
@@ -15,12 +16,14 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from actors.charge_point import _Actor
 from actors.charge_point_handlers import HANDLERS
 from cpms.app import Endpoints, run_server
 from cpms.ocpp.frames import Call, CallResult, parse_frame
+from cpms.ocpp.listener import LoginThrottle
 from cpms.ocpp.meter import parse_samples
 from cpms.ocpp.telemetry import Telemetry
 from cpms.settings import Settings
@@ -57,6 +60,41 @@ async def test_handshake_rules(server: Endpoints, db: Database) -> None:
         async with connect(base, "CP-1", "wrong"):
             pass
     assert info.value.status_code == 401
+
+
+async def test_wrong_station_passwords_are_throttled_and_known_chargers_still_get_in(
+    server: Endpoints,
+) -> None:
+    """Issue 15, item 10: each wrong password cost an unthrottled scrypt."""
+    async with connect(server.ocpp_url, "CP-1", PASSWORD):
+        pass  # CP-1's charger has been let in before
+    for _ in range(10):
+        with pytest.raises(ConnectionRejected) as info:
+            async with connect(server.ocpp_url, "CP-1", "guess"):
+                pass
+        assert info.value.status_code == 401
+    for station, password in (("CP-1", "guess"), ("CP-2", PASSWORD)):  # the address is throttled
+        with pytest.raises(ConnectionRejected) as info:
+            async with connect(server.ocpp_url, station, password):
+                pass
+        assert info.value.status_code == 429
+        assert 50 < int(dict(info.value.headers)[b"retry-after"]) <= 60
+    async with connect(server.ocpp_url, "CP-1", PASSWORD) as cp:  # the real charger: in
+        assert "currentTime" in await cp.call("Heartbeat", {})
+
+
+async def test_the_login_throttle_counts_per_key_within_its_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    throttle = LoginThrottle(limit=3, window=60)
+    for _ in range(3):
+        assert throttle.retry_after("station:A", "ip:1") == 0
+        throttle.failed("station:A", "ip:1")
+    assert throttle.retry_after("station:A", "ip:2") == 60
+    assert throttle.retry_after("station:B", "ip:1") == 60
+    assert throttle.retry_after("station:B", "ip:2") == 0
+    await trio.sleep(61)
+    assert throttle.retry_after("station:A", "ip:1") == 0
 
 
 async def test_a_whole_transaction(server: Endpoints, db: Database) -> None:
@@ -388,6 +426,30 @@ async def test_flooding_charger_gets_generic_errors_and_stays_served(server: End
         assert "currentTime" in await cp.call("Heartbeat", {})
 
 
+async def test_a_sustained_flood_is_disconnected_and_nobody_else_notices(
+    server: Endpoints,
+) -> None:
+    """Issue 15, item 9: 1,000 frames/s used to be answered forever (39 % of a core)."""
+    async with connect(server.ocpp_url, "CP-2", PASSWORD) as bystander:
+        async with connect(server.ocpp_url, "CP-1", PASSWORD) as cp:
+
+            async def flood() -> None:
+                with contextlib.suppress(ConnectionClosed):
+                    for n in range(5_000):
+                        await cp.send_raw(json.dumps([2, f"f{n}", "Heartbeat", {}]))
+                        if n % 10 == 0:
+                            await trio.sleep(0.01)  # about 1,000 frames/s
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flood)
+                with trio.fail_after(20), pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await cp.receive()
+                nursery.cancel_scope.cancel()
+            assert closed.value.reason.code == 1008
+        assert "currentTime" in await bystander.call("Heartbeat", {})
+
+
 async def test_a_flooding_chargers_answers_to_our_commands_still_count(server: Endpoints) -> None:
     """The bucket is kept empty by a flood of CALLs, yet each command's answer gets through: the
     server asked for it (one CALL outstanding at a time, so answers can't flood)."""
@@ -398,7 +460,7 @@ async def test_a_flooding_chargers_answers_to_our_commands_still_count(server: E
         async def flood() -> None:
             for n in itertools.count():
                 await cp.send_raw(json.dumps([2, f"f{n}", "Heartbeat", {}]))
-                await trio.sleep(0.003)  # about 300 frames/s against 20/s allowed
+                await trio.sleep(1 / 60)  # 60 frames/s against 20/s allowed: refused, not cut
 
         async def read() -> None:
             nonlocal refused
