@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, jsonify, request
 
 from actors.charge_point import STATION, Command, Reload
+from api.door import json_object, optional_json_object
 from cpms import provisioning as prov
-from cpms.errors import Forbidden, InvalidRequest, NotFound
+from cpms.bounded import RowId
+from cpms.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from cpms.ocpp import schemas
 from cpms.ocpp.frames import OcppError
 from cpms.runtime import Core
@@ -34,6 +36,15 @@ class WalletCredit(BaseModel):
     amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2, allow_inf_nan=False)
     reason: str = Field(min_length=1, max_length=500)
     key: str = Field(min_length=1, max_length=200, description="idempotency key")
+
+
+class CommandQuery(BaseModel):
+    timeout: float = Field(30.0, ge=0.1, le=300, allow_inf_nan=False)
+
+
+class MessagesQuery(BaseModel):
+    limit: int = Field(100, ge=1, le=1000)
+    before_id: RowId | None = None
 
 
 @dataclass(frozen=True)
@@ -89,13 +100,6 @@ _RESOURCES = [
 ]
 
 
-async def _json_object() -> Any:
-    data = await request.get_json(force=True, silent=True)
-    if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object", code="validation_error")
-    return data
-
-
 def _register(
     bp: Blueprint,
     core: Core,
@@ -103,7 +107,7 @@ def _register(
     after_update: Callable[[str], Awaitable[None]] | None,
 ) -> None:
     async def create() -> Response:
-        item = prov.parse(resource.create_model, await _json_object())
+        item = prov.parse(resource.create_model, await json_object())
         await resource.create(core.db, item)
         response = jsonify(
             {"success": True, resource.response_key: getattr(item, resource.id_field)}
@@ -112,9 +116,7 @@ def _register(
         return response
 
     async def update(ident: str) -> Response:
-        await resource.update(
-            core.db, ident, prov.parse(resource.patch_model, await _json_object())
-        )
+        await resource.update(core.db, ident, prov.parse(resource.patch_model, await json_object()))
         if after_update is not None:
             await after_update(ident)
         return jsonify({"success": True, resource.response_key: ident})
@@ -135,6 +137,8 @@ def admin_blueprint(core: Core) -> Blueprint:
                 "the admin API is disabled: set CPMS_ADMIN_TOKEN", code="admin_disabled"
             )
         given = request.headers.get("Authorization", "")
+        if not given.lower().startswith("bearer "):
+            raise Unauthorized("Authorization: Bearer <admin token> is required")
         expected = f"Bearer {token.get_secret_value()}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise Forbidden("admin token required", code="access_denied")
@@ -145,20 +149,14 @@ def admin_blueprint(core: Core) -> Blueprint:
             raise NotFound(
                 f"{action} is not an OCPP 1.6 central-system command", code="unknown_action"
             )
-        payload = await request.get_json(force=True, silent=True)
-        if payload is None:
-            payload = {}
-        if not isinstance(payload, dict):
-            raise InvalidRequest(
-                "the body must be a JSON object (the OCPP payload)", code="validation_error"
-            )
+        payload = await optional_json_object()
         try:
             schemas.validate(action, payload, "admin")
         except OcppError as error:
             raise InvalidRequest(
                 f"{action}: {error.description}", code="validation_error", ocpp_error=error.code
             ) from None
-        timeout = float(request.args.get("timeout", 30))
+        timeout = prov.parse(CommandQuery, dict(request.args)).timeout
         ref = core.registry.lookup(STATION, station_id)
         if ref is None:
             raise NotFound(f"station {station_id} not found", code="station_not_found")
@@ -181,7 +179,7 @@ def admin_blueprint(core: Core) -> Blueprint:
     async def credit(client_id: str) -> Response:
         """Credit a wallet (ledger type ``adjustment``; the client is created if new). The
         ``key`` makes a repeated request apply once."""
-        body = prov.parse(WalletCredit, await request.get_json(force=True, silent=True) or {})
+        body = prov.parse(WalletCredit, await json_object())
         client = parse_uuid(client_id, field="client_id", code="invalid_client_id")
         await ensure_client(core.db, client)
         result = await core.ledger.credit(
@@ -200,13 +198,8 @@ def admin_blueprint(core: Core) -> Blueprint:
     async def messages(station_id: str) -> Response:
         if await store.get_station(core.db, station_id) is None:
             raise NotFound(f"station {station_id} not found", code="station_not_found")
-        try:
-            limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
-            before = int(request.args["before_id"]) if "before_id" in request.args else None
-        except ValueError:
-            raise InvalidRequest(
-                "limit and before_id must be integers", code="validation_error"
-            ) from None
+        query = prov.parse(MessagesQuery, dict(request.args))
+        limit, before = query.limit, query.before_id
         rows = await core.db.fetch(
             """SELECT id, direction, message_type, unique_id, action, payload, created_at
                FROM ocpp_messages

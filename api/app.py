@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.admin import admin_blueprint
 from api.auth import TokenVerifier
 from api.balance import balance_blueprint
 from api.charging import charging_blueprint
+from api.door import check_path_values
 from api.errors import install_error_handlers
 from api.health import health_blueprint
 from api.identity import Identity
@@ -34,5 +37,21 @@ def create_app(core: Core, sessions: Sessions) -> QuartTrio:
     app.register_blueprint(charging_blueprint(sessions, identity))
     app.register_blueprint(locations_blueprint(core))
     app.register_blueprint(openapi_blueprint())
+    app.url_value_preprocessor(check_path_values)
+    app.after_request(_finish_reading_the_body)
     install_error_handlers(app)
     return app
+
+
+async def _finish_reading_the_body(response: Response) -> Response:
+    """An answer given without reading the request's body (a refusal: 401, 404, 405, ...)
+    reads it now, so the connection is ready for the client's next request (left unread,
+    the next request on a kept-alive connection was sometimes never answered); a body too
+    large to read closes the connection instead."""
+    if request.content_length == 0 or request.method in ("GET", "HEAD", "OPTIONS"):
+        return response
+    try:
+        await request.get_data(as_text=False)
+    except RequestEntityTooLarge:
+        response.headers["Connection"] = "close"
+    return response

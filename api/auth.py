@@ -104,6 +104,8 @@ class TokenVerifier:
             raise Unauthorized("the token has expired", code="token_expired") from None
         except jwt.PyJWTError as error:
             raise Unauthorized(f"the token is not valid: {error}", code="invalid_token") from None
+        if not isinstance(claims["exp"], int | float) or isinstance(claims["exp"], bool):
+            raise Unauthorized("the token's exp must be a number", code="invalid_token")
         try:
             client_id = UUID(str(claims["sub"]))
         except ValueError:

@@ -7,7 +7,6 @@ with its balance before and after.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint, Response, jsonify, request
 
 from api.identity import Identity
+from cpms.bounded import Offset, Stamp
 from cpms.errors import Forbidden
 from cpms.provisioning import parse
 from cpms.runtime import Core
@@ -35,10 +35,10 @@ TYPE_GROUPS = {
 
 class HistoryQuery(BaseModel):
     limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    offset: Offset = 0
     type: Literal[tuple(TYPE_GROUPS)] | None = None  # type: ignore[valid-type]
-    date_from: datetime | None = None
-    date_to: datetime | None = None
+    date_from: Stamp | None = None
+    date_to: Stamp | None = None
 
 
 def parse_query(model: type[BaseModel], args: Any) -> Any:

@@ -7,16 +7,17 @@ the reserving, the charger and the settling.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from quart import Blueprint, Response, jsonify, request
 
 from actors.session import session_view
 from actors.session_messages import StartRequest
 from api.balance import parse_query
+from api.door import json_object
 from api.identity import Identity
+from cpms.bounded import Offset, Stamp
 from cpms.charging import Limit
 from cpms.errors import Forbidden, InvalidRequest
 from cpms.provisioning import parse
@@ -29,7 +30,7 @@ class StartBody(BaseModel):
 
     client_id: uuid.UUID | None = None
     station_id: str = Field(min_length=1, max_length=64)
-    connector_id: int = Field(ge=1, le=10)
+    connector_id: StrictInt = Field(ge=1, le=10)
     energy_kwh: Decimal | None = Field(None, allow_inf_nan=False)
     amount_som: Decimal | None = Field(None, allow_inf_nan=False)
 
@@ -43,17 +44,14 @@ class StopBody(BaseModel):
 
 class HistoryQuery(BaseModel):
     limit: int = Field(20, ge=1, le=100)
-    offset: int = Field(0, ge=0)
-    date_from: datetime | None = None
-    date_to: datetime | None = None
-    station_id: str | None = None
+    offset: Offset = 0
+    date_from: Stamp | None = None
+    date_to: Stamp | None = None
+    station_id: str | None = Field(None, max_length=64)
 
 
 async def parse_body(model: type[BaseModel]) -> BaseModel:
-    data = await request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object", code="invalid_request")
-    return parse(model, data)
+    return parse(model, await json_object())
 
 
 def _same_client(claimed: uuid.UUID | None, caller: uuid.UUID) -> None:

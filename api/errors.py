@@ -6,7 +6,7 @@ from typing import Any
 
 import structlog
 from quart import Quart, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cpms.errors import (
     Conflict,
@@ -64,7 +64,10 @@ def install_error_handlers(app: Quart) -> None:
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             status, "invalid_request" if status < 500 else "internal_error"
         )
-        return error_response(code, error.description or error.name, status)
+        response = error_response(code, error.description or error.name, status)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return response
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:

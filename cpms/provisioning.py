@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cpms.bounded import Stamp
 from cpms.errors import Conflict, InvalidRequest, NotFound
 from cpms.passwords import hash_password
 from storage import Database
@@ -101,7 +102,7 @@ class TariffPatch(_Model):
 class IdTagPatch(_Model):
     client_id: uuid.UUID | None = None
     status: Literal["Accepted", "Blocked", "Expired", "Invalid"] | None = None
-    expires_at: datetime | None = None
+    expires_at: Stamp | None = None
 
 
 class IdTagIn(_Model):
@@ -109,7 +110,7 @@ class IdTagIn(_Model):
     client_id: uuid.UUID | None = None
     parent_id_tag: str | None = Field(None, min_length=1, max_length=20)
     status: Literal["Accepted", "Blocked", "Expired", "Invalid"] = "Accepted"
-    expires_at: datetime | None = None
+    expires_at: Stamp | None = None
 
 
 def parse(model: type[M], data: Any) -> M:

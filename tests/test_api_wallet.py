@@ -172,7 +172,8 @@ async def test_admin_credit_applies_once_per_key(api: httpx.AsyncClient) -> None
     for bad in ({**body, "amount": "-1"}, {**body, "amount": "1.001"}, {"amount": "5"}):
         reply = await api.post(path, json=bad, headers=admin)
         assert reply.status_code == 400 and reply.json()["error"] == "validation_error", bad
-    assert (await api.post(path, json=body)).status_code == 403
+    assert (await api.post(path, json=body)).status_code == 401  # no token at all
+    assert (await api.post(path, json=body, headers=bearer("wrong"))).status_code == 403
     other = await api.post(path, json={**body, "amount": "20"}, headers=admin)
     assert other.status_code == 409  # the key was used for another amount
 

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import simplejson
 
+from cpms import jsontext
+
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 MAX_UNIQUE_ID = 36
 
@@ -144,49 +146,9 @@ def _representable(value: object) -> bool:
     return True
 
 
-#: How deep a frame may nest (OCPP 1.6's deepest message, SetChargingProfile, nests 5 levels).
-MAX_DEPTH = 32
-#: How far a number's decimal exponent may reach: beyond, it is no measurement (and ``1e999``
-#: would be infinity, ``1e-999`` no number PostgreSQL holds).
-MAX_EXPONENT = 300
-
-
-def _number(literal: str) -> float | int:
-    """A JSON number with a fraction or an exponent: finite and within ``MAX_EXPONENT``; an
-    integral one (``1.0``, ``1e3``) is read as the integer it is, so a field the schemas type
-    as integer gets an int."""
-    _, _, exponent = literal.lower().partition("e")
-    if exponent and abs(int(exponent)) > MAX_EXPONENT:
-        raise ValueError("number out of range")
-    value = float(literal)
-    return int(value) if value.is_integer() else value
-
-
-def _constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")  # NaN, Infinity, -Infinity
-
-
-_DECODER = json.JSONDecoder(parse_float=_number, parse_constant=_constant)
-
-
-def _too_deep(value: object) -> bool:
-    """Whether containers nest deeper than ``MAX_DEPTH``."""
-    level: list[dict[str, Any] | list[Any]] = [value] if isinstance(value, dict | list) else []
-    for _ in range(MAX_DEPTH):
-        level = [
-            item
-            for container in level
-            for item in (container.values() if isinstance(container, dict) else container)
-            if isinstance(item, dict | list)
-        ]
-        if not level:
-            return False
-    return True
-
-
 def parse_frame(text: str | bytes) -> Frame:
-    """Parse one WebSocket message: JSON (finite numbers, nesting at most ``MAX_DEPTH``, strings
-    that UTF-8 text can hold) in the shape of an OCPP-J frame.
+    """Parse one WebSocket message: JSON within :mod:`cpms.jsontext`'s bounds, with strings that
+    UTF-8 text can hold, in the shape of an OCPP-J frame.
 
     Raises:
         OcppError: not JSON or not an OCPP-J frame (FormationViolation, ProtocolError,
@@ -198,17 +160,13 @@ def parse_frame(text: str | bytes) -> Frame:
         except UnicodeDecodeError:
             raise OcppError("FormationViolation", "frame is not UTF-8 text") from None
     try:
-        message = _DECODER.decode(text)
-    except (ValueError, RecursionError):
+        message = jsontext.loads(text)
+    except ValueError as error:
         raise OcppError(
-            "FormationViolation", "frame is not valid JSON", unique_id_hint(text)
+            "FormationViolation", f"frame is not valid JSON: {error}", unique_id_hint(text)
         ) from None
     if not isinstance(message, list) or not message:
         raise OcppError("FormationViolation", "frame must be a JSON array")
-    if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(message):
-        raise OcppError(
-            "FormationViolation", f"frame nests deeper than {MAX_DEPTH}", unique_id_hint(text)
-        )
     if "\\u" in text and not _representable(message):
         raise OcppError(
             "FormationViolation",

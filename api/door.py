@@ -1,0 +1,61 @@
+"""The REST facade's door: every body, path value and query is read here, within bounds, before a
+handler sees it (STYLE habit 14). What doesn't fit is a 400 with the seed's error body, never a
+500: bodies are UTF-8 JSON objects within :mod:`cpms.jsontext`'s bounds (money exact), path
+values short and free of control characters; query models keep their numbers and dates
+within what the database holds with :mod:`cpms.bounded`'s types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import request
+
+from cpms import jsontext
+from cpms.errors import InvalidRequest
+
+#: The longest identifier a path may carry (station ids are at most 64 characters).
+MAX_PATH_VALUE = 128
+
+
+async def json_object() -> dict[str, Any]:
+    """The request's body: a JSON object, its fractions as Decimals.
+
+    Raises:
+        InvalidRequest: ``invalid_request`` when the body is not UTF-8, not JSON, nested too
+            deep, holds a number out of range, or is not an object.
+    """
+    raw = await request.get_data(as_text=False)
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        data = jsontext.loads(text, exact=True)
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not UTF-8 text", code="invalid_request") from None
+    except ValueError as error:
+        raise InvalidRequest(
+            f"the body is not valid JSON: {error}", code="invalid_request"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object", code="invalid_request")
+    return data
+
+
+async def optional_json_object() -> dict[str, Any]:
+    """:func:`json_object`, or ``{}`` for an empty body."""
+    if not await request.get_data(as_text=False):
+        return {}
+    return await json_object()
+
+
+def check_path_values(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """Every value taken from the path is a short printable string (``url_value_preprocessor``).
+
+    Raises:
+        InvalidRequest: ``validation_error`` naming the value.
+    """
+    for name, value in (values or {}).items():
+        if isinstance(value, str) and (len(value) > MAX_PATH_VALUE or not value.isprintable()):
+            raise InvalidRequest(
+                f"{name} must be at most {MAX_PATH_VALUE} printable characters",
+                code="validation_error",
+                field=name,
+            )
