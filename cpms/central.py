@@ -54,6 +54,8 @@ async def run_central_system(
         auto_register=settings.ocpp_auto_register,
         offline_after=settings.ocpp_offline_after,
         max_frame=settings.ocpp_max_frame,
+        rate=settings.ocpp_rate,
+        burst=settings.ocpp_burst,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(telemetry.run, core.db)

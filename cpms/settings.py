@@ -46,6 +46,10 @@ class Settings(BaseSettings):
         300.0, gt=0, description="a station is offline after this many silent seconds"
     )
     ocpp_max_frame: int = Field(65536, ge=1024, description="largest OCPP frame accepted, bytes")
+    ocpp_rate: float = Field(
+        20.0, gt=0, description="frames per second a charger may send, sustained"
+    )
+    ocpp_burst: int = Field(100, ge=1, description="frames a charger may send at once")
     ocpp_tls_cert: Path | None = Field(None, description="TLS certificate (security profile 2)")
     ocpp_tls_key: Path | None = Field(None, description="TLS private key (security profile 2)")
     data_dir: Path = Field(Path(".cpms"), description="embedded database and local state")
