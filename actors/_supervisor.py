@@ -65,6 +65,10 @@ class Intensity:
     backoff_max: float = 2.0
     escalate: bool = True
     cooldown: float = 60.0
+    #: failures that are nobody's fault but a resource's being away (the database): a child
+    #: failing so is restarted with backoff without spending its budget, so it waits for the
+    #: resource instead of being retired or taking its supervisor down
+    waits_for: tuple[type[Exception], ...] = ()
 
 
 @dataclass(eq=False)
@@ -216,7 +220,8 @@ class Supervisor:
                         spec.restart is Restart.TRANSIENT and crash is None
                     ):
                         return
-                    if not self._count_restart(child, crash):
+                    waiting = _caused_only_by(crash, self.intensity.waits_for)
+                    if not waiting and not self._count_restart(child, crash):
                         return
                     if trio.current_time() - began >= self.intensity.period:
                         backoff = self.intensity.backoff_min
@@ -288,6 +293,17 @@ class Supervisor:
             f"supervisor {self.name}: {address} restarted more than {self.intensity.restarts} "
             f"times in {self.intensity.period:g} s"
         ) from crash
+
+
+def _caused_only_by(crash: Exception | None, kinds: tuple[type[Exception], ...]) -> bool:
+    """Whether ``crash`` is one of ``kinds`` (or a group of nothing else: an actor with tasks
+    of its own fails with one)."""
+    if crash is None or not kinds:
+        return False
+    if isinstance(crash, BaseExceptionGroup):
+        matched, rest = crash.split(kinds)
+        return matched is not None and rest is None
+    return isinstance(crash, kinds)
 
 
 async def run_supervisor(

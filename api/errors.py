@@ -8,6 +8,7 @@ import structlog
 from quart import Quart, Response, jsonify
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from actors import ActorError, AskTimeout
 from cpms.errors import (
     Conflict,
     CpmsError,
@@ -18,8 +19,12 @@ from cpms.errors import (
     Unauthorized,
     Unavailable,
 )
+from storage.errors import StorageUnavailable
 
 log = structlog.stdlib.get_logger("api.errors")
+
+#: Seconds a client is asked to wait when the database or an actor is briefly away.
+RETRY_AFTER = 5
 
 _STATUS: list[tuple[type[CpmsError], int]] = [
     (InvalidRequest, 400),
@@ -67,6 +72,28 @@ def install_error_handlers(app: Quart) -> None:
         response = error_response(code, error.description or error.name, status)
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return response
+
+    @app.errorhandler(StorageUnavailable)
+    async def _storage(error: StorageUnavailable) -> Response:
+        log.warning("database unreachable", error=str(error))
+        response = error_response(
+            "service_unavailable", "the service is briefly unavailable; retry shortly", 503
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER)
+        return response
+
+    @app.errorhandler(AskTimeout)
+    async def _ask_timeout(error: AskTimeout) -> Response:
+        return error_response("timeout", "no answer in time; retry shortly", 504)
+
+    @app.errorhandler(ActorError)
+    async def _actor(error: ActorError) -> Response:
+        log.warning("actor unavailable", error=str(error))
+        response = error_response(
+            "service_unavailable", "the service is briefly unavailable; retry shortly", 503
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER)
         return response
 
     @app.errorhandler(Exception)

@@ -21,12 +21,15 @@ from cpms.ocpp.telemetry import Telemetry
 from cpms.runtime import Core
 from cpms.sessions import Sessions
 from cpms.station_config import StationTariffs, run_config_watch
+from storage.errors import StorageUnavailable
 
 log = structlog.stdlib.get_logger("cpms.central")
 
 #: One actor per station and per session: one that keeps crashing is retired for a minute (its
 #: station refused meanwhile), never the server.
-CHILD_INTENSITY = Intensity(restarts=5, period=30.0, escalate=False, cooldown=60.0)
+CHILD_INTENSITY = Intensity(
+    restarts=5, period=30.0, escalate=False, cooldown=60.0, waits_for=(StorageUnavailable,)
+)
 
 
 def _tls(core: Core) -> ssl.SSLContext | None:

@@ -12,7 +12,14 @@ import trio
 from actors import Intensity, Registry, Supervisor, run_supervisor
 from cpms.events import EventBus
 from cpms.settings import Settings
-from storage import Database, Ledger, StorageHooks, open_storage, storage_actor_spec
+from storage import (
+    Database,
+    Ledger,
+    StorageHooks,
+    open_storage,
+    storage_actor_spec,
+)
+from storage.errors import StorageUnavailable
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,10 @@ async def open_core(
         registry = Registry(node=settings.node_id)
         async with trio.open_nursery() as nursery:
             supervisor: Supervisor = await nursery.start(
-                run_supervisor, "root", registry, Intensity(restarts=10, period=10.0)
+                run_supervisor,
+                "root",
+                registry,
+                Intensity(restarts=10, period=10.0, waits_for=(StorageUnavailable,)),
             )
             storage_ref = await supervisor.start_child(
                 storage_actor_spec(

@@ -9,8 +9,8 @@ loop. Rows come back as plain dicts.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 from uuid import UUID
@@ -43,8 +43,38 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(name, encoder=dumps, decoder=json.loads, schema="pg_catalog")
 
 
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database can't be reached (it went away, is starting or
+    shutting down), as opposed to refusing a statement."""
+    if isinstance(exc, OSError | asyncpg.PostgresConnectionError):
+        return True
+    if isinstance(exc, asyncpg.exceptions.OperatorInterventionError):
+        return not isinstance(exc, asyncpg.exceptions.QueryCanceledError)
+    if isinstance(exc, asyncpg.InternalClientError):  # a connection broken by the server's
+        return str(exc).startswith("cannot switch to state")  # end (asyncpg#1069), unsent
+    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+
+
+@contextmanager
+def unreachable_as_unavailable() -> Iterator[None]:
+    """Raise the database being out of reach as :class:`StorageUnavailable` (callers answer
+    503, actors wait for it): one error for every way asyncpg says it."""
+    try:
+        yield
+    except (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+    ) as exc:
+        if unreachable(exc):
+            raise StorageUnavailable(f"the database is unreachable: {exc}") from exc
+        raise
+
+
 class Database:
-    """A pool of PostgreSQL connections reached through the storage bridge."""
+    """A pool of PostgreSQL connections reached through the storage bridge. A statement that
+    can't reach the database raises :class:`StorageUnavailable`."""
 
     def __init__(self, bridge: AsyncioBridge, pool: asyncpg.Pool, dsn: str) -> None:
         self.bridge = bridge
@@ -52,23 +82,27 @@ class Database:
         self._dsn = dsn
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
-        return await self.bridge.run(_fetch, self._pool, sql, args)
+        with unreachable_as_unavailable():
+            return await self.bridge.run(_fetch, self._pool, sql, args)
 
     async def fetchrow(self, sql: str, *args: object) -> Row | None:
         rows = await self.fetch(sql, *args)
         return rows[0] if rows else None
 
     async def fetchval(self, sql: str, *args: object) -> Any:
-        return await self.bridge.run(_fetchval, self._pool, sql, args)
+        with unreachable_as_unavailable():
+            return await self.bridge.run(_fetchval, self._pool, sql, args)
 
     async def execute(self, sql: str, *args: object) -> str:
-        return await self.bridge.run(_execute, self._pool, sql, args)
+        with unreachable_as_unavailable():
+            return await self.bridge.run(_execute, self._pool, sql, args)
 
     async def run_with_connection(
         self, fn: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]], *args: Any
     ) -> T:
         """Run ``fn(conn, *args)`` on the storage loop with a pooled connection."""
-        return await self.bridge.run(_with_connection, self._pool, fn, args)
+        with unreachable_as_unavailable():
+            return await self.bridge.run(_with_connection, self._pool, fn, args)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -76,7 +110,8 @@ class Database:
         :meth:`run_on`. It goes back to the pool on exit; after a failure, closed (the pool
         opens a new one): its state is unknown then, and asyncpg may even take a connection
         whose server session ended mid-operation for an idle one (MagicStack/asyncpg#1069)."""
-        conn = await self.bridge.run(_acquire, self._pool)
+        with unreachable_as_unavailable():
+            conn = await self.bridge.run(_acquire, self._pool)
         failed = True
         try:
             yield conn
@@ -94,9 +129,10 @@ class Database:
     ) -> T:
         """Run ``fn(conn, *args)`` on the storage loop with a leased connection; ``answer``, as
         in :meth:`AsyncioBridge.run_answering`."""
-        if answer is not None:
-            return await self.bridge.run_answering(answer, _call, fn, conn, args)
-        return await self.bridge.run(_call, fn, conn, args)
+        with unreachable_as_unavailable():
+            if answer is not None:
+                return await self.bridge.run_answering(answer, _call, fn, conn, args)
+            return await self.bridge.run(_call, fn, conn, args)
 
     @asynccontextmanager
     async def notifications(

@@ -292,6 +292,38 @@ async def test_a_child_past_its_budget_is_retired_for_a_cooldown_and_nobody_else
     assert await again.ask(Add(2)) == 2
 
 
+async def test_a_child_failing_for_an_awaited_resource_waits_instead_of_spending_its_budget(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    class Away(Exception):
+        pass
+
+    intensity = Intensity(restarts=2, period=60.0, escalate=False, waits_for=(Away,))
+    sup, registry = await start_sup(nursery, intensity)
+    attempts = 0
+
+    async def needs_resource(mailbox: Mailbox[Msg], *, task_status: trio.TaskStatus[None]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:  # the resource is away for ten restarts, alone or in a group
+            if attempts <= 6:
+                raise Away()
+            if attempts <= 11:
+                raise ExceptionGroup("tasks", [Away()])
+        task_status.started()
+        async for envelope in mailbox:
+            if isinstance(envelope.message, Boom):
+                raise RuntimeError("boom")
+            envelope.respond(0)
+
+    ref = await sup.start_child(ChildSpec(Address("test", "r"), needs_resource))
+    with pytest.raises(ActorCrashed):
+        await ref.ask(Boom())  # counted: one of two
+    await trio.sleep(60)
+    assert attempts == 12 and registry.lookup("test", "r") is not None
+    assert await ref.ask(Add(1)) == 0  # up again, never retired
+
+
 async def test_a_crash_never_touches_siblings(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -60,6 +60,7 @@ from cpms.ocpp.telemetry import Telemetry
 from cpms.passwords import verify_password
 from storage import Database
 from storage import stations as store
+from storage.errors import StorageUnavailable
 
 OCPP_SUBPROTOCOL = "ocpp1.6"
 STATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -346,14 +347,17 @@ async def _auto_register(db: Database, station: str) -> None:
 
 
 async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> None:
-    station = await _admit(request, cs)
-    if station is None:
-        return
     try:
+        station = await _admit(request, cs)
+        if station is None:
+            return
         actor = await cs.actor_for(station)
-    except ChildRetired as retired:
-        log.warning("ocpp handshake refused", station=station, reason="actor retired")
-        retry = str(max(1, round(retired.retry_after))).encode()
+    except (ChildRetired, StorageUnavailable) as error:
+        # a station's actor retired after repeated crashes, or the database away: the
+        # charger retries later, by its own timer and the Retry-After we give it
+        retry_after = error.retry_after if isinstance(error, ChildRetired) else 10.0
+        log.warning("ocpp handshake refused", path=request.path, reason=str(error))
+        retry = str(max(1, round(retry_after))).encode()
         await request.reject(503, extra_headers=[(b"Retry-After", retry)])
         return
     ws = await request.accept(subprotocol=OCPP_SUBPROTOCOL)

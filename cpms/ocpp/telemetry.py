@@ -13,11 +13,15 @@ balances move only through the StorageActor, and a session is billed from StopTr
 meter, not from these samples.
 
 When a buffer is full, what comes is counted in ``dropped`` rather than blocking a charger.
+While the database is away, what was recorded waits (up to the buffer's capacity per table,
+the oldest given up first) and the writer tries again, backing off to every 5 s; a row the
+database refuses is written alone and costs only itself.
 Message log rows older than ``retention`` are deleted by the same task, so the log stays bounded.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +32,7 @@ import trio
 from cpms.ocpp.frames import Call, CallError, CallResult, Frame, dumps, payload_text
 from cpms.ocpp.meter import Reading, Sample
 from storage import Database
+from storage.errors import StorageUnavailable
 from storage.telemetry import store_telemetry
 
 log = structlog.stdlib.get_logger("cpms.ocpp.telemetry")
@@ -63,6 +68,18 @@ class _Batch:
 
     def __len__(self) -> int:
         return len(self.messages) + len(self.samples) + len(self.heartbeats) + len(self.readings)
+
+    def put_back(self, newer: _Batch, capacity: int) -> int:
+        """Add ``newer`` (recorded after this batch) to it, the oldest lines given up beyond
+        ``capacity`` per table; returns how many were given up."""
+        lost = 0
+        for name in ("messages", "samples"):
+            lines = getattr(self, name) + getattr(newer, name)
+            lost += max(0, len(lines) - capacity)
+            setattr(self, name, lines[-capacity:])
+        self.heartbeats.update(newer.heartbeats)
+        self.readings.update(newer.readings)
+        return lost
 
     def rows(self) -> Iterator[tuple[str, _Batch]]:
         """Each row as a batch of its own, with its kind (to write one by one)."""
@@ -161,22 +178,43 @@ class Telemetry:
         task_status.started()
         next_prune = trio.current_time()
         try:
+            away = flush_every
             while True:
                 await self._queued.wait()
                 await trio.sleep(flush_every)
                 self._queued = trio.Event()  # what comes after the take wakes the next round
-                await self._write_safely(db, self._take())
+                batch = self._take()
+                try:
+                    await self._write_safely(db, batch)
+                except StorageUnavailable:
+                    # the database is away: keep what was recorded (bounded) and try again
+                    self._put_back(batch)
+                    await trio.sleep(away)
+                    away = min(away * 2, 5.0)
+                    continue
+                away = flush_every
                 if trio.current_time() >= next_prune:
-                    await db.execute(
-                        "DELETE FROM ocpp_messages WHERE created_at < $1",
-                        datetime.now(UTC) - retention,
-                    )
-                    next_prune = trio.current_time() + 3600
+                    with contextlib.suppress(StorageUnavailable):  # pruned on a later round
+                        await db.execute(
+                            "DELETE FROM ocpp_messages WHERE created_at < $1",
+                            datetime.now(UTC) - retention,
+                        )
+                        next_prune = trio.current_time() + 3600
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 rest = self._take()
                 if rest:
-                    await self._write_safely(db, rest)
+                    try:
+                        await self._write_safely(db, rest)
+                    except StorageUnavailable:
+                        self.dropped += len(rest)
+                        log.error("telemetry lost at exit: the database is away", rows=len(rest))
+
+    def _put_back(self, batch: _Batch) -> None:
+        lost = batch.put_back(self._batch, self._capacity)
+        self._batch = batch
+        self.dropped += lost
+        self._wake()
 
     def _take(self) -> _Batch:
         batch, self._batch = self._batch, _Batch()
@@ -184,26 +222,32 @@ class Telemetry:
 
     async def _write_safely(self, db: Database, batch: _Batch) -> None:
         """Write a batch; when the database refuses it, write row by row so one bad row costs
-        only itself (after ten failures in a row the database is taken to be away and the rest
-        of the batch is dropped)."""
+        only itself, never another station's.
+
+        Raises:
+            StorageUnavailable: the database is away; what is left of ``batch`` is in it.
+        """
         try:
             await self._write(db, batch)
             return
+        except StorageUnavailable:
+            raise
         except Exception as error:  # noqa: BLE001 - whatever it was, the log must go on
             log.warning("telemetry batch refused, writing rows one by one", error=repr(error))
-        failures = 0
-        for number, (kind, row) in enumerate(batch.rows()):
+        rows = list(batch.rows())
+        for number, (kind, row) in enumerate(rows):
             try:
                 await self._write(db, row)
-                failures = 0
+            except StorageUnavailable:
+                rest = _Batch()
+                for _, later in rows[number:]:
+                    rest.put_back(later, self._capacity)
+                batch.messages, batch.samples = rest.messages, rest.samples
+                batch.heartbeats, batch.readings = rest.heartbeats, rest.readings
+                raise
             except Exception as error:  # noqa: BLE001
                 self.dropped += 1
-                failures += 1
                 log.error("telemetry row dropped", kind=kind, error=repr(error))
-                if failures >= 10:
-                    self.dropped += len(batch) - number - 1
-                    log.error("telemetry batch dropped", rows=len(batch) - number - 1)
-                    return
 
     async def _write(self, db: Database, batch: _Batch) -> None:
         readings = list(batch.readings.items())
