@@ -1,6 +1,7 @@
-"""JSON text from outside, read within bounds: at most ``MAX_DEPTH`` levels of nesting, numbers
-finite and within ``MAX_EXPONENT`` orders of magnitude, no ``NaN``/``Infinity``. Past this door
-no code meets a ``RecursionError``, an infinity or a number no column can hold."""
+"""JSON text from outside, read within bounds: at most ``MAX_DEPTH`` levels of nesting; numbers
+finite, within ``MAX_EXPONENT`` orders of magnitude and ``MAX_NUMBER_TEXT`` characters; no
+``NaN``/``Infinity``. Past this door no code meets a ``RecursionError``, an infinity or a number
+no column can hold."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from typing import Any
 
 MAX_DEPTH = 32
 MAX_EXPONENT = 300
+MAX_NUMBER_TEXT = 100
 
 
 def _exponent_ok(literal: str) -> None:
+    if len(literal) > MAX_NUMBER_TEXT:  # no measurement has this many digits (PostgreSQL's
+        raise ValueError("number has too many digits")  # numeric holds 16,383 after the point)
     _, _, exponent = literal.lower().partition("e")
     if exponent and abs(int(exponent)) > MAX_EXPONENT:
         raise ValueError("number out of range")

@@ -647,3 +647,41 @@ async def test_a_failing_handler_answers_internal_error_and_the_station_goes_on(
         await charger.send_raw('[2,"a1","Authorize",{"idTag":"T1"}]')
         assert (await charger.receive())[:3] == [4, "a1", "InternalError"]
         assert "currentTime" in await charger.call("Heartbeat", {})
+
+
+async def test_one_stations_bad_frames_never_cost_another_stations_telemetry(
+    server: Endpoints, db: Database
+) -> None:
+    """Issue 15, item 8: NaN, Infinity or 1e999999 in three stations' frames made the batched
+    writer drop a victim's samples and log rows. They are refused at the door now, and the
+    victim's every row is written."""
+    nasty = [
+        '[2,"n1","DataTransfer",{"vendorId":"V","data":"x","messageId":NaN}]',
+        '[2,"n2","Heartbeat",{"x":Infinity}]',
+        '[2,"n3","Heartbeat",{"x":1e999999}]',
+        '[2,"n4","Heartbeat",{"x":1.' + "1" * 20_000 + "}]",
+    ]
+    victim_frames = 20
+    async with (
+        connect(server.ocpp_url, "CP-1", PASSWORD) as attacker,
+        connect(server.ocpp_url, "CP-2", PASSWORD) as victim,
+    ):
+        for n in range(victim_frames):
+            for text in nasty:
+                await attacker.send_raw(text)
+                reply = await attacker.receive()
+                assert reply[0] == 4 and reply[2] == "FormationViolation", reply
+            payload = {
+                "connectorId": 1,
+                "meterValue": [
+                    {"timestamp": NOW, "sampledValue": [{"value": str(1000 + n), "unit": "Wh"}]}
+                ],
+            }
+            assert await victim.call("MeterValues", payload) == {}
+    samples = "SELECT count(*) FROM meter_samples WHERE station_id = 'CP-2'"
+    logged = "SELECT count(*) FROM ocpp_messages WHERE station_id = 'CP-2'"
+    with trio.fail_after(10):  # the writer flushes in the background
+        while await db.fetchval(samples) < victim_frames:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+        while await db.fetchval(logged) < 2 * victim_frames:  # noqa: ASYNC110
+            await trio.sleep(0.05)
