@@ -48,7 +48,8 @@ async def _finish_reading_the_body(response: Response) -> Response:
     reads it now, so the connection is ready for the client's next request (left unread,
     the next request on a kept-alive connection was sometimes never answered); a body too
     large to read closes the connection instead."""
-    if request.content_length == 0 or request.method in ("GET", "HEAD", "OPTIONS"):
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if not request.content_length and not chunked:  # no body (any method may carry one)
         return response
     try:
         await request.get_data(as_text=False)
