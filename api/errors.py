@@ -74,9 +74,9 @@ def install_error_handlers(app: Quart) -> None:
             response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
         return response
 
-    @app.errorhandler(StorageUnavailable)
-    async def _storage(error: StorageUnavailable) -> Response:
-        log.warning("database unreachable", error=str(error))
+    async def _briefly_unavailable(error: StorageUnavailable | ActorError) -> Response:
+        """The database is unreachable, or an actor is restarting or gone: retry shortly."""
+        log.warning("briefly unavailable", error=str(error))
         response = error_response(
             "service_unavailable", "the service is briefly unavailable; retry shortly", 503
         )
@@ -87,14 +87,8 @@ def install_error_handlers(app: Quart) -> None:
     async def _ask_timeout(error: AskTimeout) -> Response:
         return error_response("timeout", "no answer in time; retry shortly", 504)
 
-    @app.errorhandler(ActorError)
-    async def _actor(error: ActorError) -> Response:
-        log.warning("actor unavailable", error=str(error))
-        response = error_response(
-            "service_unavailable", "the service is briefly unavailable; retry shortly", 503
-        )
-        response.headers["Retry-After"] = str(RETRY_AFTER)
-        return response
+    app.register_error_handler(StorageUnavailable, _briefly_unavailable)
+    app.register_error_handler(ActorError, _briefly_unavailable)
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
