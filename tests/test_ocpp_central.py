@@ -450,6 +450,29 @@ async def test_a_sustained_flood_is_disconnected_and_nobody_else_notices(
         assert "currentTime" in await bystander.call("Heartbeat", {})
 
 
+def masked_text_frame(payload: bytes) -> bytes:
+    """One client text frame (RFC 6455 §5.2) carrying ``payload`` as it is, valid UTF-8 or not."""
+    assert len(payload) < 126
+    mask = b"\x0f\xa0\x5a\x33"
+    masked = bytes(byte ^ mask[n % 4] for n, byte in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+async def test_a_text_frame_that_is_not_utf8_is_closed_with_1007(server: Endpoints) -> None:
+    """Issue 15, item 10: the connection used to be dropped without a close frame."""
+    async with connect(server.ocpp_url, "CP-2", PASSWORD) as bystander:
+        async with connect(server.ocpp_url, "CP-1", PASSWORD) as cp:
+            assert "currentTime" in await cp.call("Heartbeat", {})
+            not_utf8 = b'[2,"u1","Heartbeat",{"x":"\xc3\x28"}]'
+            await cp.ws._stream.send_all(masked_text_frame(not_utf8))
+            with trio.fail_after(10), pytest.raises(ConnectionClosed) as closed:
+                await cp.receive()
+            assert closed.value.reason.code == 1007
+        assert "currentTime" in await bystander.call("Heartbeat", {})
+        async with connect(server.ocpp_url, "CP-1", PASSWORD) as again:  # nothing held against it
+            assert "currentTime" in await again.call("Heartbeat", {})
+
+
 async def test_a_flooding_chargers_answers_to_our_commands_still_count(server: Endpoints) -> None:
     """The bucket is kept empty by a flood of CALLs, yet each command's answer gets through: the
     server asked for it (one CALL outstanding at a time, so answers can't flood)."""

@@ -35,6 +35,7 @@ async def schemathesis(url: str, token: str, report: Path) -> trio.CompletedProc
         capture_stdout=True,
         capture_stderr=True,
         check=False,
+        cwd=report.parent,  # its example cache stays out of the checkout
     )  # fmt: skip
 
 

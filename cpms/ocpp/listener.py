@@ -11,7 +11,8 @@ connection goes on. Treatment of abuse:
   is on); a wrong or missing password → 401; too many wrong ones lately (:class:`LoginThrottle`)
   → 429; a station whose actor is retired after repeated crashes → 503. Each is logged.
 * a frame over ``max_frame`` bytes (UTF-8, as on the wire) → CALLERROR FormationViolation;
-  over the WebSocket limit (4 × ``max_frame``) → the connection is closed with 1009.
+  over the WebSocket limit (4 × ``max_frame``) → the connection is closed with 1009; a text
+  frame that is not UTF-8 → closed with 1007 (:mod:`cpms.ocpp.websocket_close`).
 * more than ``rate`` frames/s sustained (bucket of ``burst``) → CALLERROR GenericError for the
   excess; a sustained flood (refusals piling up to ten times the rate, see :class:`_Bucket`)
   closes the connection with 1008. The first answer
@@ -55,6 +56,7 @@ from actors.charge_point import (
 from actors.session_messages import RfidSessions
 from cpms.errors import Conflict
 from cpms.events import EventBus
+from cpms.ocpp import websocket_close
 from cpms.ocpp.frames import CallError, Frame, OcppError, parse_frame, unique_id_hint
 from cpms.ocpp.telemetry import Telemetry
 from cpms.passwords import verify_password
@@ -392,6 +394,8 @@ async def serve_ocpp(
 
     async def handler(request: WebSocketRequest) -> None:
         await _serve_connection(request, cs)
+
+    websocket_close.install()  # invalid UTF-8 is closed with 1007, not a dropped connection
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
