@@ -336,8 +336,13 @@ async def stop_transaction(ctx: StationContext, p: dict[str, Any], uid: str) -> 
         # actor settles now. A replayed stop changes nothing (the session has ended).
         stopped_at = parse_time(p["timestamp"]) or datetime.now(UTC)
         reason = p.get("reason") or "Local"
-        if await sessions_store.record_stop(ctx.db, row["id"], p["meterStop"], stopped_at, reason):
-            await ctx.tell_session(row["id"], ChargerStopped(p["meterStop"], stopped_at, reason))
+        stop = ChargerStopped(p["meterStop"], stopped_at, reason)
+        recorded = await sessions_store.record_stop(
+            ctx.db, row["id"], p["meterStop"], stopped_at, reason
+        ) or await sessions_store.record_late_stop(ctx.db, row["id"], p["meterStop"], stopped_at)
+        # its actor settles on it now; with none running (ended, retired) one is started to
+        if recorded and not await ctx.tell_session(row["id"], stop) and ctx.sessions is not None:
+            await ctx.sessions.wake(row["id"])
     else:
         await tx.stop_transaction(
             ctx.db, ctx.station_id, transaction_id, p["meterStop"], p["timestamp"], p.get("reason")

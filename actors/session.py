@@ -8,19 +8,20 @@ The ChargePointActor tells it what the charger reports (``ChargerStarted``, ``Me
 the charger to stop. Settlement captures the actual cost (the rest back; an overrun from the
 free balance, a debt where that runs short) or releases everything.
 
-Its state machine is :mod:`actors.session_state`; what it must remember is persisted in the
+Its state machine is :mod:`actors.session_machine`, pure: this actor receives, feeds each
+message and each wake-up to ``decide`` as an event, and performs the effects it returns (the
+charger's commands, the ledger, the row, the bus). What it must remember is persisted in the
 session's row after every step, with its deadlines, so after a restart of the actor or of the
 whole server it is rebuilt from the row and goes on (money operations carry idempotency keys
-derived from the session id, so repeating one after a crash applies it once).
-
-Timers: no StartTransaction within ``start_timeout`` → cancelled, all refunded; charging longer
-than ``max_duration`` → stopped and settled; the charger offline while charging for
-``offline_grace`` → settled on the last meter reading.
+derived from the session id, so repeating one after a crash applies it once). Every open phase
+has a deadline (see the machine): no session waits for a charger forever.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,12 +31,14 @@ from typing import Any
 import structlog
 import trio
 
+from actors import session_machine as sm
 from actors._address import Address
 from actors._mailbox import Envelope, Mailbox, Reply
 from actors._registry import Registry
 from actors._supervisor import ChildSpec, Restart
 from actors.charge_point import STATION, Command, GetSnapshot, Snapshot, shown_snapshot
 from actors.errors import ActorError
+from actors.session_machine import OPEN, Effect, Phase, SettledBy, State, Timings
 from actors.session_messages import (
     SESSION,
     Begin,
@@ -47,12 +50,12 @@ from actors.session_messages import (
     RfidStart,
     SessionMsg,
     StartRequest,
+    StopAnswer,
     StopSession,
     Superseded,
     hold_for,
     session_tag,
 )
-from actors.session_state import OPEN, Effect, Event, Phase, transition
 from cpms.charging import Limit, Meter, Plausibility, Tariff, Verdict, reservation
 from cpms.errors import Conflict, CpmsError, Forbidden, NotFound, Unavailable
 from cpms.events import EventBus
@@ -65,15 +68,21 @@ from storage.stations import get_station
 log = structlog.stdlib.get_logger("actors.session")
 
 BUSY_STATUSES = {"Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Reserved"}
+#: a connector in one of these has a transaction running; in one of ``IDLE``, it has none
+IN_TRANSACTION = {"Charging", "SuspendedEV", "SuspendedEVSE"}
+IDLE = {"Available", "Preparing", "Finishing", "Unavailable"}
+
+#: what an ended-before-start session's ``error`` says, by the machine's reason
+_WHY = {
+    "start_timeout": "the charger did not start within the time allowed",
+    "superseded": "the charger started another transaction on the connector",
+}
+
+__all__ = ["MeterBounds", "SessionDeps", "Timings", "run_session", "session_spec"]
 
 
-@dataclass(frozen=True)
-class Timings:
-    start_timeout: float = 600.0
-    max_duration: float = 12 * 3600.0
-    offline_grace: float = 600.0
-    offline_check: float = 30.0
-    command_timeout: float = 30.0
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -94,8 +103,10 @@ class SessionDeps:
     registry: Registry
     bus: EventBus
     tariffs: StationTariffs
-    timings: Timings = Timings()
+    timings: Timings = field(default_factory=Timings)
     meter_bounds: MeterBounds = MeterBounds()
+    #: the session machine's clock (a test's can run ahead)
+    clock: Callable[[], datetime] = utc_now
 
     def plausibility(self, snapshot: Snapshot | None, connector_id: int) -> Plausibility:
         """What the connector's meter can plausibly count, by its rated power as its station
@@ -122,15 +133,13 @@ class _Session:
     tariff: Tariff
     rate: Decimal
     bounds: Plausibility
-    phase: Phase = Phase.RESERVED
+    m: State
     reserved: Decimal = Decimal("0")
     hold_id: uuid.UUID | None = None
     transaction_id: int | None = None
     meter: Meter | None = None
     power_kw: Decimal | None = None
     soc: int | None = None
-    start_deadline: datetime = field(default_factory=lambda: datetime.now(UTC))
-    max_deadline: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_at: datetime | None = None
     stopped_at: datetime | None = None
     meter_stop: int | None = None
@@ -139,10 +148,13 @@ class _Session:
     refunded: Decimal | None = None
     debt: Decimal | None = None
     error: str | None = None
-    offline_since: float | None = None
     card: str | None = None  # the RFID card of a session begun at the charger
     #: why an operator should look at this session (implausible readings, a capped cost)
     flag: str | None = None
+
+    @property
+    def phase(self) -> Phase:
+        return self.m.phase
 
     @property
     def id_tag(self) -> str:
@@ -164,16 +176,27 @@ class _Session:
             tariff,
             row["rate_per_kwh"] or tariff.price_per_kwh,
             bounds,
-            Phase(row["status"]),
+            State(
+                Phase(row["status"]),
+                start_deadline=row["start_deadline"],
+                max_deadline=row["max_deadline"],
+                check_at=row["check_at"],
+                stop_asks=row["stop_asks"],
+                offline_since=row["offline_since"],
+                charger_stopped=row["settled_by"] == SettledBy.CHARGER,
+                settled_by=None if row["settled_by"] is None else SettledBy(row["settled_by"]),
+            ),
             row["reserved_amount"],
             row["hold_id"],
             row["transaction_id"],
-            start_deadline=row["start_deadline"],
-            max_deadline=row["max_deadline"],
             started_at=row["started_at"],
             stopped_at=row["stopped_at"],
             meter_stop=row["meter_stop_wh"],
             stop_reason=row["stop_reason"],
+            final_cost=row["final_cost"],
+            refunded=row["refunded_amount"],
+            debt=row["debt_amount"],
+            error=row["error"],
         )
         if row["origin"] == "rfid":
             session.card = row["id_tag"]
@@ -238,7 +261,7 @@ class _Actor:
             raise Unavailable(
                 f"station {request.station_id} has no tariff", code="station_unavailable"
             )
-        now = datetime.now(UTC)
+        now = self.deps.clock()
         hold = reservation(request.limit, tariff, now)
         t = self.deps.timings
         s = _Session(
@@ -250,13 +273,16 @@ class _Actor:
             tariff,
             tariff.rate_at(now),
             self.deps.plausibility(snapshot, request.connector_id),
-            start_deadline=now + timedelta(seconds=t.start_timeout),
-            max_deadline=now + timedelta(seconds=t.max_duration),
+            State(
+                Phase.RESERVED,
+                start_deadline=now + timedelta(seconds=t.start_timeout),
+                max_deadline=now + timedelta(seconds=t.max_duration),
+            ),
         )
         s.reserved, s.hold_id = hold.amount, hold_for(s.id)
         self.s = s
         await self.reserve(hold.minimum, claim=self._claim(s, "app"))
-        await self.apply(Event.BEGIN)
+        await self.apply(sm.Begin())
         answer: dict[str, Any] = {
             "session_id": str(s.id),
             "reserved_amount": s.reserved,
@@ -281,6 +307,7 @@ class _Actor:
             )
         limit = Limit("none")
         hold = reservation(limit, tariff, start.at)
+        now = self.deps.clock()
         s = _Session(
             session_id,
             start.client_id,
@@ -292,9 +319,13 @@ class _Actor:
             self.deps.plausibility(
                 shown_snapshot(self.deps.registry, start.station_id), start.connector_id
             ),
+            State(
+                Phase.RESERVED,
+                start_deadline=now,
+                max_deadline=now + timedelta(seconds=self.deps.timings.max_duration),
+            ),
             reserved=hold.amount,
             hold_id=hold_for(session_id),
-            max_deadline=datetime.now(UTC) + timedelta(seconds=self.deps.timings.max_duration),
             card=start.id_tag,
         )
         self.s = s
@@ -304,7 +335,7 @@ class _Actor:
         s.transaction_id = attached
         s.started_at = start.at
         s.start_meter(start.meter_start, start.at)
-        await self.apply(Event.CHARGER_STARTED)
+        await self.apply(sm.ChargerStarted())
         return s.transaction_id
 
     @staticmethod
@@ -323,8 +354,8 @@ class _Actor:
             tariff_id=s.tariff.id,
             rate=s.rate,
             session_fee=s.tariff.session_fee,
-            start_deadline=s.start_deadline,
-            max_deadline=s.max_deadline,
+            start_deadline=s.m.start_deadline,
+            max_deadline=s.m.max_deadline,
             reserved=s.reserved,
             hold_id=s.hold_id,
         )
@@ -395,14 +426,43 @@ class _Actor:
 
     # -- events ------------------------------------------------------------------------------
 
-    async def apply(self, event: Event) -> None:
+    async def apply(self, event: sm.SessionEvent) -> None:
+        """Feed ``event`` to the machine and perform what it decides. An event that would end a
+        session the charger has not started yet first closes its row, so a StartTransaction
+        racing in can no longer attach to it; if one already has, the session goes on as
+        started and gets the event as such."""
         s = self.s
         assert s is not None
-        phase, effects = transition(s.phase, event)
-        if phase is not s.phase:
-            log.info("session step", session=str(s.id), on=event.value, phase=phase.value)
-        s.phase = phase
-        for effect in effects:
+        step = sm.decide(s.m, event, self.deps.clock(), self.deps.timings)
+        unstarted = s.phase in (Phase.RESERVED, Phase.STARTING)
+        ending = unstarted and step.state.phase not in OPEN and s.hold_id is not None
+        if ending and not await store.close_unstarted(self.deps.db, s.id):
+            row = await store.get(self.deps.db, s.id)
+            assert row is not None and row["transaction_id"] is not None
+            s.transaction_id, s.started_at = row["transaction_id"], row["started_at"]
+            s.start_meter(row["meter_start_wh"], row["started_at"])
+            await self.apply(sm.ChargerStarted())
+            await self.apply(event)
+            return
+        await self._take(step, event)
+
+    async def _take(self, step: sm.Step, event: sm.SessionEvent) -> None:
+        s = self.s
+        assert s is not None
+        if step.state.phase is not s.phase:
+            log.info(
+                "session step",
+                session=str(s.id),
+                on=type(event).__name__,
+                phase=step.state.phase.value,
+                why=step.reason,
+            )
+        if step.reason in _WHY:
+            s.error = s.error or _WHY[step.reason]
+        elif step.reason is not None:
+            s.stop_reason = s.stop_reason or step.reason
+        s.m = step.state
+        for effect in step.effects:
             await self._perform(effect)
         if s.phase not in OPEN:
             for waiter in self.stop_waiters:
@@ -414,25 +474,30 @@ class _Actor:
         assert s is not None
         if effect is Effect.REMOTE_START:
             payload = {"connectorId": s.connector_id, "idTag": s.id_tag}
-            self._command("RemoteStartTransaction", payload, refusal_ends=True)
+            self._command("RemoteStartTransaction", payload)
         elif effect is Effect.REMOTE_STOP:
             if s.transaction_id is not None:
-                payload = {"transactionId": s.transaction_id}
-                self._command("RemoteStopTransaction", payload, refusal_ends=False)
+                self._command("RemoteStopTransaction", {"transactionId": s.transaction_id})
+        elif effect is Effect.LOOK:
+            payload = {"requestedMessage": "StatusNotification", "connectorId": s.connector_id}
+            self._command("TriggerMessage", payload)
         elif effect is Effect.RELEASE:
             if s.hold_id is not None:
                 result = await self.deps.ledger.release(s.hold_id, key=f"session:{s.id}:release")
                 s.refunded, s.final_cost = result.refunded, Decimal("0.00")
         elif effect is Effect.CAPTURE:
             await self._capture()
+        elif effect is Effect.CORRECT:
+            await self._correct()
         elif effect is Effect.PERSIST:
             await self.persist()
         else:
             self.deps.bus.publish({"type": "session_update", "data": self.view()})
 
-    async def _capture(self) -> None:
+    def _billed_cost(self) -> Decimal:
+        """The cost on the meter's last counted reading (the stop's, once judged)."""
         s = self.s
-        assert s is not None and s.hold_id is not None
+        assert s is not None
         if s.meter is not None and s.meter_stop is not None and s.stopped_at is not None:
             self._judge(s.meter.reading(s.meter_stop, s.stopped_at), "meterStop")
         cost = s.current_cost()
@@ -442,12 +507,38 @@ class _Actor:
             s.flag = f"cost {cost} could not be billed; the reservation {s.reserved} was"
             log.error("session cost capped", session=str(s.id), cost=str(cost))
             cost = s.reserved
+        return cost
+
+    async def _capture(self) -> None:
+        s = self.s
+        assert s is not None and s.hold_id is not None
+        if s.m.settled_by is SettledBy.LAST_READING and s.meter is not None:
+            s.stopped_at = s.stopped_at or s.meter.last_at
+        cost = self._billed_cost()
         result = await self.deps.ledger.capture(s.hold_id, cost, key=f"session:{s.id}:capture")
         s.final_cost, s.refunded, s.debt = cost, result.refunded, result.debt
         if s.stopped_at is None:
             s.stopped_at = datetime.now(UTC)
 
-    def _command(self, action: str, payload: dict[str, Any], *, refusal_ends: bool) -> None:
+    async def _correct(self) -> None:
+        """Settle again on the late StopTransaction: the difference to what the last reading
+        billed, charged or refunded once."""
+        s = self.s
+        assert s is not None and s.final_cost is not None
+        cost = self._billed_cost()
+        difference = cost - s.final_cost
+        result = await self.deps.ledger.recharge(
+            s.client_id, s.id, difference, key=f"session:{s.id}:recharge"
+        )
+        log.info("session settled again on its stop", session=str(s.id), by=str(difference))
+        s.final_cost = cost
+        for entry in result.entries:
+            if entry.type == "charge_refund":
+                s.refunded = (s.refunded or Decimal("0")) + entry.amount
+            elif entry.type == "charge_debt":
+                s.debt = (s.debt or Decimal("0")) - entry.amount
+
+    def _command(self, action: str, payload: dict[str, Any]) -> None:
         """Send ``action`` to the station's actor now; its answer is seen to in a task (a task
         that began by sending would send a pass of the scheduler later: a start's frame goes
         out this way)."""
@@ -463,11 +554,13 @@ class _Actor:
                 )
             except ActorError as error:
                 why = f"{action}: {error}"
-        self.tasks.start_soon(self._answered, action, reply, why, refusal_ends)
+        self.tasks.start_soon(self._answered, action, reply, why)
 
     async def _answered(
-        self, action: str, reply: Reply[dict[str, Any]] | None, why: str | None, refusal_ends: bool
+        self, action: str, reply: Reply[dict[str, Any]] | None, why: str | None
     ) -> None:
+        """The command's outcome goes back to the session as a message: a start not taken
+        ends it, a stop not taken makes it look at the charger."""
         s = self.s
         assert s is not None
         if reply is not None:
@@ -483,8 +576,10 @@ class _Actor:
                     why = None if status == "Accepted" else f"{action} {status}"
         if why is not None:
             log.warning("charger command failed", session=str(s.id), why=why)
-            if refusal_ends:
-                await self.mailbox.deliver(Envelope(Refused(why)))
+        if action == "RemoteStartTransaction" and why is not None:
+            await self.mailbox.deliver(Envelope(Refused(why)))
+        elif action == "RemoteStopTransaction":
+            await self.mailbox.deliver(Envelope(StopAnswer(why is None, why)))
 
     def _judge(self, verdict: Verdict, what: str) -> None:
         """A reading the meter did not count flags the session."""
@@ -506,7 +601,9 @@ class _Actor:
         meter = s.meter
         stop: dict[str, Any] = {}
         if s.meter_stop is not None:  # recorded by the station as it arrived; never unset
-            stop = {"meter_stop_wh": s.meter_stop, "stopped_at": s.stopped_at}
+            stop = {"meter_stop_wh": s.meter_stop}
+        if s.stopped_at is not None:
+            stop["stopped_at"] = s.stopped_at
         await store.save(
             self.deps.db,
             s.id,
@@ -524,6 +621,10 @@ class _Actor:
             error=s.error,
             meter_anomalies=0 if meter is None else meter.anomalies,
             meter_flag=s.flag,
+            offline_since=s.m.offline_since,
+            check_at=s.m.check_at,
+            stop_asks=s.m.stop_asks,
+            settled_by=None if s.m.settled_by is None else s.m.settled_by.value,
             settled_at=datetime.now(UTC) if s.phase not in OPEN else None,
         )
 
@@ -538,109 +639,73 @@ class _Actor:
                 if s.phase is Phase.STARTING:
                     s.transaction_id, s.started_at = transaction_id, at
                     s.start_meter(meter_start, at)
-                    await self.apply(Event.CHARGER_STARTED)
+                await self.apply(sm.ChargerStarted())
             case MeterReading(wh, power, soc, at):
                 if s.meter is None or s.phase not in (Phase.CHARGING, Phase.STOPPING):
-                    return
+                    return  # a reading before the start is known, or after the end
                 if wh is not None:
                     self._judge(s.meter.reading(wh, at), "MeterValues")
                 s.power_kw = power if power is not None else s.power_kw
                 s.soc = soc if soc is not None else s.soc
-                s.offline_since = None
+                await self.apply(sm.Reading())
                 if s.meter.limit_reached(s.limit, s.reserved):
-                    s.stop_reason = s.stop_reason or "limit_reached"
-                    await self.apply(Event.LIMIT_REACHED)
+                    await self.apply(sm.LimitReached())
                 if s.phase is Phase.CHARGING:
                     await self.persist()
             case ChargerStopped(meter_stop, at, reason):
-                if s.phase in (Phase.CHARGING, Phase.STOPPING):
+                if s.phase in (Phase.CHARGING, Phase.STOPPING) or s.m.settled_by is (
+                    SettledBy.LAST_READING
+                ):
                     s.meter_stop, s.stopped_at = meter_stop, at
                     s.stop_reason = s.stop_reason or reason
-                    await self.apply(Event.CHARGER_STOPPED)
+                await self.apply(sm.ChargerStopped())
             case Superseded():
                 s.error = "the charger started another transaction on the connector"
-                await self.apply(Event.SUPERSEDED)
+                await self.apply(sm.Superseded())
                 envelope.respond(None)
             case StopSession(client_id):
                 if client_id != s.client_id:
                     envelope.fail(Forbidden("only the session's owner can stop it"))
                     return
                 if s.phase in OPEN:
-                    s.stop_reason = s.stop_reason or "user"
-                    await self.end_before_start(Event.STOP_REQUESTED)
+                    await self.apply(sm.StopRequested())
                 if s.phase in OPEN:
                     self.stop_waiters.append(envelope)
                 else:
                     envelope.respond(self.outcome())
             case Refused(why):
-                s.error = why
-                await self.apply(Event.START_REFUSED)
+                if s.phase is Phase.STARTING:
+                    s.error = why
+                await self.apply(sm.StartRefused())
+            case StopAnswer(accepted):
+                await self.apply(sm.StopAnswered(accepted))
             case Begin() | BeginRfid():
                 envelope.fail(Conflict("the session has begun already", code="session_exists"))
 
-    async def end_before_start(self, event: Event, why: str | None = None) -> None:
-        """Apply ``event`` (a stop or a timeout); before the charger has started, first close
-        the row so a StartTransaction racing in can no longer attach to it. If one already
-        has, the session goes on as started (its ChargerStarted is on its way)."""
+    def look(self) -> sm.Tick:
+        """The station as its actor shows it: online, and whether the session's connector
+        shows a transaction (None when its status says neither)."""
         s = self.s
         assert s is not None
-        if s.phase in (Phase.RESERVED, Phase.STARTING):
-            if not await store.close_unstarted(self.deps.db, s.id):
-                row = await store.get(self.deps.db, s.id)
-                assert row is not None and row["transaction_id"] is not None
-                s.transaction_id, s.started_at = row["transaction_id"], row["started_at"]
-                s.start_meter(row["meter_start_wh"], row["started_at"])
-                await self.apply(Event.CHARGER_STARTED)
-                if event is Event.STOP_REQUESTED:
-                    await self.apply(event)
-                return
-            s.error = why or s.error
-        await self.apply(event)
+        snapshot = shown_snapshot(self.deps.registry, s.station_id)
+        if snapshot is None or not (snapshot.online and snapshot.connected):
+            return sm.Tick(online=False, in_transaction=None)
+        status = snapshot.connectors.get(s.connector_id, {}).get("status")
+        in_transaction = True if status in IN_TRANSACTION else False if status in IDLE else None
+        return sm.Tick(online=True, in_transaction=in_transaction)
 
     async def on_timer(self) -> None:
-        s = self.s
-        assert s is not None
-        now = datetime.now(UTC)
-        if s.phase in (Phase.RESERVED, Phase.STARTING) and now >= s.start_deadline:
-            await self.end_before_start(
-                Event.START_TIMEOUT, "the charger did not start within the time allowed"
-            )
-        elif s.phase in (Phase.CHARGING, Phase.STOPPING):
-            if now >= s.max_deadline:
-                s.stop_reason = s.stop_reason or "max_duration"
-                await self.apply(Event.MAX_DURATION)
-            await self._check_online()
-
-    async def _check_online(self) -> None:
-        s = self.s
-        assert s is not None
-        snapshot = await self._snapshot(s.station_id)
-        if snapshot is not None and snapshot.online:
-            s.offline_since = None
-            return
-        now = trio.current_time()
-        if s.offline_since is None:
-            s.offline_since = now
-            log.warning("charger offline during session", session=str(s.id))
-        elif now - s.offline_since >= self.deps.timings.offline_grace:
-            s.stop_reason = s.stop_reason or "charger_offline"
-            if s.meter is not None:
-                s.meter_stop = s.meter.last_wh
-            s.stopped_at = (s.meter.last_at if s.meter else None) or datetime.now(UTC)
-            await self.apply(Event.OFFLINE_GRACE)
+        await self.apply(self.look())
 
     def next_timer(self) -> float:
         """When to wake without a message (trio clock)."""
         s = self.s
         assert s is not None
-        now_wall, now = datetime.now(UTC), trio.current_time()
-        if s.phase in (Phase.RESERVED, Phase.STARTING):
-            return now + max(0.0, (s.start_deadline - now_wall).total_seconds())
-        check = self.deps.timings.offline_check
-        if s.phase is Phase.STOPPING:  # past the cap already: ask again at the checks' pace
-            return now + check
-        until_max = max(0.0, (s.max_deadline - now_wall).total_seconds())
-        return now + min(until_max, check)
+        now = self.deps.clock()
+        wake = sm.next_wake(s.m, now, self.deps.timings)
+        if wake is None:
+            return trio.current_time()
+        return trio.current_time() + max(0.0, (wake - now).total_seconds())
 
     def outcome(self) -> dict[str, Any]:
         return stop_outcome(self.view())
@@ -748,7 +813,7 @@ async def run_session(
         # a new session has no row to look for, on its first start; a restart reads it
         row = None if new and new.pop() else await store.get(deps.db, session_id)
         if row is not None:  # a restart: rebuild from the row
-            if Phase(row["status"]) not in OPEN:
+            if Phase(row["status"]) not in OPEN and not _stop_to_settle_again(row):
                 task_status.started()
                 tasks.cancel_scope.cancel()
                 return
@@ -789,25 +854,38 @@ async def run_session(
         tasks.cancel_scope.cancel()
 
 
+def _stop_to_settle_again(row: dict[str, Any]) -> bool:
+    """A session settled on its last reading whose StopTransaction has come since."""
+    return (
+        row["status"] == Phase.SETTLED
+        and row["settled_by"] == SettledBy.LAST_READING
+        and row["meter_stop_wh"] is not None
+    )
+
+
 async def _resume(actor: _Actor) -> None:
-    """After a restart: finish what the row says was under way."""
+    """After a restart: drive the session from where its row says it stands. The machine's
+    deadlines are in the row, so a look at the charger now does the rest (a reserved or
+    starting session asks the charger once it is back; a stopping one looks again when due)."""
     s = actor.s
     assert s is not None
     if s.phase is Phase.RESERVED:  # the charger was never asked
         assert s.hold_id is not None
         hold = await store.hold_status(actor.deps.db, s.hold_id)
-        if hold == "held":
-            await actor.apply(Event.BEGIN)
-        elif hold is None:  # a row from before rows and holds were written together
+        if hold is None:  # a row from before rows and holds were written together
             log.warning("session without a hold dropped on resume", session=str(s.id))
             await store.forget(actor.deps.db, s.id)
-            s.phase = Phase.CANCELLED
-        else:  # given back before "cancelled" was written: the release replays
-            await actor.apply(Event.STOP_REQUESTED)
-    elif s.phase in (Phase.CHARGING, Phase.STOPPING) and s.meter_stop is not None:
-        await actor.apply(Event.CHARGER_STOPPED)  # the charger's stop was recorded; settle
-    elif s.phase is Phase.STOPPING:
-        await actor._perform(Effect.REMOTE_STOP)
+            s.m = dataclasses.replace(s.m, phase=Phase.CANCELLED)
+            return
+        if hold != "held":  # given back before "cancelled" was written: the release replays
+            await actor.apply(sm.StopRequested())
+            return
+    if s.meter_stop is not None and (
+        s.phase in (Phase.CHARGING, Phase.STOPPING) or s.m.settled_by is SettledBy.LAST_READING
+    ):
+        await actor.apply(sm.ChargerStopped())  # the charger's stop was recorded; settle
+        return
+    await actor.on_timer()
 
 
 def session_spec(

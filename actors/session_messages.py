@@ -66,7 +66,17 @@ class StopSession(Request[dict[str, Any]]):
 
 @dataclass(frozen=True, slots=True)
 class Refused:
+    """The charger did not take the RemoteStartTransaction (rejected, failed, unanswered)."""
+
     why: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopAnswer:
+    """What became of a RemoteStopTransaction: accepted, or not (``why``)."""
+
+    accepted: bool
+    why: str | None = None
 
 
 def session_tag(session_id: uuid.UUID) -> str:
@@ -103,6 +113,10 @@ class RfidSessions(Protocol):
 
     async def start_rfid(self, start: RfidStart) -> int: ...
 
+    async def wake(self, session_id: uuid.UUID) -> None:
+        """Start the session's actor if none runs (it reads what its row says and goes on)."""
+        ...
+
     async def billed(self, station_id: str) -> bool:
         """Whether card transactions at the station are billed (it, or its location, has a
         tariff)."""
@@ -118,4 +132,5 @@ SessionMsg = (
     | Superseded
     | StopSession
     | Refused
+    | StopAnswer
 )

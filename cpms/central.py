@@ -71,6 +71,8 @@ async def run_central_system(
             max_duration=settings.session_max_duration,
             offline_grace=settings.session_offline_grace,
             offline_check=min(30.0, settings.session_offline_grace / 4),
+            stop_check=settings.session_stop_check,
+            settle_wait=settings.session_settle_wait,
         )
         tariffs = StationTariffs(core.db)
         await nursery.start(run_config_watch, core.db, core.registry, tariffs)

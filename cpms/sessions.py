@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from actors import ActorUnavailable, AskTimeout, Supervisor
+from actors import ActorUnavailable, AskTimeout, ChildRetired, Supervisor
 from actors.session import SessionDeps, session_spec, session_view, stop_outcome
 from actors.session_messages import (
     SESSION,
@@ -45,6 +45,11 @@ class Sessions:
         session_id = uuid.uuid4()
         ref = self.supervisor.start_child_soon(session_spec(session_id, self.deps, new=True))
         return await ref.ask(BeginRfid(start), timeout=30)
+
+    async def wake(self, session_id: uuid.UUID) -> None:
+        if self.deps.registry.lookup(SESSION, str(session_id)) is None:
+            with contextlib.suppress(ChildRetired, ValueError):  # retired, or started meanwhile
+                self.supervisor.start_child_soon(session_spec(session_id, self.deps))
 
     async def billed(self, station_id: str) -> bool:
         return await self.deps.tariffs.get(station_id) is not None

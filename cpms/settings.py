@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     session_offline_grace: float = Field(
         600.0, gt=0, description="s a charging session waits for an offline charger, then settles"
     )
+    session_stop_check: float = Field(
+        60.0,
+        gt=0,
+        description="s a stopping session waits for StopTransaction, then looks at the charger",
+    )
+    session_settle_wait: float = Field(
+        15.0,
+        gt=0,
+        description="s between the two looks that must find no transaction before a stopping "
+        "session settles on its last reading",
+    )
     meter_power_margin: Decimal = Field(
         Decimal("1.25"),
         ge=1.0,

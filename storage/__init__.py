@@ -22,6 +22,7 @@ from storage.ledger_ops import (
     Entry,
     LedgerOp,
     LedgerResult,
+    Recharge,
     Release,
     Reserve,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "Ledger",
     "LedgerOp",
     "LedgerResult",
+    "Recharge",
     "Release",
     "Reserve",
     "Row",

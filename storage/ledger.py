@@ -24,6 +24,7 @@ from storage.ledger_ops import (
     Credit,
     LedgerOp,
     LedgerResult,
+    Recharge,
     Release,
     Reserve,
     parse_uuid,
@@ -132,6 +133,13 @@ class Ledger:
         return await self.apply(
             Capture(key, hold_id, parse_amount(cost, field="cost", allow_zero=True))
         )
+
+    async def recharge(
+        self, client_id: UUID, session_id: UUID, amount: Money, *, key: str
+    ) -> LedgerResult:
+        """Settle a captured session again by the signed difference ``amount``."""
+        signed = parse_amount(amount, allow_negative=True, allow_zero=True)
+        return await self.apply(Recharge(key, client_id, session_id, signed))
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -284,4 +284,35 @@ class Capture(_Op):
         return {"op": self.kind, "hold": str(self.hold_id), "cost": str(self.cost)}
 
 
-LedgerOp = Credit | Adjust | Reserve | Release | Capture
+@dataclass(frozen=True, slots=True)
+class Recharge(_Op):
+    """Settle a captured session again by the difference ``amount`` (signed): a late
+    StopTransaction's exact cost against what its last reading billed. More is charged from the
+    balance, and what it can't cover is debt (as a capture's overrun); less is refunded."""
+
+    client_id: UUID
+    session_id: UUID
+    amount: Decimal
+    kind: ClassVar[str] = "recharge"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", _key(self.key))
+        object.__setattr__(
+            self,
+            "client_id",
+            parse_uuid(self.client_id, field="client_id", code="invalid_client_id"),
+        )
+        object.__setattr__(self, "session_id", parse_uuid(self.session_id, field="session_id"))
+        amount = parse_amount(self.amount, allow_negative=True, allow_zero=True)
+        object.__setattr__(self, "amount", amount)
+
+    def request(self) -> dict[str, Any]:
+        return {
+            "op": self.kind,
+            "client": str(self.client_id),
+            "session": str(self.session_id),
+            "amount": str(self.amount),
+        }
+
+
+LedgerOp = Credit | Adjust | Reserve | Release | Capture | Recharge

@@ -24,6 +24,7 @@ from storage.ledger_ops import (
     EntryType,
     LedgerOp,
     LedgerResult,
+    Recharge,
     Release,
     Reserve,
 )
@@ -157,6 +158,15 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
             invoice_id=op.invoice_id,
             description=op.description,
         )
+    if isinstance(op, Recharge):
+        lines = (
+            settlement(ZERO, op.amount, client.balance)
+            if op.amount > 0
+            else [("charge_refund", -op.amount)]
+            if op.amount < 0
+            else []
+        )
+        return _record(op, plan, op.client_id, client, lines, session_id=op.session_id)
     if isinstance(op, Adjust):
         if client.balance + op.amount < 0:
             raise InsufficientBalance(required=-op.amount, available=client.balance)

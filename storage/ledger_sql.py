@@ -32,7 +32,16 @@ from uuid import UUID
 import asyncpg
 
 from storage.errors import LedgerFailure
-from storage.ledger_ops import Adjust, Capture, Credit, LedgerOp, LedgerResult, Release, Reserve
+from storage.ledger_ops import (
+    Adjust,
+    Capture,
+    Credit,
+    LedgerOp,
+    LedgerResult,
+    Recharge,
+    Release,
+    Reserve,
+)
 from storage.ledger_plan import (
     BatchPlan,
     ClientState,
@@ -155,7 +164,7 @@ class LedgerCache:
                 hold = self._holds.pop(op.hold_id, None)
                 if hold is not None:
                     self._clients.pop(hold.client_id, None)
-            if isinstance(op, Credit | Adjust | Reserve):
+            if isinstance(op, Credit | Adjust | Reserve | Recharge):
                 self._clients.pop(op.client_id, None)
 
 
@@ -250,7 +259,9 @@ async def _read(conn: asyncpg.Connection, ops: list[LedgerOp]) -> LedgerState:
     """The state the batch is planned on."""
     keys = [op.key for op in ops]
     hold_ids = sorted({op.hold_id for op in ops if isinstance(op, Release | Capture | Reserve)})
-    client_ids = sorted({op.client_id for op in ops if isinstance(op, Credit | Adjust | Reserve)})
+    client_ids = sorted(
+        {op.client_id for op in ops if isinstance(op, Credit | Adjust | Reserve | Recharge)}
+    )
     claims = [op.claim for op in ops if isinstance(op, Reserve) and op.claim is not None]
     stations = [c.station_id for c in claims]
     connectors = [c.connector_id for c in claims]

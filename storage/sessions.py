@@ -200,10 +200,15 @@ async def get(db: Database, session_id: uuid.UUID) -> Row | None:
 
 
 async def open_sessions(db: Database) -> list[Row]:
-    """Open sessions with money held: each has (or had) a SessionActor."""
+    """Sessions with work left: open ones with money held, and ones settled on their last
+    reading whose late StopTransaction is recorded (to settle again). Each has (or had) a
+    SessionActor."""
     return await db.fetch(
         """SELECT * FROM charging_sessions
-           WHERE status = ANY($1::text[]) AND hold_id IS NOT NULL""",
+           WHERE hold_id IS NOT NULL
+             AND (status = ANY($1::text[])
+                  OR (status = 'settled' AND settled_by = 'last_reading'
+                      AND meter_stop_wh IS NOT NULL))""",
         OPEN,
     )
 
@@ -247,6 +252,23 @@ async def record_stop(
         stopped_at,
         reason,
         OPEN,
+    )
+    return not result.endswith(" 0")
+
+
+async def record_late_stop(
+    db: Database, session_id: uuid.UUID, meter_stop: int, stopped_at: datetime
+) -> bool:
+    """Note a StopTransaction that came after its session was settled on its last reading;
+    False if the session was settled otherwise, or on its stop already."""
+    result = await db.execute(
+        """UPDATE charging_sessions
+           SET meter_stop_wh = $2, stopped_at = $3, updated_at = now()
+           WHERE id = $1 AND status = 'settled' AND settled_by = 'last_reading'
+             AND meter_stop_wh IS NULL""",
+        session_id,
+        meter_stop,
+        stopped_at,
     )
     return not result.endswith(" 0")
 
