@@ -78,7 +78,15 @@ _WHY = {
     "superseded": "the charger started another transaction on the connector",
 }
 
-__all__ = ["MeterBounds", "SessionDeps", "Timings", "run_session", "session_spec"]
+__all__ = [
+    "MeterBounds",
+    "SessionDeps",
+    "Timings",
+    "open_report",
+    "run_session",
+    "session_spec",
+    "state_from_row",
+]
 
 
 def utc_now() -> datetime:
@@ -176,16 +184,7 @@ class _Session:
             tariff,
             row["rate_per_kwh"] or tariff.price_per_kwh,
             bounds,
-            State(
-                Phase(row["status"]),
-                start_deadline=row["start_deadline"],
-                max_deadline=row["max_deadline"],
-                check_at=row["check_at"],
-                stop_asks=row["stop_asks"],
-                offline_since=row["offline_since"],
-                charger_stopped=row["settled_by"] == SettledBy.CHARGER,
-                settled_by=None if row["settled_by"] is None else SettledBy(row["settled_by"]),
-            ),
+            state_from_row(row),
             row["reserved_amount"],
             row["hold_id"],
             row["transaction_id"],
@@ -739,6 +738,42 @@ class _Actor:
                 "transaction_id": s.transaction_id,
             }
         )
+
+
+def state_from_row(row: dict[str, Any]) -> State:
+    """The machine's state as a session's row keeps it (what only a running actor knows, such
+    as whether it has asked the charger yet, starts afresh)."""
+    return State(
+        Phase(row["status"]),
+        start_deadline=row["start_deadline"],
+        max_deadline=row["max_deadline"],
+        check_at=row["check_at"],
+        stop_asks=row["stop_asks"],
+        offline_since=row["offline_since"],
+        charger_stopped=row["settled_by"] == SettledBy.CHARGER,
+        settled_by=None if row["settled_by"] is None else SettledBy(row["settled_by"]),
+    )
+
+
+def open_report(row: dict[str, Any], timings: Timings, now: datetime) -> dict[str, Any]:
+    """An open session for an operator: where it stands, how old, and its next deadline."""
+    due = sm.deadline(state_from_row(row), timings)
+    return {
+        "id": str(row["id"]),
+        "client_id": str(row["client_id"]),
+        "station_id": row["station_id"],
+        "connector_id": row["connector_id"],
+        "status": row["status"],
+        "origin": row["origin"],
+        "reserved_amount": row["reserved_amount"],
+        "created_at": row["created_at"],
+        "age_seconds": int((now - row["created_at"]).total_seconds()),
+        "stop_reason": row["stop_reason"],
+        "stop_asks": row["stop_asks"],
+        "offline_since": row["offline_since"],
+        "next_deadline": due,
+        "overdue": due is not None and due < now,
+    }
 
 
 def stop_outcome(view: dict[str, Any]) -> dict[str, Any]:

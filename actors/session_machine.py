@@ -440,6 +440,22 @@ def decide(state: State, event: SessionEvent, now: datetime, timings: Timings) -
     return TABLE[(state.phase, type(event))](state, event, now, timings)
 
 
+def deadline(state: State, t: Timings) -> datetime | None:
+    """When the session changes by itself if nothing else happens (None: it has ended): for an
+    operator, a session open past this is stuck."""
+    if state.phase in (Phase.RESERVED, Phase.STARTING):
+        return state.start_deadline
+    if state.phase not in OPEN:
+        return None
+    cap = state.max_deadline if state.phase is Phase.CHARGING else final_deadline(state, t)
+    times = [cap]
+    if state.check_at is not None and (state.phase is Phase.STOPPING or state.idle_seen):
+        times.append(state.check_at)
+    if state.offline_since is not None:
+        times.append(state.offline_since + timedelta(seconds=t.offline_grace))
+    return min(times)
+
+
 def next_wake(state: State, now: datetime, t: Timings) -> datetime | None:
     """When the session must look at the time and its charger, with no message (None: never,
     it has ended)."""

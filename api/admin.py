@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, jsonify, request
 
 from actors.charge_point import STATION, Command, Reload
+from actors.session_messages import SESSION
 from api.door import json_object, optional_json_object
 from cpms import provisioning as prov
 from cpms.bounded import RowId
@@ -24,6 +25,7 @@ from cpms.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from cpms.ocpp import schemas
 from cpms.ocpp.frames import OcppError
 from cpms.runtime import Core
+from cpms.sessions import open_sessions_report, session_timings
 from storage import Database
 from storage import stations as store
 from storage.clients import ensure_client
@@ -45,6 +47,12 @@ class CommandQuery(BaseModel):
 class MessagesQuery(BaseModel):
     limit: int = Field(100, ge=1, le=1000)
     before_id: RowId | None = None
+
+
+class OpenSessionsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(500, ge=1, le=1000)
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,16 @@ def admin_blueprint(core: Core) -> Blueprint:
                 "replayed": result.replayed,
             }
         )
+
+    @bp.get("/sessions/open")
+    async def open_sessions() -> Response:
+        """Sessions not ended yet, oldest first: state, age, next deadline, ``overdue`` when
+        that has passed, and whether an actor is driving it."""
+        query = prov.parse(OpenSessionsQuery, dict(request.args))
+        report = await open_sessions_report(core.db, session_timings(core.settings), query.limit)
+        for session in report:
+            session["actor"] = core.registry.lookup(SESSION, session["id"]) is not None
+        return jsonify({"success": True, "sessions": report})
 
     @bp.get("/stations/<station_id>/messages")
     async def messages(station_id: str) -> Response:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 
-from api.admin import _RESOURCES, WalletCredit
+from api.admin import _RESOURCES, OpenSessionsQuery, WalletCredit
 from api.balance import HistoryQuery as BalanceHistoryQuery
 from api.charging import HistoryQuery as ChargingHistoryQuery
 from api.charging import StartBody, StopBody
@@ -151,6 +151,15 @@ def _operations() -> list[Op]:
             "admin",
             "admin",
             errors=(401, 404),
+        ),
+        Op(
+            "get",
+            "/api/v1/admin/sessions/open",
+            "Sessions not ended yet: state, age, next deadline, overdue, actor running",
+            "admin",
+            "admin",
+            query=OpenSessionsQuery,
+            errors=(400, 401),
         ),
     ]
     for resource in _RESOURCES:

@@ -13,13 +13,13 @@ import trio
 from actors import Intensity, Supervisor, run_supervisor
 from actors.charge_point import charge_point_spec
 from actors.charge_point_handlers import StationContext
-from actors.session import MeterBounds, SessionDeps, Timings
+from actors.session import MeterBounds, SessionDeps
 from cpms.location_status import run_location_status
 from cpms.ocpp import schemas
 from cpms.ocpp.listener import CentralSystem, ListenerConfig, serve_ocpp
 from cpms.ocpp.telemetry import Telemetry
 from cpms.runtime import Core
-from cpms.sessions import Sessions
+from cpms.sessions import Sessions, session_timings
 from cpms.station_config import StationTariffs, run_config_watch
 from storage.errors import StorageUnavailable
 
@@ -66,14 +66,7 @@ async def run_central_system(
         supervisor: Supervisor = await nursery.start(
             run_supervisor, "sessions", core.registry, CHILD_INTENSITY
         )
-        timings = Timings(
-            start_timeout=settings.session_start_timeout,
-            max_duration=settings.session_max_duration,
-            offline_grace=settings.session_offline_grace,
-            offline_check=min(30.0, settings.session_offline_grace / 4),
-            stop_check=settings.session_stop_check,
-            settle_wait=settings.session_settle_wait,
-        )
+        timings = session_timings(settings)
         tariffs = StationTariffs(core.db)
         await nursery.start(run_config_watch, core.db, core.registry, tariffs)
         sessions = Sessions(

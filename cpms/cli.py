@@ -11,6 +11,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -18,6 +19,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from actors.session import open_report
 from cpms import __version__
 from cpms.app import run_server
 from cpms.cli_demo import add_demo_command
@@ -26,8 +28,10 @@ from cpms.cli_sim import add_sim_commands
 from cpms.errors import CpmsError
 from cpms.logs import configure_logging
 from cpms.runtime import open_core
+from cpms.sessions import session_timings
 from cpms.settings import Settings, SettingsError, load_settings
 from storage import migrate, open_storage
+from storage import sessions as sessions_store
 from storage.clients import ensure_client, get_client
 from storage.errors import StorageError
 from storage.ledger_ops import parse_uuid
@@ -102,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(check)
     check.set_defaults(handler=cmd_wallet_check)
+    sessions = commands.add_parser("sessions", help="inspect charging sessions")
+    sessions_cmds = sessions.add_subparsers(
+        dest="sessions_command", required=True, metavar="ACTION"
+    )
+    listing = sessions_cmds.add_parser(
+        "list", help="the newest sessions; --open: every session not ended, with its deadline"
+    )
+    _common(listing)
+    listing.add_argument("--open", action="store_true", help="only sessions not ended yet")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(handler=cmd_sessions_list)
     add_network_commands(commands, _common)
     add_sim_commands(commands, _common)
     add_demo_command(commands, _common)
@@ -269,10 +284,58 @@ def cmd_wallet_check(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         async with open_core(settings) as core:
             problems = await core.ledger.discrepancies()
+            holds = await sessions_store.held_holds(core.db)
         for p in problems:
             out.print(f"MISMATCH {p.client_id}: balance {p.balance} != entries {p.entries_sum}")
         if not problems:
             out.print("ledger OK: every balance equals the sum of its entries")
-        return 1 if problems else 0
+        timings, now = session_timings(settings), datetime.now(UTC)
+        stale = 0
+        for row in holds:
+            report = open_report(row, timings, now)
+            if report["overdue"] or report["next_deadline"] is None:
+                stale += 1
+                due = report["next_deadline"]
+                out.print(
+                    f"STALE HOLD {row['hold_amount']} KGS of {row['client_id']} since "
+                    f"{row['held_since']:%Y-%m-%d %H:%M:%S}: session {row['id']} is "
+                    f"{row['status']}, " + ("ended" if due is None else f"due {due:%H:%M:%S}")
+                )
+        if not stale:
+            out.print(f"holds OK: {len(holds)} on hold, none past its session's deadline")
+        return 1 if problems or stale else 0
 
     return trio.run(run)
+
+
+def cmd_sessions_list(args: argparse.Namespace, settings: Settings) -> int:
+    limit = min(max(1, args.limit), 1000)
+
+    async def run() -> None:
+        async with open_core(settings) as core:
+            rows = await (
+                sessions_store.list_open(core.db, limit)
+                if args.open
+                else sessions_store.recent(core.db, limit)
+            )
+        timings, now = session_timings(settings), datetime.now(UTC)
+        for row in rows:  # a line each, whole ids: an operator copies them
+            report = open_report(row, timings, now)
+            due = report["next_deadline"]
+            when = "ended" if due is None else f"next deadline {due:%Y-%m-%d %H:%M:%S}"
+            out.print(
+                f"{report['id']}  {row['station_id']}/{row['connector_id']}  "
+                f"{row['status']:<9}  age {_age(report['age_seconds']):>7}  {when}"
+                + ("  OVERDUE" if report["overdue"] else "")
+                + f"  client {report['client_id']}"
+            )
+        out.print(f"{len(rows)} session(s)" + (" not ended" if args.open else ""))
+
+    trio.run(run)
+    return 0
+
+
+def _age(seconds: int) -> str:
+    minutes, _ = divmod(max(0, seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"

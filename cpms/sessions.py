@@ -6,12 +6,20 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from actors import ActorUnavailable, AskTimeout, ChildRetired, Supervisor
-from actors.session import SessionDeps, session_spec, session_view, stop_outcome
+from actors.session import (
+    SessionDeps,
+    Timings,
+    open_report,
+    session_spec,
+    session_view,
+    stop_outcome,
+)
 from actors.session_messages import (
     SESSION,
     Begin,
@@ -21,6 +29,8 @@ from actors.session_messages import (
     StopSession,
 )
 from cpms.errors import Forbidden, NotFound
+from cpms.settings import Settings
+from storage import Database
 from storage import sessions as store
 
 log = structlog.stdlib.get_logger("cpms.sessions")
@@ -86,3 +96,24 @@ class Sessions:
         if rows:
             log.info("sessions recovered", sessions=len(rows))
         return len(rows)
+
+
+def session_timings(settings: Settings) -> Timings:
+    """The session machine's deadlines, from the settings."""
+    return Timings(
+        start_timeout=settings.session_start_timeout,
+        max_duration=settings.session_max_duration,
+        offline_grace=settings.session_offline_grace,
+        offline_check=min(30.0, settings.session_offline_grace / 4),
+        stop_check=settings.session_stop_check,
+        settle_wait=settings.session_settle_wait,
+    )
+
+
+async def open_sessions_report(
+    db: Database, timings: Timings, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Every session not ended yet, oldest first, with its age and next deadline (``overdue``
+    when that has passed: the session is stuck, or its actor is not running)."""
+    now = datetime.now(UTC)
+    return [open_report(row, timings, now) for row in await store.list_open(db, limit)]

@@ -213,6 +213,32 @@ async def open_sessions(db: Database) -> list[Row]:
     )
 
 
+async def list_open(db: Database, limit: int = 1000) -> list[Row]:
+    """Sessions not ended yet, oldest first (for operators)."""
+    return await db.fetch(
+        """SELECT * FROM charging_sessions WHERE status = ANY($1::text[])
+           ORDER BY created_at LIMIT $2""",
+        OPEN,
+        limit,
+    )
+
+
+async def recent(db: Database, limit: int = 50) -> list[Row]:
+    """The newest sessions, whatever their state."""
+    return await db.fetch(
+        "SELECT * FROM charging_sessions ORDER BY created_at DESC LIMIT $1", limit
+    )
+
+
+async def held_holds(db: Database) -> list[Row]:
+    """Sessions whose money is still on hold, with the hold's amount and age."""
+    return await db.fetch(
+        """SELECT s.*, h.amount AS hold_amount, h.created_at AS held_since
+           FROM holds h JOIN charging_sessions s ON s.hold_id = h.id
+           WHERE h.status = 'held' ORDER BY h.created_at"""
+    )
+
+
 async def awaiting_start(
     db: Database, station_id: str, connector_id: int, id_tag: str
 ) -> Row | None:

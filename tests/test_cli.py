@@ -10,12 +10,17 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
+from actors.session_messages import hold_for, session_tag
 from cpms.cli import main
+from storage import open_database
+from tests.ocpp_server import provision
 
 
 def free_port() -> int:
@@ -159,6 +164,59 @@ def test_wallet_refusals(
     assert "10.00" in capsys.readouterr().out  # nothing changed
 
 
+async def _provision_station(dsn: str) -> None:
+    async with open_database(dsn, pool_size=1) as db:
+        await provision(db, "CP-1")
+
+
+async def _two_held_sessions(dsn: str, client: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
+    """Two sessions holding money: one started a minute ago, one whose start deadline passed
+    long ago (its actor gone: nothing drives it)."""
+    async with open_database(dsn, pool_size=2) as db:
+        now = datetime.now(UTC)
+        ids = []
+        for station, connector, age in (("CP-1", 1, 60), ("CP-1", 2, 7200)):
+            session = uuid.uuid4()
+            created = now - timedelta(seconds=age)
+            await db.execute(
+                """INSERT INTO holds (id, client_id, amount, session_id, status, created_at)
+                   VALUES ($1, $2, 20, $3, 'held', $4)""",
+                hold_for(session), client, session, created,
+            )  # fmt: skip
+            await db.execute(
+                """INSERT INTO charging_sessions
+                     (id, client_id, station_id, connector_id, id_tag, origin, limit_type,
+                      limit_value, status, reserved_amount, hold_id, start_deadline,
+                      max_deadline, created_at)
+                   VALUES ($1, $2, $3, $4, $5, 'app', 'amount', 20, 'starting', 20, $6,
+                           $7, $8, $9)""",
+                session, client, station, connector, session_tag(session), hold_for(session),
+                created + timedelta(minutes=10), created + timedelta(hours=12), created,
+            )  # fmt: skip
+            ids.append(session)
+        return ids[0], ids[1]
+
+
+def test_open_sessions_and_stale_holds_are_shown(
+    cli_env: None, dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = uuid.uuid4()
+    assert main(["wallet", "credit", str(client), "100", "--reason", "seed", "--create"]) == 0
+    trio.run(_provision_station, dsn)
+    fresh, stuck = trio.run(_two_held_sessions, dsn, client)
+    capsys.readouterr()
+    assert main(["sessions", "list", "--open"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    fresh_line = next(line for line in lines if str(fresh) in line)
+    stuck_line = next(line for line in lines if str(stuck) in line)
+    assert "starting" in fresh_line and "OVERDUE" not in fresh_line and "age      1m" in fresh_line
+    assert "OVERDUE" in stuck_line and "2h00m" in stuck_line
+    assert main(["wallet", "check"]) == 1
+    out = capsys.readouterr().out
+    assert "STALE HOLD 20.00 KGS" in out
+    assert str(stuck) in out and str(fresh) not in out
+
+
 def test_migrate_reports_up_to_date(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate"]) == 0
     assert "up to date" in capsys.readouterr().out
@@ -181,6 +239,7 @@ def test_bad_configuration_exits_2(
         ["wallet", "adjust"],
         ["wallet", "show"],
         ["wallet", "check"],
+        ["sessions", "list"],
         ["sim"],
         ["demo"],
     ],

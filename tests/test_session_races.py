@@ -19,7 +19,7 @@ import trio
 
 from storage import Database
 from tests.ocpp_client import connect
-from tests.ocpp_server import PASSWORD
+from tests.ocpp_server import ADMIN, PASSWORD
 from tests.test_charging import Rig, open_rig
 from tests.test_hardening_money import meter, stamp, stop
 
@@ -95,7 +95,9 @@ def answers(stop_status: str) -> Answer:
 
 @pytest.fixture
 async def rig(db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
-    rig = await open_rig(db, dsn, tmp_path, nursery, session_stop_check=2, session_settle_wait=1)
+    rig = await open_rig(
+        db, dsn, tmp_path, nursery, session_stop_check=2, session_settle_wait=1, admin_token=ADMIN
+    )
     yield rig
     await rig.http.aclose()
     rig.shutdown.set()
@@ -208,6 +210,29 @@ async def test_a_charger_that_accepts_but_keeps_charging_is_asked_again(rig: Rig
         view = await rig.until_status(session, me, "settled")
     assert view["final_cost"] == cost(6_800)
     assert await rig.exact(client) == 500 - cost(6_800)
+
+
+async def test_operators_see_open_sessions_with_their_deadlines(rig: Rig) -> None:
+    client, me = await rig.client("500")
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    async with charger(rig, answers("Accepted")) as cp:
+        session, tx, t0 = await at_limit(rig, cp, me)
+        await rig.until_status(session, me, "stopping")
+        reply = await rig.http.get("/api/v1/admin/sessions/open", headers=admin)
+        assert reply.status_code == 200, reply.text
+        (shown,) = [s for s in reply.json()["sessions"] if s["id"] == session]
+        assert shown["status"] == "stopping" and shown["stop_reason"] == "limit_reached"
+        assert shown["actor"] is True and shown["overdue"] is False
+        assert shown["next_deadline"] is not None and shown["client_id"] == str(client)
+        for query in ("limit=0", "limit=abc", "limit=1001", "limit=1&x=1"):
+            refused = await rig.http.get(f"/api/v1/admin/sessions/open?{query}", headers=admin)
+            assert refused.status_code == 400, (query, refused.text)
+            assert refused.json()["success"] is False
+        assert (await rig.http.get("/api/v1/admin/sessions/open")).status_code == 401
+        await cp.call("StopTransaction", stop(tx, 6_600, t0 + timedelta(seconds=65)))
+        await rig.until_status(session, me, "settled")
+    reply = await rig.http.get("/api/v1/admin/sessions/open", headers=admin)
+    assert [s for s in reply.json()["sessions"] if s["id"] == session] == []
 
 
 async def test_stop_transaction_for_another_stations_or_an_unknown_transaction_settles_nothing(
