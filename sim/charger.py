@@ -5,7 +5,8 @@
         await cp.plug_in(1, id_tag="TAG-1")          # a driver arrives and starts charging
         ...
 
-It boots, heartbeats at the interval the server returns, walks its connectors through the status
+It boots, heartbeats at the interval the server returns (on the wall clock, and only when
+nothing else was sent meanwhile), walks its connectors through the status
 sequences a charger does (Available → Preparing → Charging → SuspendedEV → Finishing → Available,
 and Faulted / Unavailable / Reserved), charges vehicles along :mod:`sim.curve`, and sends
 MeterValues every ``meter_interval`` seconds. It answers every central-system command the way a
@@ -227,6 +228,7 @@ class VirtualChargePoint:
         self._allowed = trio.Event()
         self._allowed.set()
         self._reboot_after: float | None = None
+        self._last_sent = -math.inf  # when the last CALL went out (trio clock)
         self._closing = False
         self._connected_at: float | None = None
         self.connections = 0
@@ -376,6 +378,7 @@ class VirtualChargePoint:
         began = time.perf_counter()
         try:
             await ws.send_message(json.dumps([2, unique_id, action, payload]))
+            self._last_sent = trio.current_time()
             self.stats.sent[action] += 1
             with trio.move_on_after(self.call_timeout):
                 await answered.wait()
@@ -443,10 +446,18 @@ class VirtualChargePoint:
         return item.result
 
     async def _heartbeat(self) -> None:
+        """A Heartbeat when nothing else was sent for the interval (OCPP 1.6 §4.6 lets a
+        charger skip it then), never one queued behind another. The interval is wall-clock: the
+        time scale speeds up charging, not the protocol's timers (at 300× a charger queued five
+        Heartbeats a second, and its StopTransaction waited behind hundreds of them)."""
         while True:
-            await trio.sleep(int(self.config["HeartbeatInterval"]) / self.time_scale)
-            if not self.draining:
+            interval = int(self.config["HeartbeatInterval"])
+            await trio.sleep_until(max(self._last_sent + interval, trio.current_time() + 0.1))
+            if trio.current_time() - self._last_sent < interval or self.draining:
+                continue
+            if not any(item.action == "Heartbeat" for item in self._outbox):
                 self._enqueue("Heartbeat", dict)
+                self._last_sent = trio.current_time()  # queued: the next one counts from here
 
     async def drain(self, timeout: float = 10.0) -> bool:
         """Stop starting anything (heartbeats, sessions), end running transactions, and wait until
