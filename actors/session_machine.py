@@ -79,6 +79,8 @@ class Timings:
     stop_backoff_max: float = 600.0
     #: how often a session resumed before its charger was asked looks for the charger
     start_look: float = 1.0
+    #: how often open sessions with no actor (retired after crashes, or missed) are looked for
+    sweep_every: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,7 @@ async def run_central_system(
             )
         log.info("station actors started", stations=len(contexts))
         await sessions.recover()
+        await nursery.start(sessions.run_sweeper)
         cs = CentralSystem(
             core.db, core.registry, stations, core.bus, telemetry, config, sessions=sessions
         )

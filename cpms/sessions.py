@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+import trio
 
 from actors import ActorUnavailable, AskTimeout, ChildRetired, Supervisor
 from actors.session import (
@@ -32,6 +33,7 @@ from cpms.errors import Forbidden, NotFound
 from cpms.settings import Settings
 from storage import Database
 from storage import sessions as store
+from storage.errors import StorageUnavailable
 
 log = structlog.stdlib.get_logger("cpms.sessions")
 
@@ -86,6 +88,30 @@ class Sessions:
             raise Forbidden("this session belongs to another client")
         return row
 
+    async def sweep(self) -> int:
+        """Start an actor for every open session that has none (one retired after repeated
+        crashes, once its cooldown is over); returns how many were started."""
+        started = 0
+        for row in await store.open_sessions(self.deps.db):
+            if self.deps.registry.lookup(SESSION, str(row["id"])) is not None:
+                continue
+            with contextlib.suppress(ChildRetired, ValueError):  # cooling down, or just started
+                self.supervisor.start_child_soon(session_spec(row["id"], self.deps))
+                started += 1
+        if started:
+            log.warning("sessions without an actor resumed", sessions=started)
+        return started
+
+    async def run_sweeper(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Sweep every ``sweep_every`` seconds, so no open session is left without an actor."""
+        task_status.started()
+        while True:
+            await trio.sleep(self.deps.timings.sweep_every)
+            with contextlib.suppress(StorageUnavailable):  # the next sweep tries again
+                await self.sweep()
+
     async def recover(self) -> int:
         """Start an actor for every open session (after a restart); returns how many. They
         resume on their own: one whose row can't be resumed is logged by the supervisor and
@@ -107,6 +133,7 @@ def session_timings(settings: Settings) -> Timings:
         offline_check=min(30.0, settings.session_offline_grace / 4),
         stop_check=settings.session_stop_check,
         settle_wait=settings.session_settle_wait,
+        sweep_every=max(1.0, min(60.0, settings.session_offline_grace)),
     )
 
 

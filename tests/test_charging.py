@@ -530,3 +530,29 @@ async def test_reserved_sessions_found_at_start_up(
     assert await ledger.balance(client) == D("80.00")
     assert await db.fetchval("SELECT count(*) FROM holds WHERE status = 'held'") == 1
     shutdown.set()
+
+
+async def test_an_open_session_without_an_actor_is_found_and_driven(rig: Rig) -> None:
+    """A session whose actor is gone (retired after repeated crashes, or never started) is
+    found by the sweeper and driven to its end: here its charger never connects, so its start
+    times out and the money comes back."""
+    client, _me = await rig.client("100")
+    session = uuid.uuid4()
+    now = datetime.now(UTC)
+    claim = sessions_store.SessionClaim(
+        session, client, "CP-1", 1, session_tag(session), "app", Limit("amount", D("20")), "T1",
+        D("15.00"), D("0"), now + timedelta(seconds=3), now + timedelta(hours=12), D("20.00"),
+        hold_for(session),
+    )  # fmt: skip
+    await rig.ledger.reserve(
+        client, "20", key=f"session:{session}:reserve", hold_id=claim.hold_id,
+        session_id=session, claim=claim,
+    )  # fmt: skip
+    await rig.db.execute("UPDATE charging_sessions SET status = 'starting' WHERE id = $1", session)
+    with trio.fail_after(15):
+        while (  # noqa: ASYNC110
+            await rig.db.fetchval("SELECT status FROM charging_sessions WHERE id = $1", session)
+            != "cancelled"
+        ):
+            await trio.sleep(0.05)
+    assert await rig.exact(client) == 100
