@@ -56,6 +56,7 @@ from actors.session_messages import (
     hold_for,
     session_tag,
 )
+from actors.session_view import session_view, stop_outcome
 from cpms.charging import Limit, Meter, Plausibility, Tariff, Verdict, reservation
 from cpms.errors import Conflict, CpmsError, Forbidden, NotFound, Unavailable
 from cpms.events import EventBus
@@ -436,14 +437,24 @@ class _Actor:
         unstarted = s.phase in (Phase.RESERVED, Phase.STARTING)
         ending = unstarted and step.state.phase not in OPEN and s.hold_id is not None
         if ending and not await store.close_unstarted(self.deps.db, s.id):
-            row = await store.get(self.deps.db, s.id)
-            assert row is not None and row["transaction_id"] is not None
-            s.transaction_id, s.started_at = row["transaction_id"], row["started_at"]
-            s.start_meter(row["meter_start_wh"], row["started_at"])
-            await self.apply(sm.ChargerStarted())
+            await self._started_from_row()
             await self.apply(event)
             return
         await self._take(step, event)
+
+    async def _started_from_row(self) -> bool:
+        """The charger's StartTransaction is attached to the row but its ``ChargerStarted`` has
+        not reached this actor (it raced an ending, or was lost with an earlier life): start the
+        session as the row says. False when the row holds no transaction."""
+        s = self.s
+        assert s is not None
+        row = await store.get(self.deps.db, s.id)
+        if row is None or row["transaction_id"] is None:
+            return False
+        s.transaction_id, s.started_at = row["transaction_id"], row["started_at"]
+        s.start_meter(row["meter_start_wh"], row["started_at"])
+        await self.apply(sm.ChargerStarted())
+        return True
 
     async def _take(self, step: sm.Step, event: sm.SessionEvent) -> None:
         s = self.s
@@ -652,6 +663,11 @@ class _Actor:
                 if s.phase is Phase.CHARGING:
                     await self.persist()
             case ChargerStopped(meter_stop, at, reason):
+                if s.phase in (Phase.RESERVED, Phase.STARTING) and not (
+                    await self._started_from_row()
+                ):
+                    log.warning("a stop for a session never started", session=str(s.id))
+                    return
                 if s.phase in (Phase.CHARGING, Phase.STOPPING) or s.m.settled_by is (
                     SettledBy.LAST_READING
                 ):
@@ -773,65 +789,6 @@ def open_report(row: dict[str, Any], timings: Timings, now: datetime) -> dict[st
         "offline_since": row["offline_since"],
         "next_deadline": due,
         "overdue": due is not None and due < now,
-    }
-
-
-def stop_outcome(view: dict[str, Any]) -> dict[str, Any]:
-    """What the app gets for a stop (seed 000 §3), from a :func:`session_view`."""
-    final = view["final_cost"]
-    return {
-        "session_id": view["id"],
-        "status": view["status"],
-        "final_cost": final if final is not None else view["current_cost"],
-        "energy_consumed": view["energy_consumed"],
-        "refunded_amount": view["refunded_amount"],
-        "duration_minutes": view["charging_duration_minutes"],
-    }
-
-
-def session_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A session as the app sees it (seed 000 §2, 001 §7), from the actor or from its row."""
-    energy = Decimal(row["energy_kwh"] or 0).quantize(Decimal("0.001"))
-    limit_type, limit_value = row["limit_type"], row["limit_value"]
-    reserved = row["reserved_amount"] or Decimal("0")
-    cost = row["final_cost"] if row["final_cost"] is not None else row["current_cost"]
-    if limit_type == "energy" and limit_value:
-        progress = energy / limit_value * 100
-    elif limit_type == "amount" and limit_value:
-        progress = cost / limit_value * 100
-    else:
-        progress = cost / reserved * 100 if reserved else Decimal("0")
-    progress = min(Decimal("100"), progress).quantize(Decimal("1"))
-    started, stopped = row["started_at"], row["stopped_at"]
-    minutes = 0
-    if started is not None:
-        minutes = int(((stopped or datetime.now(UTC)) - started).total_seconds() // 60)
-    power = row["power_kw"]
-    return {
-        "id": str(row["id"]),
-        "status": row["status"],
-        "station_id": row["station_id"],
-        "connector_id": row["connector_id"],
-        "transaction_id": row.get("transaction_id"),
-        "limit_type": limit_type,
-        "limit_value": limit_value,
-        "rate_per_kwh": row["rate_per_kwh"],
-        "session_fee": row["session_fee"],
-        "reserved_amount": reserved,
-        "energy_consumed": energy,
-        "current_cost": row["current_cost"],
-        "final_cost": row["final_cost"],
-        "refunded_amount": row["refunded_amount"],
-        "debt_amount": row.get("debt_amount"),
-        "charging_power": None if power is None else int(Decimal(power).to_integral_value()),
-        "ev_battery_soc": row["soc_percent"],
-        "progress_percent": progress,
-        "limit_reached": row.get("stop_reason") == "limit_reached",
-        "charging_duration_minutes": minutes,
-        "started_at": started,
-        "stopped_at": stopped,
-        "stop_reason": row.get("stop_reason"),
-        "error": row.get("error"),
     }
 
 

@@ -12,8 +12,8 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from quart import Blueprint, Response, jsonify, request
 
-from actors.session import session_view
 from actors.session_messages import StartRequest
+from actors.session_view import session_view
 from api.balance import parse_query
 from api.door import json_object
 from api.identity import Identity

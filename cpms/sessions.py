@@ -13,14 +13,7 @@ import structlog
 import trio
 
 from actors import ActorUnavailable, AskTimeout, ChildRetired, Supervisor
-from actors.session import (
-    SessionDeps,
-    Timings,
-    open_report,
-    session_spec,
-    session_view,
-    stop_outcome,
-)
+from actors.session import SessionDeps, Timings, open_report, session_spec
 from actors.session_messages import (
     SESSION,
     Begin,
@@ -29,6 +22,7 @@ from actors.session_messages import (
     StartRequest,
     StopSession,
 )
+from actors.session_view import session_view, stop_outcome
 from cpms.errors import Forbidden, NotFound
 from cpms.settings import Settings
 from storage import Database
