@@ -227,7 +227,7 @@ async def _card_info(
     ctx: StationContext, tag: str, client: uuid.UUID | None, billed: bool
 ) -> dict[str, Any]:
     """``idTagInfo`` for a card: where charging is billed, a client's card also needs an active
-    client who can afford the smallest reservation (seed 001 §6: 10 som), or it is Blocked."""
+    client who can afford the smallest reservation (10 som), or it is Blocked."""
     info = await store.id_tag_info(ctx.db, tag, accept_unknown=ctx.accept_unknown_tags)
     if client is None or info["status"] != "Accepted" or not billed:
         return info

@@ -1,5 +1,6 @@
-"""What the app sees of a session (seed 000 §2–3, 001 §7), built from its row or from its
-actor's state: the same shape either way, so a status read never needs the actor."""
+"""What the app sees of a session (status, energy, cost, progress, the refund), built from its
+row or from its actor's state: the same shape either way, so a status read never needs the
+actor."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 
 def stop_outcome(view: dict[str, Any]) -> dict[str, Any]:
-    """What the app gets for a stop (seed 000 §3), from a :func:`session_view`."""
+    """What the app gets for a stop (final cost, energy, refund, duration), from a
+    :func:`session_view`."""
     final = view["final_cost"]
     return {
         "session_id": view["id"],
@@ -22,7 +24,7 @@ def stop_outcome(view: dict[str, Any]) -> dict[str, Any]:
 
 
 def session_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A session as the app sees it (seed 000 §2, 001 §7), from the actor or from its row."""
+    """A session as the app sees it, from the actor or from its row."""
     energy = Decimal(row["energy_kwh"] or 0).quantize(Decimal("0.001"))
     limit_type, limit_value = row["limit_type"], row["limit_value"]
     reserved = row["reserved_amount"] or Decimal("0")

@@ -1,7 +1,7 @@
 """The wallet, read side: ``/api/v1/balance/get``, ``/balance/{client_id}``, ``/balance/history``.
 
 ``balance`` is what the client can spend now; ``reserved`` is on hold for running sessions
-(seed 001 §7: show both, their sum is ``total``). History is the ledger, newest first, each entry
+(the app shows both; their sum is ``total``). History is the ledger, newest first, each entry
 with its balance before and after.
 """
 
@@ -20,7 +20,7 @@ from cpms.provisioning import parse
 from cpms.runtime import Core
 from storage.clients import get_client
 
-#: ``type`` filter: a ledger type, or the app's coarse kinds (seed 002 §6.3)
+#: ``type`` filter: a ledger type, or one of the app's coarse kinds (money in, charging)
 TYPE_GROUPS = {
     "topup": ("topup",),
     "charge": ("charge_reserve", "charge_payment", "charge_debt"),

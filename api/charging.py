@@ -1,4 +1,4 @@
-"""Charging for the app (seed 000 §1–3, 001 §6–7): start, status, stop, history.
+"""Charging for the app: start, status, stop, history.
 
 Handlers check the request and the caller and pass it to the session's actor; the actor does
 the reserving, the charger and the settling.

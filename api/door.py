@@ -1,6 +1,6 @@
 """The REST facade's door: every body, path value and query is read here, within bounds, before a
-handler sees it (STYLE habit 14). What doesn't fit is a 400 with the seed's error body, never a
-500: bodies are UTF-8 JSON objects within :mod:`cpms.jsontext`'s bounds (money exact), path
+handler sees it: parsed once, at the boundary. What doesn't fit is a 400 with the error body,
+never a 500: bodies are UTF-8 JSON objects within :mod:`cpms.jsontext`'s bounds (money exact), path
 values short and free of control characters; query models keep their numbers and dates
 within what the database holds with :mod:`cpms.bounded`'s types."""
 

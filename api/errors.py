@@ -1,4 +1,5 @@
-"""The one place domain errors become HTTP: a status and the seed's JSON error body."""
+"""The one place domain errors become HTTP: a status, and the body
+``{"success": false, "error": <code>, "message": <text>}``."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def error_response(code: str, message: str, status: int, **details: Any) -> Resp
 
 
 def install_error_handlers(app: Quart) -> None:
-    """Register the handlers; every error leaves the app in the seed's shape."""
+    """Register the handlers; every error leaves the app in that one shape."""
 
     @app.errorhandler(CpmsError)
     async def _domain(error: CpmsError) -> Response:

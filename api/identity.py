@@ -1,5 +1,5 @@
 """The calling client, for handlers: verified token → client id, the client record created on
-first use (seed 001 §5: a zero balance, status ``active``)."""
+first use (a zero balance, status ``active``)."""
 
 from __future__ import annotations
 

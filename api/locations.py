@@ -1,4 +1,4 @@
-"""Public map data (seed 001 §3): ``GET /api/v1/locations`` and ``GET /api/v1/locations/{id}``.
+"""Public map data: ``GET /api/v1/locations`` and ``GET /api/v1/locations/{id}``.
 
 Filters: ``location_id``, ``city`` (any case), ``connector_type`` and ``min_power`` (a location
 qualifies, and its stations are listed, when a connector matches), ``include_stations``. Answers

@@ -25,7 +25,7 @@ ERROR = {
     "required": ["success", "error", "message"],
     "properties": {
         "success": {"const": False},
-        "error": {"type": "string", "description": "a code from the seeds, e.g. station_offline"},
+        "error": {"type": "string", "description": "a stable error code, e.g. station_offline"},
         "message": {"type": "string"},
     },
 }
@@ -53,14 +53,14 @@ def _operations() -> list[Op]:
         Op(
             "get",
             "/api/v1/station/status/{station_id}",
-            "A station's live status and connectors (seed 001 §2)",
+            "A station's live status and connectors",
             "stations",
             errors=(404,),
         ),
         Op(
             "get",
             "/api/v1/locations",
-            "Locations with status, counts and, on request, their stations (seed 001 §3)",
+            "Locations with status, counts and, on request, their stations",
             "stations",
             query=LocationsQuery,
             errors=(400,),
@@ -95,7 +95,7 @@ def _operations() -> list[Op]:
         Op(
             "post",
             "/api/v1/charging/start",
-            "Reserve money and ask the charger to start (seed 000 §1, 001 §6)",
+            "Reserve money and ask the charger to start",
             "charging",
             "app",
             body=StartBody,

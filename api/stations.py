@@ -1,4 +1,5 @@
-"""Public station endpoints: ``GET /api/v1/station/status/{id}`` in seed 001 §2's shape."""
+"""Public station endpoints: ``GET /api/v1/station/status/{id}``: the station's status, its
+connectors with type, power and status, and its open sessions."""
 
 from __future__ import annotations
 

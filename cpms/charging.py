@@ -1,4 +1,4 @@
-"""Charging maths, pure: tariffs (with time-of-day rates), limits, the reservation (seed 001 §6),
+"""Charging maths, pure: tariffs (with time-of-day rates), limits, the reservation held at start,
 and a session's running cost.
 
     reservation = energy limit → kWh × rate + session fee
@@ -102,7 +102,8 @@ class Hold:
 
 
 def reservation(limit: Limit, tariff: Tariff, at: datetime) -> Hold:
-    """What to hold for a session (seed 001 §6)."""
+    """What to hold for a session: by its limit, or for a no-limit one as much of the ceiling
+    as the balance covers, at least the minimum."""
     if limit.kind == "energy":
         assert limit.value is not None
         return Hold(round_money(limit.value * tariff.rate_at(at) + tariff.session_fee))

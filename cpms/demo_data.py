@@ -1,6 +1,6 @@
 """A small, realistic network in Bishkek for ``cpms seed-demo``: tariffs in KGS, five locations
 with coordinates, and stations with mixed CCS2 / GBT / Type2 connectors (one with fewer configured
-connectors than physical ones, as seed 001 §4 describes)."""
+connectors than physical ones: an operator may offer only some of a charger's outlets)."""
 
 from __future__ import annotations
 

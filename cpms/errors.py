@@ -1,6 +1,7 @@
-"""The domain error tree: every refusal a user can get, with its seed error code.
+"""The domain error tree: every refusal a user can get, with the error code the app knows.
 
-Each error carries ``code`` (the string the mobile app switches on, from seed 000 "Коды ошибок"),
+Each error carries ``code`` (the string the mobile app switches on: a stable snake_case name such
+as ``insufficient_balance`` or ``station_offline``, never changed once shipped),
 a human ``message`` and optional ``details`` that the REST layer adds to the JSON body
 (``required_amount``/``current_balance`` for ``insufficient_balance``). ``api/errors.py`` is the one
 place that turns these into HTTP status codes; actors and storage raise them and never format

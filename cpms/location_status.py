@@ -1,4 +1,4 @@
-"""Location status (seed 001 §1–2): aggregates station events into ``location_status_update``.
+"""Location status: aggregates station events into ``location_status_update`` messages.
 
 Listens to every ``station_status_update`` on the event bus, keeps each location's stations and
 connectors, and publishes the location's status and counts whenever one of them changes.

@@ -57,7 +57,6 @@ class Settings(BaseSettings):
         None, description="PostgreSQL URL; unset = embedded PostgreSQL in <data dir>/pg"
     )
     db_pool_size: int = Field(10, ge=2, le=200, description="PostgreSQL connections in the pool")
-    redis_url: SecretStr | None = Field(None, description="Redis URL; unset = single node")
     node_id: str = Field("node-1", min_length=1, description="this node's name in a cluster")
 
     admin_token: SecretStr | None = Field(
@@ -130,15 +129,6 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        return value
-
     @property
     def database_dsn(self) -> str | None:
         """The configured PostgreSQL URL, or None for the embedded database."""
@@ -186,4 +176,4 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     return settings
 
 
-_SECRET_FIELDS = {"database_url", "redis_url", "jwt_secret", "admin_token"}
+_SECRET_FIELDS = {"database_url", "jwt_secret", "admin_token"}

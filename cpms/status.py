@@ -1,4 +1,5 @@
-"""The status model of seed 001 §2: connector (OCPP) → station → location. Pure functions."""
+"""The status model: a connector's OCPP status → its station's → its location's, with the
+counts the app shows (available / occupied / out of order). Pure functions."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The one place asyncio lives: an asyncio loop in a dedicated thread, driven from trio.
 
-asyncpg (and later redis-py) are asyncio libraries. Rather than mixing loops, storage owns one
+asyncpg is an asyncio library. Rather than mixing loops, storage owns one
 asyncio event loop in one thread, and trio code awaits coroutine functions on it through
 :meth:`AsyncioBridge.run`. Calls cross with ``loop.call_soon_threadsafe``; results come back
 with ``TrioToken.run_sync_soon``. When the trio caller is cancelled, the asyncio task is

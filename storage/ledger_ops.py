@@ -269,7 +269,7 @@ class Release(_Op):
 @dataclass(frozen=True, slots=True)
 class Capture(_Op):
     """Settle a hold at the actual ``cost``: refund the rest, or charge the overrun from the free
-    balance and record what it can't cover as debt (seed 001 §7)."""
+    balance and record what it can't cover as debt."""
 
     hold_id: UUID
     cost: Decimal

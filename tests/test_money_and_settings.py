@@ -57,7 +57,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert (settings.http_port, settings.ocpp_port) == (8080, 9000)
     assert settings.data_dir == Path(".cpms") and settings.pg_dir == Path(".cpms/pg")
-    assert settings.database_dsn is None and settings.redis_url is None
+    assert settings.database_dsn is None
     assert settings.jwt_audience == "authenticated"
 
 
