@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
@@ -745,12 +745,12 @@ class VirtualChargePoint:
         if self.drop_responses:
             self.stats.events[f"dropped:{action}"] += 1
             return
-        handler = getattr(self, f"_on_{action}", None)
+        handler = self._ANSWERS.get(action)
         if handler is None:
             answer = [4, unique_id, "NotImplemented", f"{action} is not supported", {}]
             after = None
         else:
-            result, after = handler(payload)
+            result, after = handler(self, payload)
             answer = [3, unique_id, result]
         try:
             await ws.send_message(json.dumps(answer))
@@ -989,6 +989,31 @@ class VirtualChargePoint:
 
     def _on_DataTransfer(self, p: Payload) -> tuple[Payload, After]:
         return {"status": "UnknownVendorId"}, None
+
+    #: The central system's commands this charger answers, by action (others: NotImplemented).
+    _ANSWERS: ClassVar[
+        dict[str, Callable[[VirtualChargePoint, Payload], tuple[Payload, After]]]
+    ] = {
+        "RemoteStartTransaction": _on_RemoteStartTransaction,
+        "RemoteStopTransaction": _on_RemoteStopTransaction,
+        "Reset": _on_Reset,
+        "ChangeAvailability": _on_ChangeAvailability,
+        "UnlockConnector": _on_UnlockConnector,
+        "GetConfiguration": _on_GetConfiguration,
+        "ChangeConfiguration": _on_ChangeConfiguration,
+        "ClearCache": _on_ClearCache,
+        "TriggerMessage": _on_TriggerMessage,
+        "ReserveNow": _on_ReserveNow,
+        "CancelReservation": _on_CancelReservation,
+        "SetChargingProfile": _on_SetChargingProfile,
+        "ClearChargingProfile": _on_ClearChargingProfile,
+        "GetCompositeSchedule": _on_GetCompositeSchedule,
+        "GetDiagnostics": _on_GetDiagnostics,
+        "UpdateFirmware": _on_UpdateFirmware,
+        "SendLocalList": _on_SendLocalList,
+        "GetLocalListVersion": _on_GetLocalListVersion,
+        "DataTransfer": _on_DataTransfer,
+    }
 
 
 def _profile_limit(profile: Payload | None, *, dc: bool) -> float | None:
