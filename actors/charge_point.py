@@ -150,7 +150,7 @@ class _Pending:
 
 
 @dataclass
-class _Actor:
+class _StationActor:
     ctx: StationContext
     bus: EventBus
     offline_after: float
@@ -412,7 +412,7 @@ async def run_charge_point(
     else:
         ctx = await StationContext.load(db, station_id, telemetry)
     ctx.registry, ctx.sessions = registry, sessions
-    actor = _Actor(ctx, bus, offline_after)
+    actor = _StationActor(ctx, bus, offline_after)
     address, view = Address(STATION, station_id), actor.snapshot
     if registry is not None:
         registry.show(address, view)
@@ -455,7 +455,7 @@ async def run_charge_point(
             actor.link.release()
 
 
-async def _handle(actor: _Actor, envelope: Envelope[StationMsg]) -> None:
+async def _handle(actor: _StationActor, envelope: Envelope[StationMsg]) -> None:
     match envelope.message:
         case Attach(link):
             await actor.attach(link)

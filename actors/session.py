@@ -46,9 +46,9 @@ from actors.session_messages import (
     ChargerStarted,
     ChargerStopped,
     MeterReading,
-    Refused,
     RfidStart,
     SessionMsg,
+    StartFailed,
     StartRequest,
     StopAnswer,
     StopSession,
@@ -63,7 +63,7 @@ from cpms.events import EventBus
 from cpms.money import MAX_AMOUNT
 from cpms.station_config import StationTariffs
 from storage import Database, Ledger
-from storage import sessions as store
+from storage import sessions as sessions_store
 from storage.stations import get_station
 
 log = structlog.stdlib.get_logger("actors.session")
@@ -132,7 +132,7 @@ class SessionDeps:
 # -- the actor ------------------------------------------------------------------------------------
 
 
-class _Actor:
+class _SessionActor:
     def __init__(
         self, deps: SessionDeps, tasks: trio.Nursery, mailbox: Mailbox[SessionMsg]
     ) -> None:
@@ -226,7 +226,9 @@ class _Actor:
         )
         self.s = s
         await self.reserve(hold.minimum, claim=self._claim(s, "rfid"))
-        attached = await store.attach_transaction(self.deps.db, s.id, start.meter_start, start.at)
+        attached = await sessions_store.attach_transaction(
+            self.deps.db, s.id, start.meter_start, start.at
+        )
         assert attached is not None  # the row was made just now and is open
         s.transaction_id = attached
         s.started_at = start.at
@@ -235,11 +237,11 @@ class _Actor:
         return s.transaction_id
 
     @staticmethod
-    def _claim(s: SessionRecord, origin: str) -> store.SessionClaim:
+    def _claim(s: SessionRecord, origin: str) -> sessions_store.SessionClaim:
         """The session's row, written with its reservation: it takes the connector
         (``connector_occupied`` when an open session has it)."""
         assert s.hold_id is not None
-        return store.SessionClaim(
+        return sessions_store.SessionClaim(
             session_id=s.id,
             client_id=s.client_id,
             station_id=s.station_id,
@@ -256,7 +258,7 @@ class _Actor:
             hold_id=s.hold_id,
         )
 
-    async def reserve(self, minimum: Decimal | None, claim: store.SessionClaim) -> None:
+    async def reserve(self, minimum: Decimal | None, claim: sessions_store.SessionClaim) -> None:
         """Hold the reservation (``s.reserved``; with a ``minimum``, as much of it as the balance
         covers), with the new session's row (``claim``) in the same transaction: refused,
         neither exists. ``s.reserved`` becomes what was held."""
@@ -332,7 +334,7 @@ class _Actor:
         step = sm.decide(s.m, event, self.deps.clock(), self.deps.timings)
         unstarted = s.phase in (Phase.RESERVED, Phase.STARTING)
         ending = unstarted and step.state.phase not in OPEN and s.hold_id is not None
-        if ending and not await store.close_unstarted(self.deps.db, s.id):
+        if ending and not await sessions_store.close_unstarted(self.deps.db, s.id):
             await self._started_from_row()
             await self.apply(event)
             return
@@ -344,7 +346,7 @@ class _Actor:
         session as the row says. False when the row holds no transaction."""
         s = self.s
         assert s is not None
-        row = await store.get(self.deps.db, s.id)
+        row = await sessions_store.get(self.deps.db, s.id)
         if row is None or row["transaction_id"] is None:
             return False
         s.transaction_id, s.started_at = row["transaction_id"], row["started_at"]
@@ -483,7 +485,7 @@ class _Actor:
         if why is not None:
             log.warning("charger command failed", session=str(s.id), why=why)
         if action == "RemoteStartTransaction" and why is not None:
-            await self.mailbox.deliver(Envelope(Refused(why)))
+            await self.mailbox.deliver(Envelope(StartFailed(why)))
         elif action == "RemoteStopTransaction":
             await self.mailbox.deliver(Envelope(StopAnswer(why is None, why)))
 
@@ -510,7 +512,7 @@ class _Actor:
             stop = {"meter_stop_wh": s.meter_stop}
         if s.stopped_at is not None:
             stop["stopped_at"] = s.stopped_at
-        await store.save(
+        await sessions_store.save(
             self.deps.db,
             s.id,
             **stop,
@@ -584,7 +586,7 @@ class _Actor:
                     self.stop_waiters.append(envelope)
                 else:
                     envelope.respond(self.outcome())
-            case Refused(why):
+            case StartFailed(why):
                 if s.phase is Phase.STARTING:
                     s.error = why
                 await self.apply(sm.StartRefused())
@@ -661,9 +663,9 @@ async def run_session(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with trio.open_nursery() as tasks:
-        actor = _Actor(deps, tasks, mailbox)
+        actor = _SessionActor(deps, tasks, mailbox)
         # a new session has no row to look for, on its first start; a restart reads it
-        row = None if new and new.pop() else await store.get(deps.db, session_id)
+        row = None if new and new.pop() else await sessions_store.get(deps.db, session_id)
         if row is not None:  # a restart: rebuild from the row
             if Phase(row["status"]) not in OPEN and not _stop_to_settle_again(row):
                 task_status.started()
@@ -715,7 +717,7 @@ def _stop_to_settle_again(row: dict[str, Any]) -> bool:
     )
 
 
-async def _resume(actor: _Actor) -> None:
+async def _resume(actor: _SessionActor) -> None:
     """After a restart: drive the session from where its row says it stands. The machine's
     deadlines are in the row, so a look at the charger now does the rest (a reserved or
     starting session asks the charger once it is back; a stopping one looks again when due)."""
@@ -723,10 +725,10 @@ async def _resume(actor: _Actor) -> None:
     assert s is not None
     if s.phase is Phase.RESERVED:  # the charger was never asked
         assert s.hold_id is not None
-        hold = await store.hold_status(actor.deps.db, s.hold_id)
+        hold = await sessions_store.hold_status(actor.deps.db, s.hold_id)
         if hold is None:  # a row from before rows and holds were written together
             log.warning("session without a hold dropped on resume", session=str(s.id))
-            await store.forget(actor.deps.db, s.id)
+            await sessions_store.forget(actor.deps.db, s.id)
             s.m = dataclasses.replace(s.m, phase=Phase.CANCELLED)
             return
         if hold != "held":  # given back before "cancelled" was written: the release replays

@@ -65,7 +65,7 @@ class StopSession(Request[dict[str, Any]]):
 
 
 @dataclass(frozen=True, slots=True)
-class Refused:
+class StartFailed:
     """The charger did not take the RemoteStartTransaction (rejected, failed, unanswered)."""
 
     why: str
@@ -131,6 +131,6 @@ SessionMsg = (
     | ChargerStopped
     | Superseded
     | StopSession
-    | Refused
+    | StartFailed
     | StopAnswer
 )

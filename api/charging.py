@@ -22,7 +22,7 @@ from cpms.charging import Limit
 from cpms.errors import Forbidden, InvalidRequest
 from cpms.provisioning import parse
 from cpms.sessions import Sessions
-from storage import sessions as store
+from storage import sessions as sessions_store
 
 
 class StartBody(BaseModel):
@@ -92,7 +92,7 @@ def charging_blueprint(sessions: Sessions, identity: Identity) -> Blueprint:
     async def history() -> Response:
         caller = await identity.client_id()
         query: HistoryQuery = parse_query(HistoryQuery, request.args)
-        rows, total = await store.history(
+        rows, total = await sessions_store.history(
             sessions.deps.db,
             caller,
             limit=query.limit,

@@ -26,7 +26,7 @@ from actors.session_view import session_view, stop_outcome
 from cpms.errors import Forbidden, NotFound
 from cpms.settings import Settings
 from storage import Database
-from storage import sessions as store
+from storage import sessions as sessions_store
 from storage.errors import StorageUnavailable
 
 log = structlog.stdlib.get_logger("cpms.sessions")
@@ -75,7 +75,7 @@ class Sessions:
         return stop_outcome(session_view(row))
 
     async def _owned(self, session_id: uuid.UUID, client_id: uuid.UUID) -> dict[str, Any]:
-        row = await store.get(self.deps.db, session_id)
+        row = await sessions_store.get(self.deps.db, session_id)
         if row is None:
             raise NotFound(f"session {session_id} not found", code="session_not_found")
         if row["client_id"] != client_id:
@@ -86,7 +86,7 @@ class Sessions:
         """Start an actor for every open session that has none (one retired after repeated
         crashes, once its cooldown is over); returns how many were started."""
         started = 0
-        for row in await store.open_sessions(self.deps.db):
+        for row in await sessions_store.open_sessions(self.deps.db):
             if self.deps.registry.lookup(SESSION, str(row["id"])) is not None:
                 continue
             with contextlib.suppress(ChildRetired, ValueError):  # cooling down, or just started
@@ -110,7 +110,7 @@ class Sessions:
         """Start an actor for every open session (after a restart); returns how many. They
         resume on their own: one whose row can't be resumed is logged by the supervisor and
         left for an operator, and never keeps the server from starting."""
-        rows = await store.open_sessions(self.deps.db)
+        rows = await sessions_store.open_sessions(self.deps.db)
         for row in rows:
             self.supervisor.start_child_soon(session_spec(row["id"], self.deps))
         if rows:
@@ -137,4 +137,4 @@ async def open_sessions_report(
     """Every session not ended yet, oldest first, with its age and next deadline (``overdue``
     when that has passed: the session is stuck, or its actor is not running)."""
     now = datetime.now(UTC)
-    return [open_report(row, timings, now) for row in await store.list_open(db, limit)]
+    return [open_report(row, timings, now) for row in await sessions_store.list_open(db, limit)]

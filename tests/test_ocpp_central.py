@@ -19,7 +19,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from actors.charge_point import _Actor
+from actors.charge_point import _StationActor
 from actors.charge_point_handlers import HANDLERS
 from cpms.app import Endpoints, run_server
 from cpms.ocpp.frames import Call, CallResult, parse_frame
@@ -643,12 +643,12 @@ async def test_meter_samples_are_copied_with_their_empty_fields(db: Database) ->
 async def test_a_crashed_station_actor_lets_its_connection_go(
     server: Endpoints, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: _Actor) -> None:
+    def broken(self: _StationActor) -> None:
         raise RuntimeError("a bug in the actor")
 
     async with connect(server.ocpp_url, "CP-1", PASSWORD) as charger:
         assert "currentTime" in await charger.call("Heartbeat", {})
-        monkeypatch.setattr(_Actor, "publish", broken)  # the next status change crashes it
+        monkeypatch.setattr(_StationActor, "publish", broken)  # the next status change crashes it
         status = {"connectorId": 1, "errorCode": "NoError", "status": "Charging"}
         assert await charger.call("StatusNotification", status) == {}  # answered, then crashed
         with trio.fail_after(5), pytest.raises(ConnectionClosed):
