@@ -188,13 +188,21 @@ def _operations() -> list[Op]:
     return ops
 
 
-def _parameters(op: Op) -> list[dict[str, Any]]:
+def _schema(model: type[BaseModel], shared: dict[str, Any]) -> dict[str, Any]:
+    """``model``'s JSON schema, the models it nests moved to the document's components (a
+    ``$ref`` to ``#/$defs/…`` inside an operation resolves nowhere)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    shared.update(schema.pop("$defs", {}))
+    return schema
+
+
+def _parameters(op: Op, shared: dict[str, Any]) -> list[dict[str, Any]]:
     params = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in (part[1:-1] for part in op.path.split("/") if part.startswith("{"))
     ]
     if op.query is not None:
-        schema = op.query.model_json_schema()
+        schema = _schema(op.query, shared)
         for name, prop in schema.get("properties", {}).items():
             params.append({"name": name, "in": "query", "required": False, "schema": prop})
     return params
@@ -202,11 +210,12 @@ def _parameters(op: Op) -> list[dict[str, Any]]:
 
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
+    shared: dict[str, Any] = {"Error": ERROR}
     for op in _operations():
         operation: dict[str, Any] = {
             "summary": op.summary,
             "tags": [op.tag],
-            "parameters": _parameters(op),
+            "parameters": _parameters(op, shared),
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {"schema": OK}}},
                 **{
@@ -225,7 +234,7 @@ def document() -> dict[str, Any]:
         if op.body is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": op.body.model_json_schema()}},
+                "content": {"application/json": {"schema": _schema(op.body, shared)}},
             }
         paths.setdefault(op.path, {})[op.method] = operation
     return {
@@ -233,7 +242,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "cpms", "version": __version__},
         "paths": paths,
         "components": {
-            "schemas": {"Error": ERROR},
+            "schemas": shared,
             "securitySchemes": {
                 "appToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "adminToken": {"type": "http", "scheme": "bearer"},

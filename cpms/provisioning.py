@@ -194,8 +194,22 @@ async def _update(
         await db.execute(f"UPDATE {table} SET {column} = $2 WHERE {key} = $1", ident, value)
 
 
+def _not_emptied(changes: dict[str, Any], *fields: str) -> None:
+    """A patch may leave these out, not set them to null (their columns always hold a value).
+
+    Raises:
+        InvalidRequest: one of them is given as null.
+    """
+    emptied = [name for name in fields if name in changes and changes[name] is None]
+    if emptied:
+        raise InvalidRequest(
+            f"{', '.join(emptied)} can't be empty", code="validation_error", fields=emptied
+        )
+
+
 async def update_station(db: Database, station_id: str, patch: StationPatch) -> None:
     changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
+    _not_emptied(changes, "admin_status", "registration_status", "accept_unknown_tags")
     await _require(db, "locations", changes.get("location_id"), "location_not_found")
     await _require(db, "tariffs", changes.get("tariff_id"), "tariff_not_found")
     if "password" in changes:
@@ -207,6 +221,7 @@ async def update_station(db: Database, station_id: str, patch: StationPatch) -> 
 
 async def update_location(db: Database, location_id: str, patch: LocationPatch) -> None:
     changes = patch.model_dump(exclude_unset=True)
+    _not_emptied(changes, "name", "status")
     await _require(db, "tariffs", changes.get("tariff_id"), "tariff_not_found")
     changes["updated_at"] = datetime.now(UTC)
     await _update(db, "locations", "id", location_id, changes, "location_not_found")
@@ -214,18 +229,14 @@ async def update_location(db: Database, location_id: str, patch: LocationPatch) 
 
 async def update_tariff(db: Database, tariff_id: str, patch: TariffPatch) -> None:
     changes = patch.model_dump(exclude_unset=True)
-    if any(changes.get(k, 0) is None for k in ("price_per_kwh", "session_fee", "name")):
-        raise InvalidRequest(
-            "name, price_per_kwh and session_fee can't be empty", code="validation_error"
-        )
+    _not_emptied(changes, "name", "price_per_kwh", "session_fee")
     changes["updated_at"] = datetime.now(UTC)
     await _update(db, "tariffs", "id", tariff_id, changes, "tariff_not_found")
 
 
 async def update_id_tag(db: Database, id_tag: str, patch: IdTagPatch) -> None:
     changes = patch.model_dump(exclude_unset=True)
-    if "status" in changes and changes["status"] is None:
-        raise InvalidRequest("status can't be empty", code="validation_error")
+    _not_emptied(changes, "status")
     if changes.get("client_id") is not None and not await db.fetchval(
         "SELECT 1 FROM clients WHERE id = $1", changes["client_id"]
     ):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,6 +13,7 @@ import httpx
 import trio
 
 from api.app import create_app
+from api.openapi import document
 from cpms.app import Endpoints, run_server
 from cpms.settings import Settings
 from storage import Database
@@ -46,3 +49,27 @@ async def test_openapi_lists_every_route_and_only_those(
     body = start["requestBody"]["content"]["application/json"]["schema"]
     assert {"station_id", "connector_id", "energy_kwh", "amount_som"} <= set(body["properties"])
     assert start["security"] == [{"appToken": []}]
+
+
+def test_every_reference_in_the_document_resolves() -> None:
+    """A nested model's schema lives in the components, where its ``$ref`` points (it pointed
+    at ``#/$defs/ConnectorIn`` inside an operation, which resolves nowhere)."""
+    spec = document()
+
+    def refs(node: object) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "$ref":
+                    yield str(value)
+                else:
+                    yield from refs(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from refs(item)
+
+    found = list(refs(spec))
+    assert "#/components/schemas/ConnectorIn" in found
+    for ref in found:
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.rsplit("/", 1)[1] in spec["components"]["schemas"], ref
+    assert "$defs" not in json.dumps(spec)

@@ -190,6 +190,12 @@ async def test_admin_rest_provisioning_and_live_changes(
             ("/api/v1/admin/id-tags/CARD-9", {"status": "Accepted"}, 200),
             ("/api/v1/admin/id-tags/NOPE", {"status": "Accepted"}, 404),
             ("/api/v1/admin/locations/LOC-1", {"latitude": 123}, 400),
+            # columns that always hold a value can't be emptied (was a 500: NOT NULL)
+            ("/api/v1/admin/stations/ST-1", {"admin_status": None}, 400),
+            ("/api/v1/admin/stations/ST-1", {"registration_status": None}, 400),
+            ("/api/v1/admin/stations/ST-1", {"accept_unknown_tags": None}, 400),
+            ("/api/v1/admin/locations/LOC-1", {"name": None}, 400),
+            ("/api/v1/admin/locations/LOC-1", {"status": None}, 400),
         ]:
             response = await http.patch(path, json=body)
             assert response.status_code == expected, (path, body, response.text)
