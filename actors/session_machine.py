@@ -33,19 +33,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from cpms.session_status import OPEN as OPEN
+from cpms.session_status import SessionStatus
 
-class Phase(StrEnum):
-    RESERVED = "reserved"
-    STARTING = "starting"
-    CHARGING = "charging"
-    STOPPING = "stopping"
-    SETTLED = "settled"
-    REJECTED = "rejected"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-
-
-OPEN = frozenset({Phase.RESERVED, Phase.STARTING, Phase.CHARGING, Phase.STOPPING})
+#: the machine's phases are the session's stored statuses
+Phase = SessionStatus
 
 
 class Effect(StrEnum):

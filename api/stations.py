@@ -10,6 +10,7 @@ from actors.charge_point import STATION, GetSnapshot
 from cpms.errors import NotFound
 from cpms.runtime import Core
 from cpms.status import station_status
+from storage import sessions as sessions_store
 from storage import stations as store
 
 
@@ -33,14 +34,7 @@ def stations_blueprint(core: Core) -> Blueprint:
             if snapshot is not None:
                 online = snapshot.online
                 live = snapshot.connectors
-        sessions = await core.db.fetch(
-            """SELECT id AS session_id, connector_id, status, energy_kwh, power_kw, started_at
-               FROM charging_sessions
-               WHERE station_id = $1 AND status IN ('reserved', 'starting', 'charging',
-                                                    'stopping')
-               ORDER BY connector_id""",
-            station_id,
-        )
+        sessions = await sessions_store.open_on_station(core.db, station_id)
         shown = [
             {
                 "connector_id": c["connector_id"],

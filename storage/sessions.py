@@ -9,9 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 from cpms.charging import Limit, Tariff, TimeRate
+from cpms.session_status import OPEN_VALUES
 from storage.database import Database, Row
 
-OPEN = ["reserved", "starting", "charging", "stopping"]
+OPEN = OPEN_VALUES
 
 
 _TARIFF_COLUMNS = """t.id, t.price_per_kwh, t.session_fee, t.price_per_minute, t.currency,
@@ -209,6 +210,18 @@ async def open_sessions(db: Database) -> list[Row]:
              AND (status = ANY($1::text[])
                   OR (status = 'settled' AND settled_by = 'last_reading'
                       AND meter_stop_wh IS NOT NULL))""",
+        OPEN,
+    )
+
+
+async def open_on_station(db: Database, station_id: str) -> list[Row]:
+    """The station's sessions not ended yet, by connector (its public status shows them)."""
+    return await db.fetch(
+        """SELECT id AS session_id, connector_id, status, energy_kwh, power_kw, started_at
+           FROM charging_sessions
+           WHERE station_id = $1 AND status = ANY($2::text[])
+           ORDER BY connector_id""",
+        station_id,
         OPEN,
     )
 

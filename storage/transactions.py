@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from cpms.session_status import OPEN_VALUES
 from cpms.timeutil import parse_time
 from storage.database import Database, Row
 
-_OPEN = ("reserved", "starting", "charging", "stopping")
+_OPEN = OPEN_VALUES  # a transaction still open is its session's
 
 
 async def replayed(
