@@ -4,30 +4,28 @@ CPython starts a young (generation 0) collection when *net* allocations pass a t
 server with thousands of idle connections defeats that rule: every message wakes a few tasks
 whose suspended ``await`` chains (coroutines, frames, cells, cancel scopes) are freed and built
 anew, so the count barely moves while the young generation fills with the waiting coroutines of
-every station that spoke recently. The collection that finally runs walks them all (100–150 ms
-with 3,000 chargers at 1,500 msg/s, measured; it grows with the fleet), and each of them is walked
-again in the older generations. Collecting the young generation on a clock does not help: the
-waiting chains are rebuilt with every message (about 150 tracked objects per message are still
-alive 0.1 s later, measured), so a young collection every 0.1 s took 10–45 ms with 10,000
-chargers at 3,000 msg/s.
+every station that spoke recently. The collection that finally runs walks them all, a pause that
+grows with the fleet, and each of them is walked again in the older generations. Collecting the
+young generation on a clock does not help: the waiting chains are rebuilt with every message.
 
-What the server does produce is almost no cyclic garbage (0–11 objects per 30 s under load,
-measured): reference counting frees nearly everything, frozen or not. So the automatic collector
-is turned down to a safety net, and :func:`run_gc_maintenance`:
+What the server does produce is almost no cyclic garbage: reference counting frees nearly
+everything, frozen or not. So the automatic collector is turned down to a safety net, and
+:func:`run_gc_maintenance`:
 
 * every ``every`` seconds freezes whatever is alive (``gc.freeze()`` moves the generations to the
   permanent one without walking them: no pause), so any collection that does run walks at most
   the last ``every`` seconds' survivors, not the whole fleet's state;
-* when the heap (``sys.getallocatedblocks()``: 0.5 ms to count; ``gc.get_freeze_count()`` walks
-  every frozen object, 19 ms for 3 million) has doubled (``growth``) since the last full
-  collection, it unfreezes everything and collects once, then freezes again. Frozen objects that
+* when the heap (``sys.getallocatedblocks()``, cheap to count, unlike ``gc.get_freeze_count()``
+  which walks every frozen object) has doubled (``growth``) since the last full collection, it
+  unfreezes everything and collects once, then freezes again. Frozen objects that
   die are still freed by reference counting, so the heap follows what is alive; what it gains
   beyond that is new connections or cyclic garbage frozen meanwhile (a disconnected charger's
-  connection, say). This is the one pause that grows with the fleet: about 1.6 s with 10,000
-  chargers connected (measured). CPython's own rule waits for a quarter of growth; a quarter
-  came during steady load, right after a fleet had connected, so cpms waits for the heap to
-  double: the pauses come while a fleet connects (when the heap is still small), and the price
-  is at most as much memory again in uncollected cycles.
+  connection, say). This is the one pause that grows with the fleet. CPython's own rule waits
+  for a quarter of growth, which came during steady load right after a fleet had connected, so
+  cpms waits for the heap to double: the pauses come while a fleet connects (when the heap is
+  still small), and the price is at most as much memory again in uncollected cycles.
+
+The figures behind these choices are in ``bench/README.md``.
 
 Pauses over 20 ms are counted and logged; ``/health`` shows them.
 """

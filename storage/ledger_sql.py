@@ -171,8 +171,8 @@ class LedgerCache:
 async def warm_up(conn: asyncpg.Connection) -> None:
     """Run the read and the write once on no rows (the write, its own transaction as always,
     writes nothing): the first real batch on ``conn`` then finds both prepared, their types
-    known and the backend's caches filled (without it, that batch took about 20 ms longer than
-    the next ones). No explicit transaction: asyncpg may hand back a connection whose server
+    known and the backend's caches filled (without it, that batch is the slowest of all). No
+    explicit transaction: asyncpg may hand back a connection whose server
     session ended inside one broken to the pool (MagicStack/asyncpg#1069)."""
     await _read(conn, [])
     await _write(conn, BatchPlan(), {})

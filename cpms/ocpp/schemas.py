@@ -1,4 +1,4 @@
-"""OCPP 1.6 JSON-schema validation, compiled once with fastjsonschema (~6 µs per MeterValues).
+"""OCPP 1.6 JSON-schema validation, compiled once with fastjsonschema (see bench/ocpp_door.py).
 
 The schemas are the ones shipped in the ``ocpp`` package (``ocpp/v16/schemas``). Validation
 errors become the CALLERROR codes of OCPP-J 1.6 §4.2.3, the same way the ``ocpp`` package maps

@@ -7,8 +7,8 @@ one transaction that doesn't wait for the disk (``storage.telemetry``). The mess
 the meter samples, a row per frame and per sampled value, are the bulk of it: each row becomes
 its line of ``COPY`` text as it is recorded, so a flush hands the database one buffer per table.
 The storage loop holds the GIL while it encodes parameters value by value, and the event loop
-waits for it: with samples written as array parameters, the round-trip p99 at 3,000 msg/s was
-25–44 ms, and 7–8 ms with those writes left out (measured). Money never goes this way:
+waits for it (array parameters multiplied the round-trip p99 several times under load; see
+``bench/README.md``). Money never goes this way:
 balances move only through the StorageActor, and a session is billed from StopTransaction's
 meter, not from these samples.
 
