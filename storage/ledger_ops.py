@@ -132,6 +132,13 @@ class _Op(Request[LedgerResult]):
     key: str
 
 
+def _keyed_for_client(op: Credit | Adjust | Reserve | Recharge) -> None:
+    """Check an operation's idempotency key and client id (a frozen dataclass's own fields)."""
+    object.__setattr__(op, "key", _key(op.key))
+    client = parse_uuid(op.client_id, field="client_id", code="invalid_client_id")
+    object.__setattr__(op, "client_id", client)
+
+
 @dataclass(frozen=True, slots=True)
 class Credit(_Op):
     """Money in: a top-up (``topup``, refused for blocked clients) or operator ``adjustment``."""
@@ -144,12 +151,7 @@ class Credit(_Op):
     kind: ClassVar[str] = "credit"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", _key(self.key))
-        object.__setattr__(
-            self,
-            "client_id",
-            parse_uuid(self.client_id, field="client_id", code="invalid_client_id"),
-        )
+        _keyed_for_client(self)
         object.__setattr__(self, "amount", parse_amount(self.amount))
         if self.entry_type not in ("topup", "adjustment"):
             raise InvalidRequest("credit type must be topup or adjustment")
@@ -176,12 +178,7 @@ class Adjust(_Op):
     kind: ClassVar[str] = "adjust"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", _key(self.key))
-        object.__setattr__(
-            self,
-            "client_id",
-            parse_uuid(self.client_id, field="client_id", code="invalid_client_id"),
-        )
+        _keyed_for_client(self)
         object.__setattr__(self, "amount", parse_amount(self.amount, allow_negative=True))
         if not isinstance(self.reason, str) or not self.reason.strip():
             raise InvalidRequest("an adjustment needs a reason", code="validation_error")
@@ -218,12 +215,7 @@ class Reserve(_Op):
     kind: ClassVar[str] = "reserve"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", _key(self.key))
-        object.__setattr__(
-            self,
-            "client_id",
-            parse_uuid(self.client_id, field="client_id", code="invalid_client_id"),
-        )
+        _keyed_for_client(self)
         object.__setattr__(self, "hold_id", parse_uuid(self.hold_id, field="hold_id"))
         if self.session_id is not None:
             object.__setattr__(self, "session_id", parse_uuid(self.session_id, field="session_id"))
@@ -296,12 +288,7 @@ class Recharge(_Op):
     kind: ClassVar[str] = "recharge"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", _key(self.key))
-        object.__setattr__(
-            self,
-            "client_id",
-            parse_uuid(self.client_id, field="client_id", code="invalid_client_id"),
-        )
+        _keyed_for_client(self)
         object.__setattr__(self, "session_id", parse_uuid(self.session_id, field="session_id"))
         amount = parse_amount(self.amount, allow_negative=True, allow_zero=True)
         object.__setattr__(self, "amount", amount)

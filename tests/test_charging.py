@@ -71,8 +71,19 @@ class Rig:
     async def until_status(
         self, session: str, headers: dict[str, str], wanted: str, timeout: float = 10
     ) -> dict[str, Any]:
+        return await self.until_view(session, headers, lambda v: v["status"] == wanted, timeout)
+
+    async def until_view(
+        self,
+        session: str,
+        headers: dict[str, str],
+        check: Callable[[dict[str, Any]], bool],
+        timeout: float = 10,
+    ) -> dict[str, Any]:
+        """The session as the app sees it, once ``check`` holds (the server's own clock runs:
+        a bounded poll of what it answers)."""
         with trio.fail_after(timeout):
-            while (view := await self.status(session, headers))["status"] != wanted:  # noqa: ASYNC110
+            while not check(view := await self.status(session, headers)):  # noqa: ASYNC110
                 await trio.sleep(0.05)
         return view
 
@@ -515,17 +526,18 @@ async def test_reserved_sessions_found_at_start_up(
         )
         return None if value is None else str(value)
 
+    async def until(wanted: list[str | None], timeout: float) -> None:
+        with trio.fail_after(timeout):
+            while [await status(c) for c in (held, given_back, orphan)] != wanted:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+
     endpoints, shutdown = await start_server(nursery, dsn, tmp_path, jwt_secret=SECRET)
-    with trio.fail_after(10):
-        while [await status(c) for c in (given_back, orphan)] != ["cancelled", None]:  # noqa: ASYNC110
-            await trio.sleep(0.05)
-    await trio.sleep(1)
-    assert await status(held) == "reserved"  # its charger is offline: not asked yet
+    # resumed before any charger can connect: asked while offline, the held one would be
+    # rejected at once; it stays reserved, and is asked once its charger is back
+    await until(["reserved", "cancelled", None], timeout=10)
     charger = VirtualChargePoint("CP-1", endpoints.ocpp_url, password=PASSWORD, meter_interval=1)
     async with charger:
-        with trio.fail_after(15):
-            while await status(held) != "charging":  # noqa: ASYNC110
-                await trio.sleep(0.05)
+        await until(["charging", "cancelled", None], timeout=15)
         assert charger.stats.received["RemoteStartTransaction"] == 1
     assert await ledger.balance(client) == D("80.00")
     assert await db.fetchval("SELECT count(*) FROM holds WHERE status = 'held'") == 1
@@ -536,7 +548,7 @@ async def test_an_open_session_without_an_actor_is_found_and_driven(rig: Rig) ->
     """A session whose actor is gone (retired after repeated crashes, or never started) is
     found by the sweeper and driven to its end: here its charger never connects, so its start
     times out and the money comes back."""
-    client, _me = await rig.client("100")
+    client, me = await rig.client("100")
     session = uuid.uuid4()
     now = datetime.now(UTC)
     claim = sessions_store.SessionClaim(
@@ -549,10 +561,5 @@ async def test_an_open_session_without_an_actor_is_found_and_driven(rig: Rig) ->
         session_id=session, claim=claim,
     )  # fmt: skip
     await rig.db.execute("UPDATE charging_sessions SET status = 'starting' WHERE id = $1", session)
-    with trio.fail_after(15):
-        while (  # noqa: ASYNC110
-            await rig.db.fetchval("SELECT status FROM charging_sessions WHERE id = $1", session)
-            != "cancelled"
-        ):
-            await trio.sleep(0.05)
+    await rig.until_status(str(session), me, "cancelled", timeout=15)
     assert await rig.exact(client) == 100

@@ -191,9 +191,7 @@ async def test_a_stop_transaction_that_never_comes_settles_on_the_last_reading_t
         late = stop(tx, 6_700, t0 + timedelta(seconds=70))
         for _ in range(2):  # a charger replaying its queue sends it twice
             assert await cp.call("StopTransaction", late) == {}
-        with trio.fail_after(10):
-            while (view := await rig.status(session, me))["final_cost"] != cost(6_700):  # noqa: ASYNC110
-                await trio.sleep(0.05)
+        await rig.until_view(session, me, lambda v: v["final_cost"] == cost(6_700))
     assert await recharges(rig, session) == [cost(6_500) - cost(6_700)]
     assert await rig.exact(client) == 500 - cost(6_700)
 
