@@ -16,16 +16,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, jsonify, request
 
-from actors.charge_point import STATION, Command, Reload
-from actors.session_messages import SESSION
+from actors import provisioning as prov
+from actors.charge_point.actor import STATION, Command, Reload
+from actors.core import Core
+from actors.session.messages import SESSION
+from actors.session.service import open_sessions_report
+from api.config import ApiConfig
 from api.door import json_object, optional_json_object
-from cpms import provisioning as prov
-from cpms.bounded import RowId
-from cpms.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from cpms.kernel.bounded import RowId
+from cpms.kernel.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from cpms.ocpp import schemas
 from cpms.ocpp.frames import OcppError
-from cpms.runtime import Core
-from cpms.sessions import open_sessions_report, session_timings
 from storage import Database
 from storage import stations as store
 from storage.clients import ensure_client
@@ -134,9 +135,9 @@ def _register(
     bp.add_url_rule(f"/{resource.path}/<ident>", f"update_{name}", update, methods=["PATCH"])
 
 
-def admin_blueprint(core: Core) -> Blueprint:
+def admin_blueprint(core: Core, config: ApiConfig) -> Blueprint:
     bp = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
-    token = core.settings.admin_token
+    token = config.admin_token
 
     @bp.before_request
     async def _guard() -> None:
@@ -147,7 +148,7 @@ def admin_blueprint(core: Core) -> Blueprint:
         given = request.headers.get("Authorization", "")
         if not given.lower().startswith("bearer "):
             raise Unauthorized("Authorization: Bearer <admin token> is required")
-        expected = f"Bearer {token.get_secret_value()}"
+        expected = f"Bearer {token}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise Forbidden("admin token required", code="access_denied")
 
@@ -207,7 +208,7 @@ def admin_blueprint(core: Core) -> Blueprint:
         """Sessions not ended yet, oldest first: state, age, next deadline, ``overdue`` when
         that has passed, and whether an actor is driving it."""
         query = prov.parse(OpenSessionsQuery, dict(request.args))
-        report = await open_sessions_report(core.db, session_timings(core.settings), query.limit)
+        report = await open_sessions_report(core.db, config.timings, query.limit)
         for session in report:
             session["actor"] = core.registry.lookup(SESSION, session["id"]) is not None
         return jsonify({"success": True, "sessions": report})

@@ -6,10 +6,12 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from actors.core import Core
+from actors.session.service import Sessions
 from api.admin import admin_blueprint
-from api.auth import TokenVerifier
 from api.balance import balance_blueprint
 from api.charging import charging_blueprint
+from api.config import ApiConfig
 from api.door import check_path_values
 from api.errors import install_error_handlers
 from api.health import health_blueprint
@@ -18,21 +20,19 @@ from api.jsonio import DecimalJSONProvider
 from api.locations import locations_blueprint
 from api.openapi import openapi_blueprint
 from api.stations import stations_blueprint
-from cpms.runtime import Core
-from cpms.sessions import Sessions
 
 MAX_BODY = 1024 * 1024
 
 
-def create_app(core: Core, sessions: Sessions) -> QuartTrio:
+def create_app(core: Core, sessions: Sessions, config: ApiConfig) -> QuartTrio:
     """Build the REST facade over ``core``; handlers reach actors and storage only through it."""
     app = QuartTrio("cpms")
     app.json = DecimalJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.register_blueprint(health_blueprint(core))
-    app.register_blueprint(admin_blueprint(core))
+    app.register_blueprint(health_blueprint(core, config))
+    app.register_blueprint(admin_blueprint(core, config))
     app.register_blueprint(stations_blueprint(core))
-    identity = Identity(TokenVerifier.from_settings(core.settings), core.db)
+    identity = Identity(config.verifier, core.db)
     app.register_blueprint(balance_blueprint(core, identity))
     app.register_blueprint(charging_blueprint(sessions, identity))
     app.register_blueprint(locations_blueprint(core))

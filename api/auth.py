@@ -25,8 +25,7 @@ import jwt
 import structlog
 import trio
 
-from cpms.errors import Unauthorized
-from cpms.settings import Settings
+from cpms.kernel.errors import Unauthorized
 
 log = structlog.stdlib.get_logger("api.auth")
 
@@ -55,15 +54,6 @@ class TokenVerifier:
         self._fetched_at = -JWKS_TTL
         self._lock = trio.Lock()
         self._verified: dict[str, tuple[UUID, float]] = {}  # token → client, expiry (Unix time)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TokenVerifier:
-        return cls(
-            secret=None if settings.jwt_secret is None else settings.jwt_secret.get_secret_value(),
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            jwks_source=settings.jwt_jwks_url,
-        )
 
     async def client_id(self, authorization: str | None) -> UUID:
         """The client a request's ``Authorization`` header proves, or :class:`Unauthorized`."""

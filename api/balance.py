@@ -13,11 +13,11 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 from quart import Blueprint, Response, jsonify, request
 
+from actors.core import Core
+from actors.provisioning import parse
 from api.identity import Identity
-from cpms.bounded import Offset, Stamp
-from cpms.errors import Forbidden
-from cpms.provisioning import parse
-from cpms.runtime import Core
+from cpms.kernel.bounded import Offset, Stamp
+from cpms.kernel.errors import Forbidden
 from storage.clients import get_client
 
 #: ``type`` filter: a ledger type, or one of the app's coarse kinds (money in, charging)

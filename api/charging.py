@@ -12,16 +12,16 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from quart import Blueprint, Response, jsonify, request
 
-from actors.session_messages import StartRequest
-from actors.session_view import session_view
+from actors.provisioning import parse
+from actors.session.messages import StartRequest
+from actors.session.service import Sessions
+from actors.session.view import session_view
 from api.balance import parse_query
 from api.door import json_object
 from api.identity import Identity
-from cpms.bounded import Offset, Stamp
-from cpms.charging import Limit
-from cpms.errors import Forbidden, InvalidRequest
-from cpms.provisioning import parse
-from cpms.sessions import Sessions
+from cpms.kernel.bounded import Offset, Stamp
+from cpms.kernel.charging import Limit
+from cpms.kernel.errors import Forbidden, InvalidRequest
 from storage import sessions as sessions_store
 
 

@@ -1,8 +1,8 @@
 """The REST facade's door: every body, path value and query is read here, within bounds, before a
 handler sees it: parsed once, at the boundary. What doesn't fit is a 400 with the error body,
-never a 500: bodies are UTF-8 JSON objects within :mod:`cpms.jsontext`'s bounds (money exact), path
-values short and free of control characters; query models keep their numbers and dates
-within what the database holds with :mod:`cpms.bounded`'s types."""
+never a 500: bodies are UTF-8 JSON objects within :mod:`cpms.kernel.jsontext`'s bounds (money
+exact), path values short and free of control characters; query models keep their numbers and
+dates within what the database holds with :mod:`cpms.kernel.bounded`'s types."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 from quart import request
 
-from cpms import jsontext
-from cpms.errors import InvalidRequest
+from cpms.kernel import jsontext
+from cpms.kernel.errors import InvalidRequest
 
 #: The longest identifier a path may carry (station ids are at most 64 characters).
 MAX_PATH_VALUE = 128

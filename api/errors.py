@@ -9,8 +9,8 @@ import structlog
 from quart import Quart, Response, jsonify
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from actors import ActorError, AskTimeout
-from cpms.errors import (
+from actors.runtime import ActorError, AskTimeout
+from cpms.kernel.errors import (
     Conflict,
     CpmsError,
     Forbidden,

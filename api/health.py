@@ -7,13 +7,14 @@ import time
 import trio
 from quart import Blueprint, Response, jsonify
 
+from actors.core import Core
+from actors.ledger import STORAGE_ADDRESS
+from api.config import ApiConfig
 from cpms import __version__
-from cpms.gc_tuning import STATS as GC
-from cpms.runtime import Core
-from storage import STORAGE_ADDRESS
+from cpms.kernel.gc_tuning import STATS as GC
 
 
-def health_blueprint(core: Core) -> Blueprint:
+def health_blueprint(core: Core, config: ApiConfig) -> Blueprint:
     bp = Blueprint("health", __name__)
     started = time.monotonic()
 
@@ -29,12 +30,12 @@ def health_blueprint(core: Core) -> Blueprint:
                 "success": ok,
                 "status": "ok" if ok else "degraded",
                 "version": __version__,
-                "node": core.settings.node_id,
+                "node": config.node_id,
                 "uptime_s": round(time.monotonic() - started, 1),
                 "database": {
                     "ok": db_ok,
                     "latency_ms": latency_ms,
-                    "embedded": core.settings.database_url is None,
+                    "embedded": config.embedded_database,
                     "pool_size": core.db.pool_size,
                 },
                 "gc": {

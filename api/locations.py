@@ -15,10 +15,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 from quart import Blueprint, Response, jsonify, request
 
+from actors.core import Core
 from api.balance import parse_query
-from cpms.errors import NotFound
-from cpms.runtime import Core
-from cpms.status import IN_USE, location_status, station_status
+from cpms.kernel.errors import NotFound
+from cpms.kernel.status import IN_USE, location_status, station_status
 
 CACHE_SECONDS = 30.0
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, jsonify
 
-from actors import ActorError
-from actors.charge_point import STATION, GetSnapshot
-from cpms.errors import NotFound
-from cpms.runtime import Core
-from cpms.status import station_status
+from actors.charge_point.actor import STATION, GetSnapshot
+from actors.core import Core
+from actors.runtime import ActorError
+from cpms.kernel.errors import NotFound
+from cpms.kernel.status import station_status
 from storage import sessions as sessions_store
 from storage import stations as store
 

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import trio
 
-from actors import Intensity, Registry, run_supervisor
+from actors.ledger import Ledger, storage_actor_spec
+from actors.runtime import Intensity, Registry, run_supervisor
+from cpms.kernel.money import round_money
 from cpms.logs import configure_logging
-from cpms.money import round_money
-from storage import Ledger, open_storage, storage_actor_spec
+from storage import open_storage
 from storage.clients import ensure_client
 
 

@@ -50,8 +50,9 @@ def token(client: uuid.UUID) -> dict[str, str]:
 
 
 async def provision(data: Path, stations: int, probes: int, clients: list[uuid.UUID]) -> None:
-    from actors import Intensity, Registry, run_supervisor
-    from storage import Ledger, open_storage, storage_actor_spec
+    from actors.ledger import Ledger, storage_actor_spec
+    from actors.runtime import Intensity, Registry, run_supervisor
+    from storage import open_storage
     from storage.clients import ensure_client
 
     async with open_storage(database_url=None, pg_dir=data / "pg") as db:

@@ -1,3 +1,3 @@
-from cpms.cli import main
+from cpms.cli.main import main
 
 raise SystemExit(main())

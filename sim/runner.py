@@ -21,7 +21,7 @@ import trio
 from rich.console import Console
 from rich.live import Live
 
-from cpms.gc_tuning import run_gc_maintenance, tune_gc
+from cpms.kernel.gc_tuning import run_gc_maintenance, tune_gc
 from sim.fleet import Fleet, FleetOptions
 from sim.report import live_view
 from sim.stats import Stats
@@ -72,7 +72,7 @@ async def run_local(
     await check_reachable(options.url)
     fleet = Fleet(options)
     began = trio.current_time()
-    # thousands of idle connections: the same collector pacing as the server (cpms.gc_tuning)
+    # thousands of idle connections: the same collector pacing as the server (cpms.kernel.gc_tuning)
     tune_gc(True)
     done = trio.Event()
     async with trio.open_nursery() as nursery:

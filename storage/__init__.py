@@ -1,9 +1,12 @@
-"""PostgreSQL storage: the asyncio bridge, migrations, reads, and the StorageActor.
+"""PostgreSQL storage: the asyncio bridge, migrations, and every SQL statement of cpms.
 
 :func:`open_storage` is the door: it starts the embedded PostgreSQL when no URL is configured,
 connects the pool on the storage loop, applies pending migrations and yields the
-:class:`Database`. The StorageActor (``storage_actor_spec``) is started by the caller under its
-supervisor, and :class:`Ledger` wraps it for everyone who moves money.
+:class:`Database`. Each aggregate has its repository module (``clients``, ``ledger_sql``,
+``sessions``, ``transactions``, ``stations``, ``tariffs``, ``telemetry``): functions taking the
+database and plain values. The ledger's single writer, the StorageActor, is a domain actor
+(:mod:`actors.ledger`) that applies its batches with :mod:`storage.ledger_sql`. Storage imports
+only the domain kernel.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from pathlib import Path
 
 from storage.database import Database, Row, open_database
 from storage.embedded import open_embedded_postgres
-from storage.ledger import Discrepancy, Ledger
 from storage.ledger_ops import (
     Adjust,
     Capture,
@@ -27,27 +29,21 @@ from storage.ledger_ops import (
     Reserve,
 )
 from storage.migrate import migrate
-from storage.storage_actor import STORAGE_ADDRESS, StorageHooks, storage_actor_spec
 
 __all__ = [
-    "STORAGE_ADDRESS",
     "Adjust",
     "Capture",
     "Credit",
     "Database",
-    "Discrepancy",
     "Entry",
-    "Ledger",
     "LedgerOp",
     "LedgerResult",
     "Recharge",
     "Release",
     "Reserve",
     "Row",
-    "StorageHooks",
     "migrate",
     "open_storage",
-    "storage_actor_spec",
 ]
 
 

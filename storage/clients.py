@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from cpms.errors import InvalidRequest, NotFound
+from cpms.kernel.errors import InvalidRequest, NotFound
 from storage.database import Database, Row
 
 ClientStatus = Literal["active", "blocked", "pending_deletion"]

@@ -5,7 +5,7 @@
     ├── MigrationError       a migration failed or an applied one was edited
     └── LedgerFailure        the database refused a ledger write (a bug, not bad input)
 
-Domain refusals (unknown client, insufficient balance, bad amount) are ``cpms.errors`` types.
+Domain refusals (unknown client, insufficient balance, bad amount) are ``cpms.kernel.errors`` types.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from decimal import Decimal
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-from actors import Request
-from cpms.errors import InvalidRequest
-from cpms.money import parse_amount
+from cpms.kernel.errors import InvalidRequest
+from cpms.kernel.messages import Request
+from cpms.kernel.money import parse_amount
 from storage.sessions import SessionClaim
 
 EntryType = Literal[

@@ -14,7 +14,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 from uuid import UUID
 
-from cpms.errors import Conflict, CpmsError, Forbidden, InsufficientBalance, NotFound
+from cpms.kernel.errors import Conflict, CpmsError, Forbidden, InsufficientBalance, NotFound
 from storage.errors import LedgerFailure
 from storage.ledger_ops import (
     Adjust,

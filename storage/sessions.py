@@ -8,8 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from cpms.charging import Limit, Tariff, TimeRate
-from cpms.session_status import OPEN_VALUES
+from cpms.kernel.charging import Limit, Tariff, TimeRate
+from cpms.kernel.session_status import OPEN_VALUES
 from storage.database import Database, Row
 
 OPEN = OPEN_VALUES

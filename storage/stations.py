@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from cpms.errors import Conflict, InvalidRequest, NotFound
-from cpms.timeutil import parse_time
+from cpms.kernel.errors import Conflict, InvalidRequest, NotFound
+from cpms.kernel.timeutil import parse_time
 from storage.database import Database, Row
 
 

@@ -1,4 +1,4 @@
-"""Writing a telemetry flush (``cpms.ocpp.telemetry``): runs on the storage loop."""
+"""Writing a telemetry flush (``actors.charge_point.telemetry``): runs on the storage loop."""
 
 from __future__ import annotations
 

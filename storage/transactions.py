@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from cpms.session_status import OPEN_VALUES
-from cpms.timeutil import parse_time
+from cpms.kernel.session_status import OPEN_VALUES
+from cpms.kernel.timeutil import parse_time
 from storage.database import Database, Row
 
 _OPEN = OPEN_VALUES  # a transaction still open is its session's

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import trio
 
-from actors import Intensity, Registry, Supervisor, run_supervisor
-from cpms.app import Endpoints
+from actors.ledger import Ledger, StorageHooks, storage_actor_spec
+from actors.runtime import Intensity, Registry, Supervisor, run_supervisor
 from cpms.logs import configure_logging
-from storage import Database, Ledger, StorageHooks, migrate, storage_actor_spec
+from cpms.server.app import Endpoints
+from storage import Database, migrate
 from storage.database import open_database
 from tests.ocpp_server import ADMIN, provision, start_server
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import (
+from actors.runtime import (
     ActorCrashed,
     ActorUnavailable,
     Address,
@@ -28,7 +28,7 @@ from actors import (
     SupervisorEscalation,
     run_supervisor,
 )
-from cpms.errors import InvalidRequest
+from cpms.kernel.errors import InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)

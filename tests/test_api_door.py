@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from cpms.app import Endpoints
+from cpms.server.app import Endpoints
 from storage import Database
 from tests.ocpp_server import ADMIN, provision, start_server
 from tests.tokens import SECRET, bearer, hs256

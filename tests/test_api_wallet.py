@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from api.auth import TokenVerifier
-from cpms.errors import Unauthorized
+from cpms.kernel.errors import Unauthorized
 from storage import Database
 from tests.conftest import start_ledger
 from tests.ocpp_server import ADMIN, start_server

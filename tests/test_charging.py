@@ -14,12 +14,13 @@ import httpx
 import pytest
 import trio
 
-from actors.session_messages import hold_for, session_tag
-from cpms import provisioning as prov
-from cpms.app import Endpoints
-from cpms.charging import Limit
+from actors import provisioning as prov
+from actors.ledger import Ledger
+from actors.session.messages import hold_for, session_tag
+from cpms.kernel.charging import Limit
+from cpms.server.app import Endpoints
 from sim.charger import VirtualChargePoint
-from storage import Database, Ledger
+from storage import Database
 from storage import sessions as sessions_store
 from storage.clients import ensure_client
 from tests.conftest import start_ledger

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from cpms import provisioning as prov
+from actors import provisioning as prov
 from sim.charger import VirtualChargePoint
 from storage import open_storage
 from tests.test_cli import clean_env, cpms, free_port, serve, stop, wait_healthy

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import trio
 
-from actors.session_messages import hold_for, session_tag
-from cpms.cli import main
+from actors.session.messages import hold_for, session_tag
+from cpms.cli.main import main
 from storage import open_database
 from tests.ocpp_server import provision
 

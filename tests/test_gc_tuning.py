@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from cpms.gc_tuning import SAFETY_THRESHOLD, STATS, run_gc_maintenance, tune_gc
+from cpms.kernel.gc_tuning import SAFETY_THRESHOLD, STATS, run_gc_maintenance, tune_gc
 
 
 class Node:

@@ -10,8 +10,8 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from cpms.charging import Limit
-from cpms.errors import (
+from cpms.kernel.charging import Limit
+from cpms.kernel.errors import (
     Conflict,
     CpmsError,
     Forbidden,

@@ -20,8 +20,9 @@ import pytest
 import trio
 import trio.lowlevel
 
-from cpms.errors import CpmsError
-from storage import Database, LedgerOp, LedgerResult, StorageHooks
+from actors.ledger import StorageHooks
+from cpms.kernel.errors import CpmsError
+from storage import Database, LedgerOp, LedgerResult
 from storage.clients import ensure_client
 from storage.ledger_ops import Adjust, Capture, Credit, Release, Reserve
 from tests.conftest import start_ledger

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpms.charging import Limit
-from cpms.errors import Conflict, InsufficientBalance
+from cpms.kernel.charging import Limit
+from cpms.kernel.errors import Conflict, InsufficientBalance
 from storage.ledger_ops import Capture, Credit, LedgerResult, Release, Reserve
 from storage.ledger_plan import ClientState, LedgerState, plan_batch, settlement
 from storage.sessions import SessionClaim

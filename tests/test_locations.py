@@ -10,8 +10,8 @@ import httpx
 import pytest
 import trio
 
-from cpms.app import Endpoints, run_server
-from cpms.demo_data import seed_demo
+from cpms.cli.demo_data import seed_demo
+from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from sim.charger import VirtualChargePoint
 from storage import Database

@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cpms.charging import Meter, Plausibility, Tariff, Verdict
+from cpms.kernel.charging import Meter, Plausibility, Tariff, Verdict
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 TARIFF = Tariff("T", Decimal("12.50"), session_fee=Decimal("5"))

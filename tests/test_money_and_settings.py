@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cpms.errors import InvalidRequest
-from cpms.money import parse_amount, round_money
+from cpms.kernel.errors import InvalidRequest
+from cpms.kernel.money import parse_amount, round_money
 from cpms.settings import SettingsError, load_settings
 
 D = Decimal

@@ -19,13 +19,13 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from actors.charge_point import _StationActor
-from actors.charge_point_handlers import HANDLERS
-from cpms.app import Endpoints, run_server
+from actors.charge_point.actor import _StationActor
+from actors.charge_point.handlers import HANDLERS
+from actors.charge_point.listener import LoginThrottle
+from actors.charge_point.telemetry import Telemetry
 from cpms.ocpp.frames import Call, CallResult, parse_frame
-from cpms.ocpp.listener import LoginThrottle
 from cpms.ocpp.meter import parse_samples
-from cpms.ocpp.telemetry import Telemetry
+from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from storage import Database
 from storage import stations as store

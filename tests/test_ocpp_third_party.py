@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import trio
 
-from cpms.app import Endpoints, run_server
-from cpms.passwords import hash_password
+from cpms.kernel.passwords import hash_password
+from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from storage import Database
 from storage import stations as store

@@ -14,16 +14,16 @@ import trio
 
 from api.app import create_app
 from api.openapi import document
-from cpms.app import Endpoints, run_server
+from cpms.server.app import Endpoints, api_config, run_server
 from cpms.settings import Settings
 from storage import Database
 
 
 def served_routes(settings: Settings) -> set[tuple[str, str]]:
     # Building the app only wires blueprints, so stand-ins for the core will do.
-    core: Any = SimpleNamespace(settings=settings, db=None, ledger=None, bus=None, registry=None)
+    core: Any = SimpleNamespace(db=None, ledger=None, bus=None, registry=None)
     routes = set()
-    for rule in create_app(core, SimpleNamespace()).url_map.iter_rules():  # type: ignore[arg-type]
+    for rule in create_app(core, SimpleNamespace(), api_config(settings)).url_map.iter_rules():  # type: ignore[arg-type]
         if rule.endpoint == "static":
             continue
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import trio
 
-from cpms.app import Endpoints, run_server
-from cpms.cli import main
+from cpms.cli.main import main
+from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from storage import Database
 from storage import stations as store

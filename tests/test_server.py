@@ -8,7 +8,7 @@ import httpx
 import pytest
 import trio
 
-from cpms.app import Endpoints, run_server
+from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 
 

@@ -19,8 +19,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from actors import session_machine as sm
-from actors.session_machine import OPEN, Effect, Phase, SettledBy, State
+from actors.session import machine as sm
+from actors.session.machine import OPEN, Effect, Phase, SettledBy, State
 
 T = sm.Timings(start_timeout=600, max_duration=12 * 3600, offline_grace=600, offline_check=30)
 T0 = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)

@@ -16,17 +16,18 @@ import pytest
 import trio
 import trio.testing
 
-from actors import ChildSpec, Registry, Restart, Supervisor, run_supervisor
-from actors._address import Address
-from actors._mailbox import Mailbox
-from actors.charge_point import STATION, Command, Snapshot
-from actors.session import SessionDeps, Timings, session_spec
-from actors.session_messages import Begin, ChargerStarted, MeterReading, SessionMsg, StartRequest
-from cpms import provisioning as prov
-from cpms.charging import Limit
-from cpms.events import EventBus
-from cpms.station_config import StationTariffs
-from storage import Database, Ledger, storage_actor_spec
+from actors import provisioning as prov
+from actors.charge_point.actor import STATION, Command, Snapshot
+from actors.charge_point.config import StationTariffs
+from actors.ledger import Ledger, storage_actor_spec
+from actors.runtime import ChildSpec, Registry, Restart, Supervisor, run_supervisor
+from actors.runtime._address import Address
+from actors.runtime._mailbox import Mailbox
+from actors.session.actor import SessionDeps, Timings, session_spec
+from actors.session.messages import Begin, ChargerStarted, MeterReading, SessionMsg, StartRequest
+from cpms.kernel.charging import Limit
+from cpms.kernel.events import EventBus
+from storage import Database
 from storage.clients import ensure_client
 from tests.ocpp_server import provision
 

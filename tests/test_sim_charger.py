@@ -8,8 +8,8 @@ from typing import Any
 
 import trio
 
-from cpms.app import Endpoints
 from cpms.ocpp import schemas
+from cpms.server.app import Endpoints
 from sim.charger import VirtualChargePoint
 from sim.curve import Vehicle
 from storage import Database

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from cpms.app import Endpoints, run_server
+from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from sim.drivers import DriverOptions
 from sim.fleet import Fleet, FleetOptions

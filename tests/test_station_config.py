@@ -11,7 +11,10 @@ from typing import Any, cast
 
 import trio
 
-from actors import (
+from actors import provisioning as prov
+from actors.charge_point.actor import STATION, Reload
+from actors.charge_point.config import StationTariffs, run_config_watch
+from actors.runtime import (
     Address,
     ChildSpec,
     Intensity,
@@ -21,9 +24,6 @@ from actors import (
     Supervisor,
     run_supervisor,
 )
-from actors.charge_point import STATION, Reload
-from cpms import provisioning as prov
-from cpms.station_config import StationTariffs, run_config_watch
 from storage import Database
 from tests.ocpp_server import provision
 

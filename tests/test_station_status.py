@@ -8,13 +8,19 @@ import pytest
 import trio
 import trio.testing
 
-from actors import Registry, Supervisor, run_supervisor
-from actors.charge_point import Attach, GetSnapshot, Refusal, charge_point_spec, shown_snapshot
-from cpms.events import EventBus
-from cpms.location_status import run_location_status
+from actors.charge_point.actor import (
+    Attach,
+    GetSnapshot,
+    Refusal,
+    charge_point_spec,
+    shown_snapshot,
+)
+from actors.charge_point.telemetry import Telemetry
+from actors.location_status import run_location_status
+from actors.runtime import Registry, Supervisor, run_supervisor
+from cpms.kernel.events import EventBus
+from cpms.kernel.status import location_status, station_status
 from cpms.ocpp.frames import Call, Frame, parse_frame
-from cpms.ocpp.telemetry import Telemetry
-from cpms.status import location_status, station_status
 from storage import Database
 from storage import stations as store
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import simplejson
 
-from cpms import jsontext
+from cpms.kernel import jsontext
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 MAX_UNIQUE_ID = 36
@@ -147,8 +147,8 @@ def _representable(value: object) -> bool:
 
 
 def parse_frame(text: str | bytes) -> Frame:
-    """Parse one WebSocket message: JSON within :mod:`cpms.jsontext`'s bounds, with strings that
-    UTF-8 text can hold, in the shape of an OCPP-J frame.
+    """Parse one WebSocket message: JSON within :mod:`cpms.kernel.jsontext`'s bounds, with strings
+    that UTF-8 text can hold, in the shape of an OCPP-J frame.
 
     Raises:
         OcppError: not JSON or not an OCPP-J frame (FormationViolation, ProtocolError,

@@ -8,8 +8,8 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from cpms.kernel.timeutil import parse_time
 from cpms.ocpp.frames import OcppError
-from cpms.timeutil import parse_time
 
 ENERGY = "Energy.Active.Import.Register"
 #: A sampled value's size: below 10^15 (a kWh register in Wh still fits a bigint) and no finer

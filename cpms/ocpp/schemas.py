@@ -18,8 +18,8 @@ from typing import Any
 
 import fastjsonschema
 
+from cpms.kernel.timeutil import parse_time
 from cpms.ocpp.frames import ErrorCode, OcppError
-from cpms.timeutil import parse_time
 
 Validator = Callable[[Any], Any]
 

@@ -1,0 +1,417 @@
+"""The OCPP WebSocket listener: ``ws://host:port/<prefix>/<station_id>``, subprotocol ``ocpp1.6``.
+
+Per connection: check the path and the subprotocol, authenticate the station (HTTP Basic with
+its own password, security profile 1; TLS when configured, profile 2), find or start its
+ChargePointActor and attach the connection to it: the actor reads it from then on, and the
+connection's task only waits for the actor to let it go. Each frame is size-checked,
+rate-limited and parsed by the link (:meth:`_Link.screen`); a bad one gets its CALLERROR and the
+connection goes on. Treatment of abuse:
+
+* a handshake without ``ocpp1.6`` → HTTP 400; an unknown station → 404 (unless auto-registration
+  is on); a wrong or missing password → 401; too many wrong ones lately (:class:`LoginThrottle`)
+  → 429; a station whose actor is retired after repeated crashes → 503. Each is logged.
+* a frame over ``max_frame`` bytes (UTF-8, as on the wire) → CALLERROR FormationViolation;
+  over the WebSocket limit (4 × ``max_frame``) → the connection is closed with 1009; a text
+  frame that is not UTF-8 → closed with 1007 (:mod:`cpms.ocpp.websocket_close`).
+* more than ``rate`` frames/s sustained (bucket of ``burst``) → CALLERROR GenericError for the
+  excess; a sustained flood (refusals piling up to ten times the rate, see :class:`_Bucket`)
+  closes the connection with 1008. The first answer
+  (CALLRESULT or CALLERROR) after each CALL of ours is let through whatever the rate: the
+  server asked for it, and one CALL is outstanding at a time, so answers can't flood.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import contextlib
+import hashlib
+import hmac
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import structlog
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    Endpoint,
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+)
+
+from actors.charge_point.actor import (
+    STATION,
+    Attach,
+    Detach,
+    Refusal,
+    StationMsg,
+    charge_point_spec,
+)
+from actors.charge_point.telemetry import Telemetry
+from actors.runtime import ActorRef, ActorUnavailable, ChildRetired, Registry, Supervisor
+from actors.session.messages import RfidSessions
+from cpms.kernel.errors import Conflict
+from cpms.kernel.events import EventBus
+from cpms.kernel.passwords import verify_password
+from cpms.ocpp import websocket_close
+from cpms.ocpp.frames import CallError, Frame, OcppError, parse_frame, unique_id_hint
+from storage import Database
+from storage import stations as store
+from storage.errors import StorageUnavailable
+
+OCPP_SUBPROTOCOL = "ocpp1.6"
+STATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+log = structlog.stdlib.get_logger("cpms.ocpp")
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    prefix: str = "/ws"
+    auto_register: bool = False
+    offline_after: float = 300.0
+    max_frame: int = 65536
+    rate: float = 20.0
+    burst: int = 100
+
+
+class LoginThrottle:
+    """Failed station logins, counted per station and per address: past ``limit`` failures
+    within ``window`` seconds for either, a password that would need checking is refused (429)
+    until the window has passed. Each check is a deliberately slow scrypt; unthrottled, sixty
+    wrong guesses delayed a bystander's heartbeat by half a second. A charger whose password
+    was accepted before is let in all the same (its check is cached and costs nothing), so an
+    attacker can't lock a station out."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._failures: dict[str, collections.deque[float]] = {}
+
+    def retry_after(self, *keys: str) -> float:
+        """Seconds until attempts for ``keys`` are checked again (0: now)."""
+        now, wait = trio.current_time(), 0.0
+        for key in keys:
+            times = self._failures.get(key)
+            while times and now - times[0] > self.window:
+                times.popleft()
+            if times is not None and len(times) >= self.limit:
+                wait = max(wait, times[0] + self.window - now)
+        return wait
+
+    def failed(self, *keys: str) -> None:
+        if len(self._failures) > 100_000:  # bounded: forget what has aged out
+            now = trio.current_time()
+            self._failures = {
+                k: t for k, t in self._failures.items() if t and now - t[-1] <= self.window
+            }
+        for key in keys:
+            self._failures.setdefault(key, collections.deque()).append(trio.current_time())
+
+
+class Throttled(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many failed logins; retry in {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class CentralSystem:
+    """What the listener needs to reach stations."""
+
+    db: Database
+    registry: Registry
+    supervisor: Supervisor
+    bus: EventBus
+    telemetry: Telemetry
+    config: ListenerConfig
+    #: bills card transactions (None: a central system without sessions, in tests)
+    sessions: RfidSessions | None = None
+    #: station → (stored hash, SHA-256 of the password it accepted): a reconnect storm must not
+    #: cost one scrypt per charger; a changed stored hash invalidates the entry.
+    verified: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    #: one password check at a time: a flood of guesses can't take every core
+    hashing: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(1))
+
+    async def password_ok(self, station_id: str, password: str, stored: str, remote: str) -> bool:
+        """Whether ``password`` is the station's.
+
+        Raises:
+            Throttled: too many failures for this station or from ``remote`` lately.
+        """
+        digest = hashlib.sha256(password.encode()).digest()
+        known = self.verified.get(station_id)
+        if known is not None and known[0] == stored and hmac.compare_digest(known[1], digest):
+            return True
+        keys = (f"station:{station_id}", f"ip:{remote}")
+        wait = self.throttle.retry_after(*keys)
+        if wait:
+            raise Throttled(wait)
+        if not await trio.to_thread.run_sync(
+            verify_password, password, stored, limiter=self.hashing
+        ):
+            self.throttle.failed(*keys)
+            return False
+        self.verified[station_id] = (stored, digest)
+        return True
+
+    async def actor_for(self, station_id: str) -> ActorRef[StationMsg]:
+        ref = self.registry.lookup(STATION, station_id)
+        if ref is not None:
+            return ref
+        try:
+            return await self.supervisor.start_child(
+                charge_point_spec(
+                    station_id,
+                    db=self.db,
+                    bus=self.bus,
+                    offline_after=self.config.offline_after,
+                    telemetry=self.telemetry,
+                    registry=self.registry,
+                    sessions=self.sessions,
+                )
+            )
+        except ValueError:  # started by a concurrent connection a moment ago
+            return self.registry.get(STATION, station_id)
+
+
+class _Link:
+    """A WebSocket as a ChargePointActor's ChargerLink."""
+
+    def __init__(self, ws: WebSocketConnection, station: str, config: ListenerConfig) -> None:
+        self.ws, self.station, self.config = ws, station, config
+        self.bucket = _Bucket(config.rate, config.burst)
+        self.released = trio.Event()
+        #: a CALL of ours was sent and no answer-looking frame has come since
+        self.asked = False
+
+    async def receive(self) -> str | bytes | None:
+        try:
+            return await self.ws.get_message()
+        except ConnectionClosed:
+            return None
+
+    def screen(self, text: str | bytes) -> Frame | Refusal:
+        answer = (
+            self.asked and _ANSWER.match(text[:16] if isinstance(text, str) else "") is not None
+        )
+        if answer:
+            self.asked = False
+        if not answer and not self.bucket.take():
+            if self.bucket.excess > self.config.rate * 10:
+                log.warning("charger flooding, closing", station=self.station)
+                return Refusal(close=(1008, "message rate exceeded"))
+            hint = unique_id_hint(text if isinstance(text, str) else "")
+            reply = CallError(hint, "GenericError", "message rate exceeded")
+            return Refusal(reply.encode())
+        size = _size(text, self.config.max_frame)
+        if size > self.config.max_frame:
+            log.warning("frame too large", station=self.station, size=size)
+            hint = unique_id_hint(text[:200] if isinstance(text, str) else "")
+            reply = CallError(hint, "FormationViolation", "frame too large")
+            return Refusal(reply.encode())
+        try:
+            return parse_frame(text)
+        except OcppError as error:
+            log.info("bad frame", station=self.station, code=error.code, why=error.description)
+            return Refusal(error.frame().encode())
+
+    async def send(self, text: str) -> None:
+        if text.startswith("[2,"):  # our CALLs are compact (cpms.ocpp.frames)
+            self.asked = True
+        try:
+            await self.ws.send_message(text)
+        except ConnectionClosed as exc:
+            raise trio.BrokenResourceError("charger connection closed") from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.aclose(code, reason)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+_ANSWER = re.compile(r"\s*\[\s*[34]\s*,")
+
+
+def _size(text: str | bytes, limit: int) -> int:
+    """The frame's size in bytes on the wire (a character is up to 4 of them); encoded only when
+    its length in characters leaves the answer open."""
+    if isinstance(text, bytes) or len(text) * 4 <= limit or len(text) > limit:
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+class _Bucket:
+    """A token bucket (``rate`` per second, up to ``burst``), and ``excess``: the frames it
+    refused, draining at the rate. A charger that keeps sending more than twice the rate piles
+    refusals up to ten times the rate and is disconnected (at 1,000 frames/s against 20, in a
+    fifth of a second); one that runs over now and then is only refused the excess."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.stamp = trio.current_time()
+        self.excess = 0.0
+        self.excess_stamp = self.stamp
+
+    def take(self) -> bool:
+        now = trio.current_time()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        drained = (now - self.excess_stamp) * self.rate
+        self.excess = max(0.0, self.excess - drained) + 1
+        self.excess_stamp = now
+        return False
+
+
+def station_id_from_path(path: str, prefix: str) -> str | None:
+    """The station id in ``<prefix>/<id>``, or None when the path is not an OCPP endpoint."""
+    prefix = "/" + prefix.strip("/")
+    if prefix == "/":
+        prefix = ""
+    head, _, station = path.split("?", 1)[0].rpartition("/")
+    if head != prefix or not STATION_ID.fullmatch(station):
+        return None
+    return station
+
+
+def basic_credentials(request: WebSocketRequest) -> tuple[str, str] | None:
+    for name, value in request.headers:
+        if name.lower() == b"authorization" and value[:6].lower() == b"basic ":
+            try:
+                user, _, password = base64.b64decode(value[6:].strip()).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            return user, password
+    return None
+
+
+async def _admit(request: WebSocketRequest, cs: CentralSystem) -> str | None:
+    """The station id if the handshake may be accepted; otherwise rejects and returns None."""
+    station = station_id_from_path(request.path, cs.config.prefix)
+    if station is None:
+        log.warning("ocpp handshake refused", path=request.path, reason="not an OCPP path")
+        await request.reject(404)
+        return None
+    if OCPP_SUBPROTOCOL not in request.proposed_subprotocols:
+        log.warning("ocpp handshake refused", station=station, reason="no ocpp1.6 subprotocol")
+        await request.reject(400, body=b"subprotocol ocpp1.6 required")
+        return None
+    row = await store.get_station(cs.db, station)
+    if row is None:
+        if not cs.config.auto_register:
+            log.warning("ocpp handshake refused", station=station, reason="unknown station")
+            await request.reject(404, body=b"unknown station")
+            return None
+        await _auto_register(cs.db, station)
+        return station
+    if row["password_hash"]:
+        given = basic_credentials(request)
+        remote = request.remote
+        address = remote.address if isinstance(remote, Endpoint) else str(remote)
+        try:
+            ok = (
+                given is not None
+                and given[0] == station
+                and await cs.password_ok(station, given[1], row["password_hash"], str(address))
+            )
+        except Throttled as throttled:
+            log.warning("ocpp handshake refused", station=station, reason="login throttled")
+            retry = str(max(1, round(throttled.retry_after))).encode()
+            await request.reject(429, extra_headers=[(b"Retry-After", retry)])
+            return None
+        if not ok:
+            log.warning("ocpp handshake refused", station=station, reason="bad credentials")
+            await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="cpms"')])
+            return None
+    return station
+
+
+async def _auto_register(db: Database, station: str) -> None:
+    """Development and simulation: an unknown station is provisioned on first contact with two
+    configured Type2 22 kW connectors. How many it really has is unknown until it reports, so it
+    may use up to ten; and it accepts any id tag (a simulated fleet's drivers are made up)."""
+    specs = [store.ConnectorSpec(n, "Type2", Decimal("22")) for n in (1, 2)]
+    with contextlib.suppress(Conflict):  # a concurrent connection may have registered it
+        await store.create_station(
+            db, station, connectors_count=10, connectors=specs, accept_unknown_tags=True
+        )
+        log.info("station auto-registered", station=station)
+
+
+async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> None:
+    try:
+        station = await _admit(request, cs)
+        if station is None:
+            return
+        actor = await cs.actor_for(station)
+    except (ChildRetired, StorageUnavailable) as error:
+        # a station's actor retired after repeated crashes, or the database away: the
+        # charger retries later, by its own timer and the Retry-After we give it
+        retry_after = error.retry_after if isinstance(error, ChildRetired) else 10.0
+        log.warning("ocpp handshake refused", path=request.path, reason=str(error))
+        retry = str(max(1, round(retry_after))).encode()
+        await request.reject(503, extra_headers=[(b"Retry-After", retry)])
+        return
+    ws = await request.accept(subprotocol=OCPP_SUBPROTOCOL)
+    link = _Link(ws, station, cs.config)
+    log.info("charger connected", station=station, remote=str(ws.remote))
+    try:
+        await actor.tell(Attach(link))
+        await link.released.wait()  # the actor reads the connection until it lets it go
+    finally:
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(1),
+            contextlib.suppress(ActorUnavailable),
+        ):
+            await actor.tell(Detach(link))
+        log.info("charger disconnected", station=station)
+
+
+async def serve_ocpp(
+    cs: CentralSystem,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen for chargers until ``shutdown_trigger`` returns (or cancellation).
+
+    Reports the bound port with ``task_status.started(port)``.
+    """
+
+    async def handler(request: WebSocketRequest) -> None:
+        await _serve_connection(request, cs)
+
+    websocket_close.install()  # invalid UTF-8 is closed with 1007, not a dropped connection
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: serve_websocket(
+                handler,
+                host,
+                port,
+                ssl_context,
+                max_message_size=cs.config.max_frame * 4,
+                task_status=task_status,
+            )
+        )
+        scheme = "wss" if ssl_context else "ws"
+        log.info("ocpp listening", url=f"{scheme}://{host}:{server.port}{cs.config.prefix}/{{id}}")
+        task_status.started(server.port)
+        if shutdown_trigger is None:
+            await trio.sleep_forever()
+        await shutdown_trigger()
+        nursery.cancel_scope.cancel()

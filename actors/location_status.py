@@ -1,0 +1,75 @@
+"""Location status: aggregates station events into ``location_status_update`` messages.
+
+Listens to every ``station_status_update`` on the event bus, keeps each location's stations and
+connectors, and publishes the location's status and counts whenever one of them changes.
+Stations that have not reported since start count as offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+from cpms.kernel.events import EventBus
+from cpms.kernel.status import StationStatus, location_status
+from storage import Database
+
+
+@dataclass
+class _Station:
+    location_id: str | None
+    status: StationStatus = "offline"
+    connectors: list[str] = field(default_factory=list)
+
+
+def summary(location_id: str, stations: list[_Station]) -> dict[str, Any]:
+    """The ``data`` of a ``location_status_update`` for ``stations`` of one location."""
+    statuses = [s.status for s in stations]
+    connectors = [c for s in stations if s.status != "offline" for c in s.connectors]
+    return {
+        "location_id": location_id,
+        "status": location_status(statuses),
+        "available_connectors": sum(1 for c in connectors if c == "Available"),
+        "total_connectors": sum(len(s.connectors) for s in stations),
+        "stations_count": len(stations),
+        "available_stations": statuses.count("available"),
+        "occupied_stations": statuses.count("occupied"),
+    }
+
+
+async def run_location_status(
+    db: Database, bus: EventBus, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Publish location updates until cancelled; ready once subscribed."""
+    stations: dict[str, _Station] = {}
+    for row in await db.fetch(
+        """SELECT s.id, s.location_id, array_remove(array_agg(c.status), NULL) AS connectors
+           FROM stations s LEFT JOIN connectors c ON c.station_id = s.id
+           GROUP BY s.id, s.location_id"""
+    ):
+        stations[row["id"]] = _Station(row["location_id"], "offline", list(row["connectors"]))
+    last: dict[str, dict[str, Any]] = {}
+    with bus.subscribe(capacity=10_000) as events:
+        task_status.started()
+        async for event in events:
+            if event.get("type") != "station_status_update":
+                continue
+            data = event["data"]
+            station = stations.setdefault(data["station_id"], _Station(data["location_id"]))
+            station.location_id = data["location_id"]
+            station.status = data["status"]
+            station.connectors = [c["status"] for c in data["connectors"]]
+            location = station.location_id
+            if location is None:
+                continue
+            members = [s for s in stations.values() if s.location_id == location]
+            current = summary(location, members)
+            if last.get(location) != current:
+                last[location] = current
+                timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+                bus.publish(
+                    {"type": "location_status_update", "data": {**current, "timestamp": timestamp}}
+                )

@@ -1,0 +1,259 @@
+"""Provisioning the network: locations, tariffs, stations with connectors, id tags.
+
+The same validated requests serve the admin REST endpoints and the CLI. Every function checks
+its input with pydantic first (``InvalidRequest`` on bad input, nothing written).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cpms.kernel.bounded import Stamp
+from cpms.kernel.errors import Conflict, InvalidRequest, NotFound
+from cpms.kernel.passwords import hash_password
+from storage import Database
+from storage import stations as store
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,50}$")]
+Money = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)]
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class LocationIn(_Model):
+    id: Id
+    name: str = Field(min_length=1, max_length=200)
+    address: str | None = Field(None, max_length=300)
+    city: str | None = Field(None, max_length=100)
+    country: str | None = Field(None, max_length=100)
+    latitude: Decimal | None = Field(None, ge=-90, le=90)
+    longitude: Decimal | None = Field(None, ge=-180, le=180)
+    tariff_id: Id | None = None
+
+
+class TariffIn(_Model):
+    id: Id
+    name: str = Field(min_length=1, max_length=200)
+    price_per_kwh: Money
+    session_fee: Money = Decimal("0")
+    currency: str = Field("KGS", pattern=r"^[A-Z]{3}$")
+
+
+class ConnectorIn(_Model):
+    connector_id: int = Field(ge=1, le=10)
+    connector_type: Literal["CCS1", "CCS2", "CHAdeMO", "GBT", "GBT-AC", "Type1", "Type2", "Tesla"]
+    power_kw: Decimal = Field(gt=0, le=1000)
+
+
+class StationIn(_Model):
+    id: Id
+    location_id: Id | None = None
+    connectors_count: int = Field(ge=1, le=10)
+    connectors: list[ConnectorIn] = []
+    model: str | None = Field(None, max_length=100)
+    password: str | None = Field(None, min_length=8, max_length=128)
+    tariff_id: Id | None = None
+
+    @field_validator("connectors")
+    @classmethod
+    def _distinct(cls, value: list[ConnectorIn]) -> list[ConnectorIn]:
+        numbers = [c.connector_id for c in value]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("connector numbers must be distinct")
+        return value
+
+
+class StationPatch(_Model):
+    location_id: Id | None = None
+    password: str | None = Field(None, min_length=8, max_length=128)
+    admin_status: Literal["active", "maintenance", "inactive"] | None = None
+    registration_status: Literal["Accepted", "Pending", "Rejected"] | None = None
+    accept_unknown_tags: bool | None = None
+    tariff_id: Id | None = None
+    model: str | None = Field(None, max_length=100)
+
+
+class LocationPatch(_Model):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    address: str | None = Field(None, max_length=300)
+    city: str | None = Field(None, max_length=100)
+    country: str | None = Field(None, max_length=100)
+    latitude: Decimal | None = Field(None, ge=-90, le=90)
+    longitude: Decimal | None = Field(None, ge=-180, le=180)
+    tariff_id: Id | None = None
+    status: Literal["active", "inactive"] | None = None
+
+
+class TariffPatch(_Model):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    price_per_kwh: Money | None = None
+    session_fee: Money | None = None
+
+
+class IdTagPatch(_Model):
+    client_id: uuid.UUID | None = None
+    status: Literal["Accepted", "Blocked", "Expired", "Invalid"] | None = None
+    expires_at: Stamp | None = None
+
+
+class IdTagIn(_Model):
+    id_tag: str = Field(min_length=1, max_length=20)
+    client_id: uuid.UUID | None = None
+    parent_id_tag: str | None = Field(None, min_length=1, max_length=20)
+    status: Literal["Accepted", "Blocked", "Expired", "Invalid"] = "Accepted"
+    expires_at: Stamp | None = None
+
+
+def parse(model: type[M], data: Any) -> M:
+    """Validate ``data`` as ``model``.
+
+    Raises:
+        InvalidRequest: ``validation_error`` naming each bad field.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidRequest(problems, code="validation_error") from None
+
+
+async def _require(db: Database, table: str, value: str | None, code: str) -> None:
+    if value is not None and not await db.fetchval(f"SELECT 1 FROM {table} WHERE id = $1", value):
+        raise NotFound(f"{code.removesuffix('_not_found')} {value} not found", code=code)
+
+
+async def add_tariff(db: Database, tariff: TariffIn) -> None:
+    if await db.fetchval("SELECT 1 FROM tariffs WHERE id = $1", tariff.id):
+        raise Conflict(f"tariff {tariff.id} already exists", code="tariff_exists")
+    await db.execute(
+        """INSERT INTO tariffs (id, name, price_per_kwh, session_fee, currency)
+           VALUES ($1, $2, $3, $4, $5)""",
+        tariff.id,
+        tariff.name,
+        tariff.price_per_kwh,
+        tariff.session_fee,
+        tariff.currency,
+    )
+
+
+async def add_location(db: Database, location: LocationIn) -> None:
+    if await db.fetchval("SELECT 1 FROM locations WHERE id = $1", location.id):
+        raise Conflict(f"location {location.id} already exists", code="location_exists")
+    await _require(db, "tariffs", location.tariff_id, "tariff_not_found")
+    await db.execute(
+        """INSERT INTO locations (id, name, address, city, country, latitude, longitude,
+                                  tariff_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        location.id,
+        location.name,
+        location.address,
+        location.city,
+        location.country,
+        location.latitude,
+        location.longitude,
+        location.tariff_id,
+    )
+
+
+async def add_station(db: Database, station: StationIn) -> None:
+    await _require(db, "tariffs", station.tariff_id, "tariff_not_found")
+    await store.create_station(
+        db,
+        station.id,
+        connectors_count=station.connectors_count,
+        location_id=station.location_id,
+        connectors=[
+            store.ConnectorSpec(c.connector_id, c.connector_type, c.power_kw)
+            for c in station.connectors
+        ],
+        model=station.model,
+        password_hash=None if station.password is None else hash_password(station.password),
+        tariff_id=station.tariff_id,
+    )
+
+
+async def _update(
+    db: Database, table: str, key: str, ident: str, changes: dict[str, Any], code: str
+) -> None:
+    """Set ``changes`` (column → value, from a validated model) on one row."""
+    if not await db.fetchval(f"SELECT 1 FROM {table} WHERE {key} = $1", ident):
+        raise NotFound(f"{code.removesuffix('_not_found')} {ident} not found", code=code)
+    for column, value in changes.items():
+        assert re.fullmatch(r"[a-z_]+", column)  # field names of our own models, never input
+        await db.execute(f"UPDATE {table} SET {column} = $2 WHERE {key} = $1", ident, value)
+
+
+def _not_emptied(changes: dict[str, Any], *fields: str) -> None:
+    """A patch may leave these out, not set them to null (their columns always hold a value).
+
+    Raises:
+        InvalidRequest: one of them is given as null.
+    """
+    emptied = [name for name in fields if name in changes and changes[name] is None]
+    if emptied:
+        raise InvalidRequest(
+            f"{', '.join(emptied)} can't be empty", code="validation_error", fields=emptied
+        )
+
+
+async def update_station(db: Database, station_id: str, patch: StationPatch) -> None:
+    changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
+    _not_emptied(changes, "admin_status", "registration_status", "accept_unknown_tags")
+    await _require(db, "locations", changes.get("location_id"), "location_not_found")
+    await _require(db, "tariffs", changes.get("tariff_id"), "tariff_not_found")
+    if "password" in changes:
+        password = changes.pop("password")
+        changes["password_hash"] = None if password is None else hash_password(password)
+    changes["updated_at"] = datetime.now(UTC)
+    await _update(db, "stations", "id", station_id, changes, "station_not_found")
+
+
+async def update_location(db: Database, location_id: str, patch: LocationPatch) -> None:
+    changes = patch.model_dump(exclude_unset=True)
+    _not_emptied(changes, "name", "status")
+    await _require(db, "tariffs", changes.get("tariff_id"), "tariff_not_found")
+    changes["updated_at"] = datetime.now(UTC)
+    await _update(db, "locations", "id", location_id, changes, "location_not_found")
+
+
+async def update_tariff(db: Database, tariff_id: str, patch: TariffPatch) -> None:
+    changes = patch.model_dump(exclude_unset=True)
+    _not_emptied(changes, "name", "price_per_kwh", "session_fee")
+    changes["updated_at"] = datetime.now(UTC)
+    await _update(db, "tariffs", "id", tariff_id, changes, "tariff_not_found")
+
+
+async def update_id_tag(db: Database, id_tag: str, patch: IdTagPatch) -> None:
+    changes = patch.model_dump(exclude_unset=True)
+    _not_emptied(changes, "status")
+    if changes.get("client_id") is not None and not await db.fetchval(
+        "SELECT 1 FROM clients WHERE id = $1", changes["client_id"]
+    ):
+        raise NotFound(f"client {changes['client_id']} not found", code="client_not_found")
+    await _update(db, "id_tags", "id_tag", id_tag, changes, "id_tag_not_found")
+
+
+async def add_id_tag(db: Database, tag: IdTagIn) -> None:
+    if tag.parent_id_tag is not None and not await db.fetchval(
+        "SELECT 1 FROM id_tags WHERE id_tag = $1", tag.parent_id_tag
+    ):
+        raise NotFound(f"parent id tag {tag.parent_id_tag} not found", code="id_tag_not_found")
+    await store.create_id_tag(
+        db,
+        tag.id_tag,
+        client_id=tag.client_id,
+        parent=tag.parent_id_tag,
+        status=tag.status,
+        expires_at=tag.expires_at,
+    )

@@ -1,0 +1,94 @@
+"""The server: one root nursery holding storage, the actor system, and the two front doors.
+
+Start order: storage (embedded PostgreSQL, migrations) → root supervisor and StorageActor →
+OCPP listener and REST facade. Stop order is the reverse: when ``shutdown`` is set the doors stop
+taking work (hypercorn lets in-flight requests finish), then the actors are cancelled, then the
+pool closes and the embedded database stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+import trio
+
+from actors.ledger import StorageHooks
+from api import create_app, serve_api
+from api.auth import TokenVerifier
+from api.config import ApiConfig
+from cpms import __version__
+from cpms.kernel.gc_tuning import run_gc_maintenance, tune_gc
+from cpms.server.central import run_central_system
+from cpms.server.core import open_core, session_timings
+from cpms.settings import Settings
+
+log = structlog.stdlib.get_logger("cpms.server.app")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a running server listens (ports resolved when 0 was asked for)."""
+
+    http_url: str
+    ocpp_url: str
+
+
+def api_config(settings: Settings) -> ApiConfig:
+    """The REST facade's configuration, from the settings."""
+    secret, admin = settings.jwt_secret, settings.admin_token
+    return ApiConfig(
+        verifier=TokenVerifier(
+            secret=None if secret is None else secret.get_secret_value(),
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            jwks_source=settings.jwt_jwks_url,
+        ),
+        timings=session_timings(settings),
+        admin_token=None if admin is None else admin.get_secret_value(),
+        node_id=settings.node_id,
+        embedded_database=settings.database_url is None,
+    )
+
+
+async def run_server(
+    settings: Settings,
+    shutdown: trio.Event,
+    *,
+    storage_hooks: StorageHooks | None = None,
+    task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run cpms until ``shutdown`` is set; reports its :class:`Endpoints` once serving."""
+    log.info(
+        "starting",
+        version=__version__,
+        data_dir=str(settings.data_dir),
+        embedded_db=settings.database_url is None,
+    )
+    async with open_core(settings, storage_hooks=storage_hooks) as core:
+        async with trio.open_nursery() as doors:
+            _central, ocpp_port, sessions = await doors.start(
+                lambda task_status: run_central_system(
+                    core, settings, shutdown_trigger=shutdown.wait, task_status=task_status
+                )
+            )
+            http_url = await doors.start(
+                lambda task_status: serve_api(
+                    create_app(core, sessions, api_config(settings)),
+                    settings.http_host,
+                    settings.http_port,
+                    shutdown_trigger=shutdown.wait,
+                    graceful_timeout=settings.shutdown_timeout / 2,
+                    task_status=task_status,
+                )
+            )
+            scheme = "wss" if settings.ocpp_tls_cert else "ws"
+            prefix = "/" + settings.ocpp_path_prefix.strip("/")
+            endpoints = Endpoints(http_url, f"{scheme}://{settings.ocpp_host}:{ocpp_port}{prefix}")
+            tune_gc(settings.gc_tuning)
+            if settings.gc_tuning:
+                doors.start_soon(run_gc_maintenance, shutdown)
+            log.info("ready", http=endpoints.http_url, ocpp=endpoints.ocpp_url)
+            task_status.started(endpoints)
+        log.info("front doors closed; stopping actors and storage")
+    log.info("stopped")
