@@ -15,7 +15,7 @@ import trio
 
 from cpms.kernel.events import EventBus
 from cpms.kernel.status import StationStatus, location_status
-from storage import Database
+from storage import Database, network
 
 
 @dataclass
@@ -45,11 +45,7 @@ async def run_location_status(
 ) -> None:
     """Publish location updates until cancelled; ready once subscribed."""
     stations: dict[str, _Station] = {}
-    for row in await db.fetch(
-        """SELECT s.id, s.location_id, array_remove(array_agg(c.status), NULL) AS connectors
-           FROM stations s LEFT JOIN connectors c ON c.station_id = s.id
-           GROUP BY s.id, s.location_id"""
-    ):
+    for row in await network.connector_statuses(db):
         stations[row["id"]] = _Station(row["location_id"], "offline", list(row["connectors"]))
     last: dict[str, dict[str, Any]] = {}
     with bus.subscribe(capacity=10_000) as events:

@@ -6,7 +6,6 @@ its input with pydantic first (``InvalidRequest`` on bad input, nothing written)
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cpms.kernel.bounded import Stamp
 from cpms.kernel.errors import Conflict, InvalidRequest, NotFound
 from cpms.kernel.passwords import hash_password
-from storage import Database
+from storage import Database, network
 from storage import stations as store
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,50}$")]
@@ -128,41 +127,38 @@ def parse(model: type[M], data: Any) -> M:
         raise InvalidRequest(problems, code="validation_error") from None
 
 
-async def _require(db: Database, table: str, value: str | None, code: str) -> None:
-    if value is not None and not await db.fetchval(f"SELECT 1 FROM {table} WHERE id = $1", value):
+async def _require(db: Database, table: network.Table, value: object, code: str) -> None:
+    if value is not None and not await network.exists(db, table, value):
         raise NotFound(f"{code.removesuffix('_not_found')} {value} not found", code=code)
 
 
 async def add_tariff(db: Database, tariff: TariffIn) -> None:
-    if await db.fetchval("SELECT 1 FROM tariffs WHERE id = $1", tariff.id):
+    if await network.exists(db, "tariffs", tariff.id):
         raise Conflict(f"tariff {tariff.id} already exists", code="tariff_exists")
-    await db.execute(
-        """INSERT INTO tariffs (id, name, price_per_kwh, session_fee, currency)
-           VALUES ($1, $2, $3, $4, $5)""",
+    await network.add_tariff(
+        db,
         tariff.id,
-        tariff.name,
-        tariff.price_per_kwh,
-        tariff.session_fee,
-        tariff.currency,
+        name=tariff.name,
+        price_per_kwh=tariff.price_per_kwh,
+        session_fee=tariff.session_fee,
+        currency=tariff.currency,
     )
 
 
 async def add_location(db: Database, location: LocationIn) -> None:
-    if await db.fetchval("SELECT 1 FROM locations WHERE id = $1", location.id):
+    if await network.exists(db, "locations", location.id):
         raise Conflict(f"location {location.id} already exists", code="location_exists")
     await _require(db, "tariffs", location.tariff_id, "tariff_not_found")
-    await db.execute(
-        """INSERT INTO locations (id, name, address, city, country, latitude, longitude,
-                                  tariff_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+    await network.add_location(
+        db,
         location.id,
-        location.name,
-        location.address,
-        location.city,
-        location.country,
-        location.latitude,
-        location.longitude,
-        location.tariff_id,
+        name=location.name,
+        address=location.address,
+        city=location.city,
+        country=location.country,
+        latitude=location.latitude,
+        longitude=location.longitude,
+        tariff_id=location.tariff_id,
     )
 
 
@@ -184,14 +180,11 @@ async def add_station(db: Database, station: StationIn) -> None:
 
 
 async def _update(
-    db: Database, table: str, key: str, ident: str, changes: dict[str, Any], code: str
+    db: Database, table: network.Table, ident: str, changes: dict[str, Any], code: str
 ) -> None:
     """Set ``changes`` (column → value, from a validated model) on one row."""
-    if not await db.fetchval(f"SELECT 1 FROM {table} WHERE {key} = $1", ident):
+    if not await network.patch(db, table, ident, changes):
         raise NotFound(f"{code.removesuffix('_not_found')} {ident} not found", code=code)
-    for column, value in changes.items():
-        assert re.fullmatch(r"[a-z_]+", column)  # field names of our own models, never input
-        await db.execute(f"UPDATE {table} SET {column} = $2 WHERE {key} = $1", ident, value)
 
 
 def _not_emptied(changes: dict[str, Any], *fields: str) -> None:
@@ -216,7 +209,7 @@ async def update_station(db: Database, station_id: str, patch: StationPatch) -> 
         password = changes.pop("password")
         changes["password_hash"] = None if password is None else hash_password(password)
     changes["updated_at"] = datetime.now(UTC)
-    await _update(db, "stations", "id", station_id, changes, "station_not_found")
+    await _update(db, "stations", station_id, changes, "station_not_found")
 
 
 async def update_location(db: Database, location_id: str, patch: LocationPatch) -> None:
@@ -224,30 +217,28 @@ async def update_location(db: Database, location_id: str, patch: LocationPatch) 
     _not_emptied(changes, "name", "status")
     await _require(db, "tariffs", changes.get("tariff_id"), "tariff_not_found")
     changes["updated_at"] = datetime.now(UTC)
-    await _update(db, "locations", "id", location_id, changes, "location_not_found")
+    await _update(db, "locations", location_id, changes, "location_not_found")
 
 
 async def update_tariff(db: Database, tariff_id: str, patch: TariffPatch) -> None:
     changes = patch.model_dump(exclude_unset=True)
     _not_emptied(changes, "name", "price_per_kwh", "session_fee")
     changes["updated_at"] = datetime.now(UTC)
-    await _update(db, "tariffs", "id", tariff_id, changes, "tariff_not_found")
+    await _update(db, "tariffs", tariff_id, changes, "tariff_not_found")
 
 
 async def update_id_tag(db: Database, id_tag: str, patch: IdTagPatch) -> None:
     changes = patch.model_dump(exclude_unset=True)
     _not_emptied(changes, "status")
-    if changes.get("client_id") is not None and not await db.fetchval(
-        "SELECT 1 FROM clients WHERE id = $1", changes["client_id"]
+    if changes.get("client_id") is not None and not await network.exists(
+        db, "clients", changes["client_id"]
     ):
         raise NotFound(f"client {changes['client_id']} not found", code="client_not_found")
-    await _update(db, "id_tags", "id_tag", id_tag, changes, "id_tag_not_found")
+    await _update(db, "id_tags", id_tag, changes, "id_tag_not_found")
 
 
 async def add_id_tag(db: Database, tag: IdTagIn) -> None:
-    if tag.parent_id_tag is not None and not await db.fetchval(
-        "SELECT 1 FROM id_tags WHERE id_tag = $1", tag.parent_id_tag
-    ):
+    if tag.parent_id_tag is not None and not await network.exists(db, "id_tags", tag.parent_id_tag):
         raise NotFound(f"parent id tag {tag.parent_id_tag} not found", code="id_tag_not_found")
     await store.create_id_tag(
         db,

@@ -31,6 +31,7 @@ from storage import Database
 from storage import stations as store
 from storage.clients import ensure_client
 from storage.ledger_ops import parse_uuid
+from storage.telemetry import station_messages
 
 
 class WalletCredit(BaseModel):
@@ -219,15 +220,7 @@ def admin_blueprint(core: Core, config: ApiConfig) -> Blueprint:
             raise NotFound(f"station {station_id} not found", code="station_not_found")
         query = prov.parse(MessagesQuery, dict(request.args))
         limit, before = query.limit, query.before_id
-        rows = await core.db.fetch(
-            """SELECT id, direction, message_type, unique_id, action, payload, created_at
-               FROM ocpp_messages
-               WHERE station_id = $1 AND ($2::bigint IS NULL OR id < $2)
-               ORDER BY id DESC LIMIT $3""",
-            station_id,
-            before,
-            limit,
-        )
+        rows = await station_messages(core.db, station_id, before_id=before, limit=limit)
         return jsonify({"success": True, "station_id": station_id, "messages": rows})
 
     return bp

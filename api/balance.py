@@ -18,6 +18,7 @@ from actors.provisioning import parse
 from api.identity import Identity
 from cpms.kernel.bounded import Offset, Stamp
 from cpms.kernel.errors import Forbidden
+from storage import wallets
 from storage.clients import get_client
 
 #: ``type`` filter: a ledger type, or one of the app's coarse kinds (money in, charging)
@@ -73,22 +74,15 @@ def balance_blueprint(core: Core, identity: Identity) -> Blueprint:
         client_id = await identity.client_id()
         query: HistoryQuery = parse_query(HistoryQuery, request.args)
         types = list(TYPE_GROUPS[query.type]) if query.type else None
-        rows = await core.db.fetch(
-            """SELECT id, type, amount, balance_before, balance_after, session_id, invoice_id,
-                      description, created_at, count(*) OVER () AS total
-               FROM ledger_entries
-               WHERE client_id = $1 AND ($2::text[] IS NULL OR type = ANY($2))
-                 AND ($3::timestamptz IS NULL OR created_at >= $3)
-                 AND ($4::timestamptz IS NULL OR created_at < $4)
-               ORDER BY id DESC LIMIT $5 OFFSET $6""",
+        rows, total = await wallets.history(
+            core.db,
             client_id,
-            types,
-            query.date_from,
-            query.date_to,
-            query.limit,
-            query.offset,
+            types=types,
+            date_from=query.date_from,
+            date_to=query.date_to,
+            limit=query.limit,
+            offset=query.offset,
         )
-        total = rows[0]["total"] if rows else 0
         return jsonify(
             {
                 "success": True,

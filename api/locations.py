@@ -19,6 +19,8 @@ from actors.core import Core
 from api.balance import parse_query
 from cpms.kernel.errors import NotFound
 from cpms.kernel.status import IN_USE, location_status, station_status
+from storage import network
+from storage import stations as store
 
 CACHE_SECONDS = 30.0
 
@@ -61,28 +63,13 @@ def _connector_matches(connector: dict[str, Any], query: LocationsQuery) -> bool
 
 async def build(core: Core, query: LocationsQuery) -> list[dict[str, Any]]:
     db = core.db
-    locations = await db.fetch(
-        """SELECT * FROM locations
-           WHERE status = 'active' AND ($1::text IS NULL OR id = $1) ORDER BY id""",
-        query.location_id,
-    )
+    locations = await network.active_locations(db, query.location_id)
     if query.city is not None:  # compared here: the database's collation may not fold Cyrillic
         city = query.city.casefold()
         locations = [row for row in locations if (row["city"] or "").casefold() == city]
     ids = [row["id"] for row in locations]
-    stations = await db.fetch(
-        """SELECT s.*, t.price_per_kwh, t.session_fee, t.currency
-           FROM stations s
-           LEFT JOIN locations l ON l.id = s.location_id
-           LEFT JOIN tariffs t ON t.id = coalesce(s.tariff_id, l.tariff_id)
-           WHERE s.location_id = ANY($1) AND s.admin_status <> 'inactive'
-           ORDER BY s.id""",
-        ids,
-    )
-    connectors = await db.fetch(
-        """SELECT * FROM connectors WHERE station_id = ANY($1) ORDER BY station_id, connector_id""",
-        [s["id"] for s in stations],
-    )
+    stations = await network.stations_at(db, ids)
+    connectors = await store.connectors_of(db, [s["id"] for s in stations])
     by_station: dict[str, list[dict[str, Any]]] = {}
     for c in connectors:
         by_station.setdefault(c["station_id"], []).append(c)

@@ -57,3 +57,8 @@ async def set_client_status(db: Database, client_id: UUID, status: str) -> None:
     )
     if done.endswith(" 0"):
         raise NotFound(f"client {client_id} not found", code="client_not_found")
+
+
+async def standing(db: Database, client_id: UUID) -> Row | None:
+    """The client's ``status`` and ``balance`` (None: no such client)."""
+    return await db.fetchrow("SELECT status, balance FROM clients WHERE id = $1", client_id)

@@ -8,79 +8,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from cpms.kernel.charging import Limit, Tariff, TimeRate
+from cpms.kernel.charging import Limit
 from cpms.kernel.session_status import OPEN_VALUES
 from storage.database import Database, Row
 
 OPEN = OPEN_VALUES
-
-
-_TARIFF_COLUMNS = """t.id, t.price_per_kwh, t.session_fee, t.price_per_minute, t.currency,
-    r.tariff_id AS rate_of, r.starts_at, r.ends_at, r.price_per_kwh AS rate_price, r.weekdays"""
-
-
-async def tariff_for_station(db: Database, station_id: str) -> Tariff | None:
-    """The station's tariff, or its location's; None when neither has one. One statement: a row
-    per time-of-day rate, or one row with no rate."""
-    rows = await db.fetch(
-        f"""SELECT {_TARIFF_COLUMNS}
-            FROM stations s
-            LEFT JOIN locations l ON l.id = s.location_id
-            JOIN tariffs t ON t.id = coalesce(s.tariff_id, l.tariff_id)
-            LEFT JOIN tariff_rates r ON r.tariff_id = t.id
-            WHERE s.id = $1
-            ORDER BY r.starts_at""",
-        station_id,
-    )
-    return _tariff(rows) if rows else None
-
-
-async def station_tariffs(db: Database) -> dict[str, Tariff | None]:
-    """Every station's tariff (its own or its location's, None when neither has one), in two
-    statements whatever the number of stations. A station whose tariff was added between the
-    two is left out (to be read alone)."""
-    rows = await db.fetch(
-        f"""SELECT {_TARIFF_COLUMNS}
-            FROM tariffs t LEFT JOIN tariff_rates r ON r.tariff_id = t.id
-            ORDER BY t.id, r.starts_at"""
-    )
-    by_tariff: dict[str, list[Row]] = {}
-    for row in rows:
-        by_tariff.setdefault(row["id"], []).append(row)
-    tariffs = {tariff_id: _tariff(its_rows) for tariff_id, its_rows in by_tariff.items()}
-    stations = await db.fetch(
-        """SELECT s.id, coalesce(s.tariff_id, l.tariff_id) AS tariff_id
-           FROM stations s LEFT JOIN locations l ON l.id = s.location_id"""
-    )
-    known: dict[str, Tariff | None] = {}
-    for row in stations:
-        if row["tariff_id"] is None:
-            known[row["id"]] = None
-        elif row["tariff_id"] in tariffs:
-            known[row["id"]] = tariffs[row["tariff_id"]]
-    return known
-
-
-def _tariff(rows: list[Row]) -> Tariff:
-    """A tariff from its rows (see ``_TARIFF_COLUMNS``): one per time-of-day rate, or one."""
-    row = rows[0]
-    return Tariff(
-        row["id"],
-        row["price_per_kwh"],
-        row["session_fee"],
-        row["price_per_minute"],
-        tuple(
-            TimeRate(
-                r["starts_at"],
-                r["ends_at"],
-                r["rate_price"],
-                None if r["weekdays"] is None else frozenset(r["weekdays"]),
-            )
-            for r in rows
-            if r["rate_of"] is not None
-        ),
-        row["currency"].strip(),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,14 +289,6 @@ async def close_unstarted(db: Database, session_id: uuid.UUID) -> bool:
     return not result.endswith(" 0")
 
 
-async def by_transaction(db: Database, station_id: str, transaction_id: int) -> Row | None:
-    return await db.fetchrow(
-        "SELECT * FROM charging_sessions WHERE station_id = $1 AND transaction_id = $2",
-        station_id,
-        transaction_id,
-    )
-
-
 async def history(
     db: Database,
     client_id: uuid.UUID,
@@ -390,3 +314,16 @@ async def history(
         offset,
     )
     return rows, (rows[0]["total"] if rows else 0)
+
+
+async def counts_since(db: Database, since: datetime) -> Row:
+    """Sessions created since ``since``: how many (``sessions``), how many settled
+    (``settled``), and their energy (``energy``, kWh)."""
+    row = await db.fetchrow(
+        """SELECT count(*) AS sessions, coalesce(sum(energy_kwh), 0) AS energy,
+                  count(*) FILTER (WHERE status = 'settled') AS settled
+           FROM charging_sessions WHERE created_at >= $1""",
+        since,
+    )
+    assert row is not None  # an aggregate always has its row
+    return row

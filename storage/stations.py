@@ -203,3 +203,22 @@ async def create_id_tag(
         status,
         expires_at,
     )
+
+
+async def all_with_connectors(db: Database) -> list[tuple[Row, list[Row]]]:
+    """Every station with its connectors, in two statements (start-up with thousands)."""
+    by_station: dict[str, list[Row]] = {}
+    for c in await db.fetch("SELECT * FROM connectors ORDER BY station_id, connector_id"):
+        by_station.setdefault(c["station_id"], []).append(c)
+    return [
+        (row, by_station.get(row["id"], []))
+        for row in await db.fetch("SELECT * FROM stations ORDER BY id")
+    ]
+
+
+async def connectors_of(db: Database, station_ids: list[str]) -> list[Row]:
+    """The configured connectors of these stations, by station and number."""
+    return await db.fetch(
+        """SELECT * FROM connectors WHERE station_id = ANY($1) ORDER BY station_id, connector_id""",
+        station_ids,
+    )

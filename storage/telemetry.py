@@ -1,4 +1,5 @@
-"""Writing a telemetry flush (``actors.charge_point.telemetry``): runs on the storage loop."""
+"""The OCPP message log and meter samples: writing a telemetry flush (on the storage loop, for
+``actors.charge_point.telemetry``), reading the log, and pruning it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
+
+from storage.database import Database, Row
 
 MESSAGE_COLUMNS = [
     "station_id",
@@ -71,3 +74,23 @@ async def store_telemetry(
                      AND c.status = 'charging'""",
                 *readings,
             )
+
+
+async def station_messages(
+    db: Database, station_id: str, *, before_id: int | None, limit: int
+) -> list[Row]:
+    """The station's OCPP message log, newest first, older than ``before_id`` when given."""
+    return await db.fetch(
+        """SELECT id, direction, message_type, unique_id, action, payload, created_at
+           FROM ocpp_messages
+           WHERE station_id = $1 AND ($2::bigint IS NULL OR id < $2)
+           ORDER BY id DESC LIMIT $3""",
+        station_id,
+        before_id,
+        limit,
+    )
+
+
+async def prune_messages(db: Database, older_than: datetime) -> None:
+    """Forget the message log from before ``older_than``."""
+    await db.execute("DELETE FROM ocpp_messages WHERE created_at < $1", older_than)

@@ -1,4 +1,6 @@
-"""OCPP transactions (the charger's view of a charging session) and meter samples."""
+"""Transactions nobody pays for (a card without a client, or a station without a tariff): the
+charger's own record of them. A billed session's row is written only through
+:mod:`storage.sessions`."""
 
 from __future__ import annotations
 
@@ -46,9 +48,10 @@ async def start_transaction(
     """Record a StartTransaction; returns ``(transaction_id, is_new)``.
 
     The same StartTransaction sent again (a charger replaying its queue after a reconnect) gets
-    the transaction id it got the first time. A charger-started session still open on the
-    connector is closed as failed: the charger has moved on without telling us (an app session
-    there has been told first, and has given its connector and money back).
+    the transaction id it got the first time. An unbilled transaction still open on the
+    connector is closed as failed: the charger has moved on without telling us. A billed
+    session's row is its SessionActor's alone to end (it has been told first, with
+    ``Superseded``, and gives its connector and money back).
     """
     started_at = parse_time(timestamp)
     if started_at is not None:
@@ -59,7 +62,7 @@ async def start_transaction(
         """UPDATE charging_sessions SET status = 'failed', error = 'superseded by a new
                   transaction on the connector', updated_at = now()
            WHERE station_id = $1 AND connector_id = $2 AND status = ANY($3::text[])
-             AND origin = 'rfid'""",
+             AND origin = 'rfid' AND hold_id IS NULL""",
         station_id,
         connector_id,
         list(_OPEN),

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, time
 from decimal import Decimal
 
 from storage import Database
-from storage.sessions import tariff_for_station
+from storage.network import tariff_for_station
 
 
 async def _network(db: Database) -> None:

@@ -21,7 +21,7 @@ from actors.runtime import ActorError, Registry
 from cpms.kernel.charging import Tariff
 from storage import Database
 from storage.errors import StorageUnavailable
-from storage.sessions import station_tariffs, tariff_for_station
+from storage.network import station_tariffs, tariff_for_station
 
 log = structlog.stdlib.get_logger("actors.charge_point.config")
 

@@ -32,7 +32,7 @@ from cpms.kernel.errors import CpmsError
 from cpms.kernel.timeutil import parse_time
 from cpms.ocpp.frames import Frame, OcppError
 from cpms.ocpp.meter import parse_samples, summarize
-from storage import Database, Row
+from storage import Database, Row, clients
 from storage import sessions as sessions_store
 from storage import stations as store
 from storage import transactions as tx
@@ -82,12 +82,9 @@ class StationContext:
     @classmethod
     async def load_all(cls, db: Database, telemetry: Telemetry) -> dict[str, StationContext]:
         """Every station's context in two queries (start-up with thousands of stations)."""
-        by_station: dict[str, list[Row]] = {}
-        for c in await db.fetch("SELECT * FROM connectors ORDER BY station_id, connector_id"):
-            by_station.setdefault(c["station_id"], []).append(c)
         return {
-            row["id"]: cls._from_rows(db, row, by_station.get(row["id"], []), telemetry)
-            for row in await db.fetch("SELECT * FROM stations ORDER BY id")
+            row["id"]: cls._from_rows(db, row, connectors, telemetry)
+            for row, connectors in await store.all_with_connectors(db)
         }
 
     @classmethod
@@ -155,7 +152,7 @@ class StationContext:
         """The billed session (app or card) behind one of this station's transactions."""
         if transaction_id in self.transactions:
             return self.transactions[transaction_id]
-        row = await sessions_store.by_transaction(self.db, self.station_id, transaction_id)
+        row = await tx.transaction(self.db, self.station_id, transaction_id)
         session_id: uuid.UUID | None = None
         if row is not None and row["hold_id"] is not None:  # billed: it has an actor
             session_id = row["id"]
@@ -231,7 +228,7 @@ async def _card_info(
     info = await store.id_tag_info(ctx.db, tag, accept_unknown=ctx.accept_unknown_tags)
     if client is None or info["status"] != "Accepted" or not billed:
         return info
-    row = await ctx.db.fetchrow("SELECT status, balance FROM clients WHERE id = $1", client)
+    row = await clients.standing(ctx.db, client)
     if row is None or row["status"] != "active" or row["balance"] < NO_LIMIT_MINIMUM:
         return {**info, "status": "Blocked"}
     return info

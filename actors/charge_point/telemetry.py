@@ -33,7 +33,7 @@ from cpms.ocpp.frames import Call, CallError, CallResult, Frame, dumps, payload_
 from cpms.ocpp.meter import Reading, Sample
 from storage import Database
 from storage.errors import StorageUnavailable
-from storage.telemetry import store_telemetry
+from storage.telemetry import prune_messages, store_telemetry
 
 log = structlog.stdlib.get_logger("actors.charge_point.telemetry")
 
@@ -195,10 +195,7 @@ class Telemetry:
                 away = flush_every
                 if trio.current_time() >= next_prune:
                     with contextlib.suppress(StorageUnavailable):  # pruned on a later round
-                        await db.execute(
-                            "DELETE FROM ocpp_messages WHERE created_at < $1",
-                            datetime.now(UTC) - retention,
-                        )
+                        await prune_messages(db, datetime.now(UTC) - retention)
                         next_prune = trio.current_time() + 3600
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):

@@ -17,6 +17,7 @@ import trio
 from actors.runtime import ActorCrashed, ActorRef, AskTimeout
 from cpms.kernel.errors import NotFound, Unavailable
 from cpms.kernel.money import parse_amount
+from storage import wallets
 from storage.database import Database, Row
 from storage.ledger_ops import (
     Adjust,
@@ -150,19 +151,14 @@ class Ledger:
             NotFound: no such client (``client_not_found``).
         """
         cid = _client(client_id)
-        value = await self._db.fetchval("SELECT balance FROM clients WHERE id = $1", cid)
+        value = await wallets.balance(self._db, cid)
         if value is None:
             raise NotFound(f"client {cid} not found", code="client_not_found")
-        return Decimal(value)
+        return value
 
     async def held(self, client_id: UUID | str) -> Decimal:
         """Money currently on hold for the client's sessions."""
-        cid = _client(client_id)
-        value = await self._db.fetchval(
-            "SELECT coalesce(sum(amount), 0) FROM holds WHERE client_id = $1 AND status = 'held'",
-            cid,
-        )
-        return Decimal(value).quantize(Decimal("0.01"))
+        return await wallets.held(self._db, _client(client_id))
 
     async def entries(
         self,
@@ -173,17 +169,8 @@ class Ledger:
         entry_type: str | None = None,
     ) -> list[Row]:
         """The client's ledger, newest first."""
-        cid = _client(client_id)
-        return await self._db.fetch(
-            """SELECT id, type, amount, balance_before, balance_after, hold_id, session_id,
-                      invoice_id, idempotency_key, description, created_at
-               FROM ledger_entries
-               WHERE client_id = $1 AND ($2::text IS NULL OR type = $2)
-               ORDER BY id DESC LIMIT $3 OFFSET $4""",
-            cid,
-            entry_type,
-            limit,
-            offset,
+        return await wallets.entries(
+            self._db, _client(client_id), limit=limit, offset=offset, entry_type=entry_type
         )
 
     async def discrepancies(self) -> list[Discrepancy]:
@@ -193,9 +180,5 @@ class Ledger:
 
 async def discrepancies(db: Database) -> list[Discrepancy]:
     """Clients whose balance is not the sum of their entries (should always be empty)."""
-    rows = await db.fetch(
-        """SELECT c.id, c.balance, coalesce(sum(e.amount), 0) AS entries_sum
-           FROM clients c LEFT JOIN ledger_entries e ON e.client_id = c.id
-           GROUP BY c.id HAVING c.balance <> coalesce(sum(e.amount), 0)"""
-    )
+    rows = await wallets.discrepancies(db)
     return [Discrepancy(r["id"], r["balance"], r["entries_sum"]) for r in rows]

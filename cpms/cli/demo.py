@@ -9,6 +9,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +28,9 @@ from sim.drivers import DriverOptions
 from sim.fleet import FleetOptions
 from sim.report import build_report
 from sim.runner import run_local
-from storage import Database, open_storage
+from storage import Database, open_storage, wallets
+from storage import sessions as sessions_store
+from storage import stations as store
 
 Common = Callable[[argparse.ArgumentParser], None]
 DC_TYPES = {"CCS2", "GBT", "CHAdeMO"}
@@ -65,12 +68,8 @@ def add_demo_command(commands: Any, common: Common) -> None:
 
 async def _layout(db: Database) -> tuple[tuple[str, tuple[tuple[float, bool], ...]], ...]:
     """The demo stations with their configured connectors, as the fleet should simulate them."""
-    ids = [s["id"] for s in STATIONS]
-    rows = await db.fetch(
-        """SELECT station_id, connector_id, connector_type, power_kw FROM connectors
-           WHERE station_id = ANY($1) ORDER BY station_id, connector_id""",
-        ids,
-    )
+    ids = [str(s["id"]) for s in STATIONS]
+    rows = await store.connectors_of(db, ids)
     stations: dict[str, list[tuple[float, bool]]] = {}
     for row in rows:
         spec = (float(row["power_kw"] or 22), row["connector_type"] in DC_TYPES)
@@ -78,20 +77,9 @@ async def _layout(db: Database) -> tuple[tuple[str, tuple[tuple[float, bool], ..
     return tuple((station, tuple(specs)) for station, specs in stations.items())
 
 
-async def _recorded(db: Database, since: Any) -> dict[str, Any]:
-    row = await db.fetchrow(
-        """SELECT count(*) AS sessions, coalesce(sum(energy_kwh), 0) AS energy,
-                  count(*) FILTER (WHERE status = 'settled') AS settled
-           FROM charging_sessions WHERE created_at >= $1""",
-        since,
-    )
-    assert row is not None
-    money = await db.fetchval(
-        """SELECT coalesce(sum(-amount), 0) FROM ledger_entries
-           WHERE created_at >= $1
-             AND type IN ('charge_reserve', 'charge_refund', 'charge_payment', 'charge_debt')""",
-        since,
-    )
+async def _recorded(db: Database, since: datetime) -> dict[str, Any]:
+    row = await sessions_store.counts_since(db, since)
+    money = await wallets.charged_since(db, since)
     return {
         "sessions": row["sessions"],
         "settled": row["settled"],
@@ -122,7 +110,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         async with open_storage(database_url=settings.database_dsn, pg_dir=settings.pg_dir) as db:
             await seed_demo(db)
             layout = await _layout(db)
-            since = await db.fetchval("SELECT now()")
+            since = datetime.now(UTC)
             shutdown = trio.Event()
             async with trio.open_nursery() as nursery:
                 endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
