@@ -1,6 +1,6 @@
-"""Location status: aggregates station events into ``location_status_update`` messages.
+"""Location status: aggregates station events into location events.
 
-Listens to every ``station_status_update`` on the event bus, keeps each location's stations and
+Listens to every :class:`StationStatusChanged` on the event bus, keeps each location's stations and
 connectors, and publishes the location's status and counts whenever one of them changes.
 Stations that have not reported since start count as offline.
 """
@@ -8,13 +8,12 @@ Stations that have not reported since start count as offline.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
 import trio
 
-from cpms.kernel.events import EventBus
+from cpms.kernel.events import EventBus, LocationCounts, LocationStatusChanged, StationStatusChanged
 from cpms.kernel.status import StationStatus, location_status
+from cpms.kernel.timeutil import iso_now
 from storage import Database, network
 
 
@@ -25,19 +24,19 @@ class _Station:
     connectors: list[str] = field(default_factory=list)
 
 
-def summary(location_id: str, stations: list[_Station]) -> dict[str, Any]:
-    """The ``data`` of a ``location_status_update`` for ``stations`` of one location."""
+def summary(location_id: str, stations: list[_Station]) -> LocationCounts:
+    """A location's status and counts, from its ``stations``."""
     statuses = [s.status for s in stations]
     connectors = [c for s in stations if s.status != "offline" for c in s.connectors]
-    return {
-        "location_id": location_id,
-        "status": location_status(statuses),
-        "available_connectors": sum(1 for c in connectors if c == "Available"),
-        "total_connectors": sum(len(s.connectors) for s in stations),
-        "stations_count": len(stations),
-        "available_stations": statuses.count("available"),
-        "occupied_stations": statuses.count("occupied"),
-    }
+    return LocationCounts(
+        location_id=location_id,
+        status=location_status(statuses),
+        available_connectors=sum(1 for c in connectors if c == "Available"),
+        total_connectors=sum(len(s.connectors) for s in stations),
+        stations_count=len(stations),
+        available_stations=statuses.count("available"),
+        occupied_stations=statuses.count("occupied"),
+    )
 
 
 async def run_location_status(
@@ -47,17 +46,16 @@ async def run_location_status(
     stations: dict[str, _Station] = {}
     for row in await network.connector_statuses(db):
         stations[row["id"]] = _Station(row["location_id"], "offline", list(row["connectors"]))
-    last: dict[str, dict[str, Any]] = {}
+    last: dict[str, LocationCounts] = {}
     with bus.subscribe(capacity=10_000) as events:
         task_status.started()
         async for event in events:
-            if event.get("type") != "station_status_update":
+            if not isinstance(event, StationStatusChanged):
                 continue
-            data = event["data"]
-            station = stations.setdefault(data["station_id"], _Station(data["location_id"]))
-            station.location_id = data["location_id"]
-            station.status = data["status"]
-            station.connectors = [c["status"] for c in data["connectors"]]
+            station = stations.setdefault(event.station_id, _Station(event.location_id))
+            station.location_id = event.location_id
+            station.status = event.status
+            station.connectors = [c.status for c in event.connectors]
             location = station.location_id
             if location is None:
                 continue
@@ -65,7 +63,4 @@ async def run_location_status(
             current = summary(location, members)
             if last.get(location) != current:
                 last[location] = current
-                timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-                bus.publish(
-                    {"type": "location_status_update", "data": {**current, "timestamp": timestamp}}
-                )
+                bus.publish(LocationStatusChanged(current, iso_now()))

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, jsonify, request
 
 from actors import provisioning as prov
-from actors.charge_point.actor import STATION, Command, Reload
+from actors.charge_point.messages import STATION, Command, Reload
 from actors.core import Core
 from actors.session.messages import SESSION
 from actors.session.service import open_sessions_report

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, jsonify
 
-from actors.charge_point.actor import STATION, GetSnapshot
+from actors.charge_point.messages import STATION, GetSnapshot
 from actors.core import Core
 from actors.runtime import ActorError
 from cpms.kernel.errors import NotFound
 from cpms.kernel.status import station_status
+from cpms.ocpp.connector_state import ConnectorState
+from storage import Row
 from storage import sessions as sessions_store
 from storage import stations as store
 
@@ -24,7 +26,7 @@ def stations_blueprint(core: Core) -> Blueprint:
             raise NotFound(f"station {station_id} not found", code="station_not_found")
         connectors = await store.connectors(core.db, station_id)
         online = bool(row["is_online"])
-        live = {}
+        live: dict[int, ConnectorState] = {}
         ref = core.registry.lookup(STATION, station_id)
         if ref is not None:
             try:
@@ -38,13 +40,10 @@ def stations_blueprint(core: Core) -> Blueprint:
         shown = [
             {
                 "connector_id": c["connector_id"],
-                "status": live.get(c["connector_id"], {}).get("status", c["status"]),
+                "status": _status(c, live),
                 "connector_type": c["connector_type"],
                 "power_kw": c["power_kw"],
-                "error_code": None
-                if (code := live.get(c["connector_id"], {}).get("error_code", c["error_code"]))
-                == "NoError"
-                else code,
+                "error_code": None if (code := _error_code(c, live)) == "NoError" else code,
             }
             for c in connectors
         ]
@@ -63,3 +62,15 @@ def stations_blueprint(core: Core) -> Blueprint:
         )
 
     return bp
+
+
+def _status(row: Row, live: dict[int, ConnectorState]) -> str:
+    """The connector's status as its station shows it (as recorded when none does)."""
+    shown = live.get(row["connector_id"])
+    return str(row["status"]) if shown is None else shown.status
+
+
+def _error_code(row: Row, live: dict[int, ConnectorState]) -> str | None:
+    """The connector's error code as its station shows it (as recorded when none does)."""
+    shown = live.get(row["connector_id"])
+    return row["error_code"] if shown is None else shown.error_code

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.charge_point.link_state import (
+from cpms.ocpp.link_state import (
     TABLE,
     Effect,
     FrameArrived,

@@ -17,8 +17,8 @@ import trio
 import trio.testing
 
 from actors import provisioning as prov
-from actors.charge_point.actor import STATION, Command, Snapshot
 from actors.charge_point.config import StationTariffs
+from actors.charge_point.messages import STATION, Command, Snapshot
 from actors.ledger import Ledger, storage_actor_spec
 from actors.runtime import ChildSpec, Registry, Restart, Supervisor, run_supervisor
 from actors.runtime._address import Address
@@ -27,6 +27,7 @@ from actors.session.actor import SessionDeps, Timings, session_spec
 from actors.session.messages import Begin, ChargerStarted, MeterReading, SessionMsg, StartRequest
 from cpms.kernel.charging import Limit
 from cpms.kernel.events import EventBus
+from cpms.ocpp.connector_state import ConnectorState
 from storage import Database
 from storage.clients import ensure_client
 from tests.ocpp_server import provision
@@ -58,7 +59,7 @@ class Station:
     received: list[tuple[float, str]] = field(default_factory=list)
 
     def snapshot(self) -> Snapshot:
-        connector = {"configured": True, "status": self.status, "power_kw": Decimal("120")}
+        connector = ConnectorState(self.status, power_kw=Decimal("120"), configured=True)
         return Snapshot("CP-1", self.online, self.online, "Accepted", "active", "Available",
                         {1: connector})  # fmt: skip
 
@@ -111,7 +112,7 @@ class Rig:
         test waits on the bus, not by polling the database)."""
         with trio.fail_after(within + 2 * TICK):
             async for event in self.events:
-                data = event["data"]
+                data = event.message()["data"]
                 if data["id"] == str(session) and data["status"] == status:
                     break
         return trio.current_time()

@@ -12,8 +12,8 @@ from typing import Any, cast
 import trio
 
 from actors import provisioning as prov
-from actors.charge_point.actor import STATION, Reload
 from actors.charge_point.config import StationTariffs, run_config_watch
+from actors.charge_point.messages import STATION, Reload
 from actors.runtime import (
     Address,
     ChildSpec,

@@ -8,19 +8,19 @@ import pytest
 import trio
 import trio.testing
 
-from actors.charge_point.actor import (
-    Attach,
-    GetSnapshot,
-    Refusal,
-    charge_point_spec,
-    shown_snapshot,
-)
+from actors.charge_point.actor import charge_point_spec
+from actors.charge_point.messages import Attach, GetSnapshot, shown_snapshot
 from actors.charge_point.telemetry import Telemetry
 from actors.location_status import run_location_status
 from actors.runtime import Registry, Supervisor, run_supervisor
-from cpms.kernel.events import EventBus
+from cpms.kernel.events import (
+    ConnectorShown,
+    EventBus,
+    LocationStatusChanged,
+    StationStatusChanged,
+)
 from cpms.kernel.status import location_status, station_status
-from cpms.ocpp.frames import Call, Frame, parse_frame
+from cpms.ocpp.frames import Call, Frame
 from storage import Database
 from storage import stations as store
 
@@ -72,9 +72,6 @@ class FakeLink:
 
     async def receive(self) -> str | bytes | None:
         return (await self._out.receive()).encode()
-
-    def screen(self, text: str | bytes) -> Frame | Refusal:
-        return parse_frame(text)
 
     async def send(self, text: str) -> None:
         self.sent.append(text)
@@ -131,7 +128,7 @@ async def test_offline_exactly_after_silence_and_back_on_the_next_frame(
             seen = []
             while True:
                 try:
-                    seen.append(events.receive_nowait()["data"]["status"])
+                    seen.append(events.receive_nowait().message()["data"]["status"])
                 except trio.WouldBlock:
                     break
         # online (connector not yet reported: nothing usable), connector free, silent, back
@@ -167,7 +164,7 @@ async def test_a_charge_point_shows_its_state_while_it_runs(db: Database) -> Non
             )
             shown = shown_snapshot(registry, "CP-V")
             assert shown is not None and shown.connected and shown.online
-            assert shown.connectors[1]["status"] == status
+            assert shown.connectors[1].status == status
             assert shown == await ref.ask(GetSnapshot())
         assert sup.terminate_child(spec.address)
         await trio.testing.wait_all_tasks_blocked()
@@ -190,23 +187,14 @@ async def test_location_updates_follow_station_events(db: Database, nursery: tri
         await nursery.start(run_location_status, db, bus)
 
         def station(sid: str, status: str, connector: str) -> None:
-            bus.publish(
-                {
-                    "type": "station_status_update",
-                    "data": {
-                        "station_id": sid,
-                        "location_id": "LOC-1",
-                        "status": status,
-                        "connectors": [{"connector_id": 1, "status": connector, "power_kw": 60}],
-                    },
-                }
-            )
+            shown = (ConnectorShown(1, connector, Decimal(60)),)
+            bus.publish(StationStatusChanged(sid, "LOC-1", status, shown, "2026-01-01T00:00:00Z"))  # type: ignore[arg-type]
 
         async def next_location() -> dict[str, object]:
             while True:
                 event = await events.receive()
-                if event["type"] == "location_status_update":
-                    return dict(event["data"])
+                if isinstance(event, LocationStatusChanged):
+                    return dict(event.message()["data"])
 
         station("A", "available", "Available")
         first = await next_location()  # B has not reported: still offline

@@ -2,12 +2,15 @@
 
 The WebSocket is a resource the actor attaches and detaches. While one is attached the actor
 reads it in its own task, together with its mailbox (no task in between hands frames over: that
-hop was one of the seven task steps of a message); the link screens each frame (size, rate,
-syntax) and the actor answers what passes. The actor answers the charger's CALLs
-(in order, one at a time, as OCPP-J requires of the charger anyway), sends the central system's
-CALLs one outstanding at a time with a timeout, and keeps the station's state: registration,
+hop was one of the seven task steps of a message). The actor is a thin loop: it feeds each
+message to the connection's sans-IO :class:`~cpms.ocpp.endpoint.OcppEndpoint` (screening,
+framing, validation, CALL correlation) and performs what comes out: it answers the charger's
+CALLs with the :mod:`handlers <actors.charge_point.handlers>` (in order, one at a time, as OCPP-J
+requires of the charger anyway) and performs their events, sends the central system's CALLs one
+outstanding at a time with a timeout, and keeps the station's state: registration,
 online/offline (offline exactly when no frame arrived for ``offline_after`` seconds, by its own
-timer), firmware, and per-connector status. Every change of status is published on the event bus.
+timer, :mod:`cpms.ocpp.link_state`), and per-connector status. Every change of status is
+published on the event bus.
 """
 
 from __future__ import annotations
@@ -16,15 +19,54 @@ import collections
 import itertools
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol, cast
 
 import structlog
 import trio
 
-from actors.charge_point.handlers import HANDLERS, StationContext
-from actors.charge_point.link_state import (
+from actors.charge_point.context import StationContext
+from actors.charge_point.handlers import HANDLERS, Handled, StateChanged, ToSession
+from actors.charge_point.messages import (
+    STATION,
+    Attach,
+    ChargerError,
+    ChargerLink,
+    Command,
+    Detach,
+    GetSnapshot,
+    Reload,
+    Snapshot,
+    StationMsg,
+)
+from actors.charge_point.telemetry import Telemetry
+from actors.runtime import (
+    ActorUnavailable,
+    Address,
+    ChildSpec,
+    Envelope,
+    Mailbox,
+    Registry,
+    Restart,
+)
+from actors.session.messages import SESSION, RfidSessions
+from cpms.kernel.errors import Unavailable
+from cpms.kernel.events import ConnectorShown, EventBus, StationStatusChanged
+from cpms.kernel.status import StationStatus, station_status
+from cpms.kernel.timeutil import iso_now
+from cpms.ocpp.endpoint import (
+    FRAME_EVENTS,
+    Answered,
+    CallReceived,
+    CallRefused,
+    Close,
+    EndpointConfig,
+    Failed,
+    OcppEndpoint,
+    Reply,
+    Stray,
+)
+from cpms.ocpp.frames import Call, Frame, OcppError
+from cpms.ocpp.link_state import (
     Effect,
     FrameArrived,
     Link,
@@ -32,121 +74,10 @@ from actors.charge_point.link_state import (
     SilenceElapsed,
     transition,
 )
-from actors.charge_point.telemetry import Telemetry
-from actors.runtime import Address, ChildSpec, Envelope, Mailbox, Registry, Request, Restart
-from actors.session.messages import RfidSessions
-from cpms.kernel.errors import Unavailable
-from cpms.kernel.events import EventBus
-from cpms.kernel.status import station_status
-from cpms.ocpp import schemas
-from cpms.ocpp.frames import Call, CallError, CallResult, ErrorCode, Frame, OcppError
 from storage import Database
 from storage import stations as store
 
-STATION = "station"
-log = structlog.stdlib.get_logger("actors.charge_point.actor")
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A frame the link turned away before parsing it into a :class:`Frame`: ``reply`` (a
-    CALLERROR) goes back to the charger, or ``close`` (code, reason) ends the connection."""
-
-    reply: str | None = None
-    close: tuple[int, str] | None = None
-
-
-class ChargerLink(Protocol):
-    """The charger's WebSocket as the actor sees it."""
-
-    async def receive(self) -> str | bytes | None:
-        """The next message, or None once the connection has ended. Safe to cancel."""
-        ...
-
-    def screen(self, text: str | bytes) -> Frame | Refusal:
-        """``text`` parsed, or why it is turned away (too large, too many, not OCPP-J)."""
-        ...
-
-    async def send(self, text: str) -> None: ...
-
-    async def close(self, code: int, reason: str) -> None: ...
-
-    def release(self) -> None:
-        """The actor no longer reads this link (detached, replaced, or the actor stopped)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Attach:
-    """A charger connected; replaces any previous connection. The actor reads it from now on
-    and calls its ``release()`` when it stops."""
-
-    link: ChargerLink
-
-
-@dataclass(frozen=True, slots=True)
-class Detach:
-    link: ChargerLink
-
-
-@dataclass(frozen=True, slots=True)
-class Command(Request[dict[str, Any]]):
-    """Send ``action`` to the charger and answer with its (validated) reply payload."""
-
-    action: str
-    payload: dict[str, Any]
-    timeout: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    station_id: str
-    connected: bool
-    online: bool
-    registration: str
-    admin_status: str
-    status: str
-    connectors: dict[int, dict[str, Any]]
-
-    @property
-    def configured(self) -> frozenset[int]:
-        """The connectors an operator set up (a charger may report others)."""
-        return frozenset(n for n, c in self.connectors.items() if c.get("configured"))
-
-
-@dataclass(frozen=True, slots=True)
-class GetSnapshot(Request[Snapshot]):
-    pass
-
-
-def shown_snapshot(registry: Registry, station_id: str) -> Snapshot | None:
-    """The station's state as its running ChargePointActor shows it now, read without asking;
-    None when no actor shows it (none runs, or one is between a crash and its restart)."""
-    view = registry.view(STATION, station_id)
-    return None if view is None else cast(Snapshot, view())
-
-
-@dataclass(frozen=True, slots=True)
-class Reload(Request[None]):
-    """The station's record changed (admin status, password, connectors): read it again.
-    Operators' changes made elsewhere (the CLI) come as database notifications
-    (:mod:`actors.charge_point.config`)."""
-
-
-StationMsg = Attach | Detach | Command | GetSnapshot | Reload
-
-
-class ChargerError(Unavailable):
-    """The charger answered a command with a CALLERROR."""
-
-    code = "ocpp_communication_error"
-
-
-@dataclass
-class _Pending:
-    call: Call
-    envelope: Envelope[StationMsg]
-    deadline: float
+log = structlog.stdlib.get_logger("actors.charge_point")
 
 
 @dataclass
@@ -154,9 +85,12 @@ class _StationActor:
     ctx: StationContext
     bus: EventBus
     offline_after: float
+    config: EndpointConfig
     link: ChargerLink | None = None
+    endpoint: OcppEndpoint | None = None
     state: LinkState = field(default_factory=LinkState)
-    pending: _Pending | None = None
+    #: the command whose CALL is outstanding, and those waiting their turn
+    pending: Envelope[StationMsg] | None = None
     waiting: collections.deque[Envelope[StationMsg]] = field(default_factory=collections.deque)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -170,7 +104,7 @@ class _StationActor:
 
     def deadline(self) -> float:
         silence = self.state.deadline(self.offline_after)
-        return min(silence, self.pending.deadline if self.pending else math.inf)
+        return min(silence, self.endpoint.deadline() if self.endpoint else math.inf)
 
     async def _apply(self, event: FrameArrived | SilenceElapsed) -> None:
         step = transition(self.state, event, self.offline_after)
@@ -188,115 +122,111 @@ class _StationActor:
 
     async def attach(self, link: ChargerLink) -> None:
         old, self.link = self.link, link
+        self._lost("the connection was replaced")
+        self.endpoint = OcppEndpoint(self.config, trio.current_time())
         if old is not None:
             log.info("connection replaced", station=self.station_id)
             old.release()
             await old.close(1000, "replaced by a new connection")
-            self._fail_pending("the connection was replaced")
 
     def detach(self, link: ChargerLink) -> None:
         if self.link is link:
             self.link = None
             link.release()
-            self._fail_pending("the charger disconnected")
+            self._lost("the charger disconnected")
+            self.endpoint = None
+
+    def _lost(self, why: str) -> None:
+        if self.endpoint is not None and (failed := self.endpoint.lost(why)) is not None:
+            self._failed(failed)
 
     # -- frames from the charger --------------------------------------------------------------
 
     async def arrived(self, link: ChargerLink, text: str | bytes | None) -> None:
         """What reading ``link`` gave: a message, or None when the connection ended."""
-        if text is None:
+        endpoint = self.endpoint
+        if text is None or endpoint is None:
             self.detach(link)
             return
-        screened = link.screen(text)
-        if isinstance(screened, Refusal):
-            if screened.close is not None:
-                await link.close(*screened.close)
+        now = trio.current_time()
+        event = endpoint.receive(text, now)
+        if isinstance(event, FRAME_EVENTS):
+            await self._apply(FrameArrived(now))
+        match event:
+            case CallReceived(call, raw):
+                self.ctx.log_message("in", call, call.action, raw)
+                await self._answer(call)
+            case CallRefused(call, error, raw):
+                self.ctx.log_message("in", call, call.action, raw)
+                log.info(
+                    "bad frame", station=self.station_id, code=error.code, why=error.description
+                )
+                await self._send(error, call.action)
+            case Answered(call, result, raw):
+                self.ctx.log_message("in", result, call.action, raw)
+                if self.pending is not None:
+                    self.pending.respond(result.payload)
+                    self.pending = None
+                await self._next_command()
+            case Failed(call, _, _, frame, raw):
+                if frame is not None:
+                    self.ctx.log_message("in", frame, call.action, raw)
+                self._failed(event)
+                await self._next_command()
+            case Stray(frame, raw, reply):
+                self.ctx.log_message("in", frame, None, raw)
+                if reply is not None:
+                    await self._send(reply)
+            case Reply(answer, why):
+                log.info("frame turned away", station=self.station_id, why=why)
+                await self._send_raw(answer)
+            case Close(code, reason):
+                log.warning("closing the connection", station=self.station_id, why=reason)
+                await link.close(code, reason)
                 self.detach(link)
-            elif screened.reply is not None:
-                await self._send_raw(screened.reply)
-            return
-        await self.received(screened, text if isinstance(text, str) else None)
-
-    async def received(self, frame: Frame, text: str | None = None) -> None:
-        await self._apply(FrameArrived(trio.current_time()))
-        action = (
-            frame.action
-            if isinstance(frame, Call)
-            else (self.pending.call.action if self.pending else None)
-        )
-        self.ctx.log_message("in", frame, action, text)
-        if isinstance(frame, Call):
-            await self._answer(frame)
-        else:
-            await self._complete(frame)
 
     async def _answer(self, call: Call) -> None:
-        handler = HANDLERS.get(call.action)
+        handler = HANDLERS[call.action]  # the endpoint passes on only the actions handled here
         try:
-            if handler is None:
-                code: ErrorCode = (
-                    "NotSupported" if call.action in schemas.TO_CHARGER else "NotImplemented"
-                )
-                raise OcppError(code, f"{call.action} is not handled here", call.unique_id)
-            schemas.validate(call.action, call.payload, call.unique_id)
-            try:
-                payload = await handler(self.ctx, call.payload, call.unique_id)
-            except OcppError:
-                raise
-            except Exception:
-                # Our fault (a database error, a bug): the charger is told, and retries what
-                # the spec says it must; the actor and its state go on.
-                log.exception("handler failed", station=self.station_id, action=call.action)
-                raise OcppError(
-                    "InternalError", "the central system could not handle this", call.unique_id
-                ) from None
-            self._check_own_answer(call, payload)
+            handled: Handled = await handler(self.ctx, call.payload, call.unique_id)
         except OcppError as error:
-            await self._send(error.frame(), call.action)
-        else:
-            await self._send(CallResult(call.unique_id, payload), call.action)
-        if self.ctx.changed:
-            self.ctx.changed = False
-            self.publish()
-
-    def _check_own_answer(self, call: Call, payload: dict[str, Any]) -> None:
-        """An answer of ours that breaks the schema is our bug: the charger gets InternalError."""
-        try:
-            schemas.validate(f"{call.action}Response", payload, call.unique_id)
-        except OcppError as error:
+            await self._send(OcppEndpoint.refuse(call, error), call.action)
+            return
+        except Exception:
+            # Our fault (a database error, a bug): the charger is told, and retries what the
+            # spec says it must; the actor and its state go on.
+            log.exception("handler failed", station=self.station_id, action=call.action)
+            ours = OcppError("InternalError", "the central system could not handle this")
+            await self._send(OcppEndpoint.refuse(call, ours), call.action)
+            return
+        answer, problem = OcppEndpoint.answer(call, handled.answer)
+        if problem is not None:
             log.error(
                 "answer breaks the OCPP schema",
                 station=self.station_id,
                 action=call.action,
-                problem=error.description,
+                problem=problem,
             )
-            raise OcppError(
-                "InternalError", "the central system could not answer", call.unique_id
-            ) from None
+        await self._send(answer, call.action)
+        for event in handled.events:  # what it recorded is stored: the charger needn't wait
+            await self._perform(event)
 
-    async def _complete(self, frame: CallResult | CallError) -> None:
-        pending = self.pending
-        if pending is None or pending.call.unique_id != frame.unique_id:
-            if isinstance(frame, CallResult):  # a CALLERROR is never answered
-                await self._send(
-                    CallError(frame.unique_id, "ProtocolError", "no outstanding CALL with this id")
-                )
-            return
-        self.pending = None
-        if isinstance(frame, CallError):
-            pending.envelope.fail(
-                ChargerError(f"{pending.call.action}: {frame.code} {frame.description}".strip())
-            )
-        else:
-            try:
-                schemas.validate(f"{pending.call.action}Response", frame.payload, frame.unique_id)
-            except OcppError as error:
-                pending.envelope.fail(
-                    ChargerError(f"{pending.call.action}: invalid answer: {error.description}")
-                )
-            else:
-                pending.envelope.respond(frame.payload)
-        await self._next_command()
+    async def _perform(self, event: StateChanged | ToSession) -> None:
+        match event:
+            case StateChanged():
+                self.publish()
+            case ToSession(session_id, message, wake):
+                registry, sessions = self.ctx.registry, self.ctx.sessions
+                ref = None if registry is None else registry.lookup(SESSION, str(session_id))
+                if ref is not None:
+                    try:
+                        await ref.tell(message)
+                        return
+                    except ActorUnavailable:  # it ended between the lookup and the tell
+                        pass
+                # no actor: ended, or being restarted (it will read what was recorded)
+                if wake and sessions is not None:
+                    await sessions.wake(session_id)
 
     # -- commands to the charger --------------------------------------------------------------
 
@@ -310,33 +240,38 @@ class _StationActor:
             envelope = self.waiting.popleft()
             message = envelope.message
             assert isinstance(message, Command)
-            if self.link is None:
+            if self.endpoint is None:
                 envelope.fail(
                     Unavailable(
                         f"station {self.station_id} is not connected", code="station_offline"
                     )
                 )
                 continue
-            call = Call(f"cs-{next(self.ids)}", message.action, message.payload)
-            self.pending = _Pending(call, envelope, trio.current_time() + message.timeout)
+            call = self.endpoint.call(
+                f"cs-{next(self.ids)}",
+                message.action,
+                message.payload,
+                trio.current_time(),
+                message.timeout,
+            )
+            self.pending = envelope
             await self._send(call)
 
-    def _fail_pending(self, why: str) -> None:
-        if self.pending is not None:
-            self.pending.envelope.fail(
-                Unavailable(f"{self.pending.call.action}: {why}", code="station_offline")
-            )
-            self.pending = None
+    def _failed(self, failed: Failed) -> None:
+        envelope, self.pending = self.pending, None
+        if envelope is None:
+            return
+        if failed.reason == "error":
+            envelope.fail(ChargerError(failed.description))
+        elif failed.reason == "timeout":
+            envelope.fail(Unavailable(failed.description, code="timeout"))
+        else:
+            envelope.fail(Unavailable(failed.description, code="station_offline"))
 
     async def timer(self) -> None:
         now = trio.current_time()
-        if self.pending is not None and now >= self.pending.deadline:
-            self.pending.envelope.fail(
-                Unavailable(
-                    f"{self.pending.call.action}: no answer from the charger", code="timeout"
-                )
-            )
-            self.pending = None
+        if self.endpoint is not None and (failed := self.endpoint.expire(now)) is not None:
+            self._failed(failed)
             await self._next_command()
         if now >= self.state.deadline(self.offline_after):
             await self._apply(SilenceElapsed(now))
@@ -367,30 +302,23 @@ class _StationActor:
             self.ctx.registration,
             self.ctx.admin_status,
             self.status(),
-            {k: dict(v) for k, v in self.ctx.connectors.items()},
+            dict(self.ctx.connectors),
         )
 
-    def status(self) -> str:
-        configured = [c["status"] for c in self.ctx.connectors.values() if c.get("configured")]
+    def status(self) -> StationStatus:
+        configured = [c.status for c in self.ctx.connectors.values() if c.configured]
         return station_status(self.online, self.ctx.admin_status, configured)
 
     def publish(self) -> None:
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        shown = tuple(
+            ConnectorShown(n, c.status, c.power_kw)
+            for n, c in sorted(self.ctx.connectors.items())
+            if c.configured
+        )
         self.bus.publish(
-            {
-                "type": "station_status_update",
-                "data": {
-                    "station_id": self.station_id,
-                    "location_id": self.ctx.location_id,
-                    "status": self.status(),
-                    "connectors": [
-                        {"connector_id": n, "status": c["status"], "power_kw": c.get("power_kw")}
-                        for n, c in sorted(self.ctx.connectors.items())
-                        if c.get("configured")
-                    ],
-                    "timestamp": now,
-                },
-            }
+            StationStatusChanged(
+                self.station_id, self.ctx.location_id, self.status(), shown, iso_now()
+            )
         )
 
 
@@ -402,6 +330,7 @@ async def run_charge_point(
     bus: EventBus,
     offline_after: float,
     telemetry: Telemetry,
+    endpoint: EndpointConfig,
     registry: Registry | None = None,
     sessions: RfidSessions | None = None,
     preloaded: list[StationContext] | None = None,
@@ -412,7 +341,7 @@ async def run_charge_point(
     else:
         ctx = await StationContext.load(db, station_id, telemetry)
     ctx.registry, ctx.sessions = registry, sessions
-    actor = _StationActor(ctx, bus, offline_after)
+    actor = _StationActor(ctx, bus, offline_after, endpoint)
     address, view = Address(STATION, station_id), actor.snapshot
     if registry is not None:
         registry.show(address, view)
@@ -471,7 +400,6 @@ async def _handle(actor: _StationActor, envelope: Envelope[StationMsg]) -> None:
             except LookupError:  # deleted: nothing to take up (its actor goes with the server)
                 log.warning("station record gone", station=actor.station_id)
             else:
-                actor.ctx.changed = False
                 actor.publish()
             envelope.respond(None)
 
@@ -483,11 +411,13 @@ def charge_point_spec(
     bus: EventBus,
     offline_after: float = 300.0,
     telemetry: Telemetry,
+    endpoint: EndpointConfig | None = None,
     context: StationContext | None = None,
     registry: Registry | None = None,
     sessions: RfidSessions | None = None,
 ) -> ChildSpec[StationMsg]:
-    """``context``: the station as already read (start-up), used for the first start only."""
+    """``context``: the station as already read (start-up), used for the first start only;
+    ``endpoint``: the bounds on what the charger sends (size, rate)."""
     return ChildSpec(
         Address(STATION, station_id),
         partial(
@@ -497,6 +427,7 @@ def charge_point_spec(
             bus=bus,
             offline_after=offline_after,
             telemetry=telemetry,
+            endpoint=endpoint or EndpointConfig(),
             registry=registry,
             sessions=sessions,
             preloaded=None if context is None else [context],

@@ -16,7 +16,7 @@ import contextlib
 import structlog
 import trio
 
-from actors.charge_point.actor import STATION, Reload
+from actors.charge_point.messages import STATION, Reload
 from actors.runtime import ActorError, Registry
 from cpms.kernel.charging import Tariff
 from storage import Database

@@ -2,22 +2,16 @@
 
 Per connection: check the path and the subprotocol, authenticate the station (HTTP Basic with
 its own password, security profile 1; TLS when configured, profile 2), find or start its
-ChargePointActor and attach the connection to it: the actor reads it from then on, and the
-connection's task only waits for the actor to let it go. Each frame is size-checked,
-rate-limited and parsed by the link (:meth:`_Link.screen`); a bad one gets its CALLERROR and the
-connection goes on. Treatment of abuse:
+ChargePointActor and attach the connection to it: the actor reads it from then on (each frame
+screened, parsed and checked by :mod:`cpms.ocpp.endpoint`), and the connection's task only waits
+for the actor to let it go. Treatment of abuse at the door:
 
 * a handshake without ``ocpp1.6`` → HTTP 400; an unknown station → 404 (unless auto-registration
   is on); a wrong or missing password → 401; too many wrong ones lately (:class:`LoginThrottle`)
   → 429; a station whose actor is retired after repeated crashes → 503. Each is logged.
-* a frame over ``max_frame`` bytes (UTF-8, as on the wire) → CALLERROR FormationViolation;
-  over the WebSocket limit (4 × ``max_frame``) → the connection is closed with 1009; a text
-  frame that is not UTF-8 → closed with 1007 (:mod:`cpms.ocpp.websocket_close`).
-* more than ``rate`` frames/s sustained (bucket of ``burst``) → CALLERROR GenericError for the
-  excess; a sustained flood (refusals piling up to ten times the rate, see :class:`_Bucket`)
-  closes the connection with 1008. The first answer
-  (CALLRESULT or CALLERROR) after each CALL of ours is let through whatever the rate: the
-  server asked for it, and one CALL is outstanding at a time, so answers can't flood.
+* a message over the WebSocket limit (4 × ``max_frame``) → the connection is closed with 1009;
+  a text frame that is not UTF-8 → closed with 1007 (:mod:`cpms.ocpp.websocket_close`). Frames
+  over ``max_frame`` and floods are the endpoint's to refuse.
 """
 
 from __future__ import annotations
@@ -44,14 +38,8 @@ from trio_websocket import (
     serve_websocket,
 )
 
-from actors.charge_point.actor import (
-    STATION,
-    Attach,
-    Detach,
-    Refusal,
-    StationMsg,
-    charge_point_spec,
-)
+from actors.charge_point.actor import charge_point_spec
+from actors.charge_point.messages import STATION, Attach, Detach, StationMsg
 from actors.charge_point.telemetry import Telemetry
 from actors.runtime import ActorRef, ActorUnavailable, ChildRetired, Registry, Supervisor
 from actors.session.messages import RfidSessions
@@ -59,7 +47,7 @@ from cpms.kernel.errors import Conflict
 from cpms.kernel.events import EventBus
 from cpms.kernel.passwords import verify_password
 from cpms.ocpp import websocket_close
-from cpms.ocpp.frames import CallError, Frame, OcppError, parse_frame, unique_id_hint
+from cpms.ocpp.endpoint import EndpointConfig
 from storage import Database
 from storage import stations as store
 from storage.errors import StorageUnavailable
@@ -77,6 +65,10 @@ class ListenerConfig:
     max_frame: int = 65536
     rate: float = 20.0
     burst: int = 100
+
+    @property
+    def endpoint(self) -> EndpointConfig:
+        return EndpointConfig(max_frame=self.max_frame, rate=self.rate, burst=self.burst)
 
 
 class LoginThrottle:
@@ -172,6 +164,7 @@ class CentralSystem:
                     bus=self.bus,
                     offline_after=self.config.offline_after,
                     telemetry=self.telemetry,
+                    endpoint=self.config.endpoint,
                     registry=self.registry,
                     sessions=self.sessions,
                 )
@@ -183,12 +176,9 @@ class CentralSystem:
 class _Link:
     """A WebSocket as a ChargePointActor's ChargerLink."""
 
-    def __init__(self, ws: WebSocketConnection, station: str, config: ListenerConfig) -> None:
-        self.ws, self.station, self.config = ws, station, config
-        self.bucket = _Bucket(config.rate, config.burst)
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
         self.released = trio.Event()
-        #: a CALL of ours was sent and no answer-looking frame has come since
-        self.asked = False
 
     async def receive(self) -> str | bytes | None:
         try:
@@ -196,34 +186,7 @@ class _Link:
         except ConnectionClosed:
             return None
 
-    def screen(self, text: str | bytes) -> Frame | Refusal:
-        answer = (
-            self.asked and _ANSWER.match(text[:16] if isinstance(text, str) else "") is not None
-        )
-        if answer:
-            self.asked = False
-        if not answer and not self.bucket.take():
-            if self.bucket.excess > self.config.rate * 10:
-                log.warning("charger flooding, closing", station=self.station)
-                return Refusal(close=(1008, "message rate exceeded"))
-            hint = unique_id_hint(text if isinstance(text, str) else "")
-            reply = CallError(hint, "GenericError", "message rate exceeded")
-            return Refusal(reply.encode())
-        size = _size(text, self.config.max_frame)
-        if size > self.config.max_frame:
-            log.warning("frame too large", station=self.station, size=size)
-            hint = unique_id_hint(text[:200] if isinstance(text, str) else "")
-            reply = CallError(hint, "FormationViolation", "frame too large")
-            return Refusal(reply.encode())
-        try:
-            return parse_frame(text)
-        except OcppError as error:
-            log.info("bad frame", station=self.station, code=error.code, why=error.description)
-            return Refusal(error.frame().encode())
-
     async def send(self, text: str) -> None:
-        if text.startswith("[2,"):  # our CALLs are compact (cpms.ocpp.frames)
-            self.asked = True
         try:
             await self.ws.send_message(text)
         except ConnectionClosed as exc:
@@ -234,43 +197,6 @@ class _Link:
 
     def release(self) -> None:
         self.released.set()
-
-
-_ANSWER = re.compile(r"\s*\[\s*[34]\s*,")
-
-
-def _size(text: str | bytes, limit: int) -> int:
-    """The frame's size in bytes on the wire (a character is up to 4 of them); encoded only when
-    its length in characters leaves the answer open."""
-    if isinstance(text, bytes) or len(text) * 4 <= limit or len(text) > limit:
-        return len(text)
-    return len(text.encode("utf-8", "surrogatepass"))
-
-
-class _Bucket:
-    """A token bucket (``rate`` per second, up to ``burst``), and ``excess``: the frames it
-    refused, draining at the rate. A charger that keeps sending more than twice the rate piles
-    refusals up to ten times the rate and is disconnected (at 1,000 frames/s against 20, in a
-    fifth of a second); one that runs over now and then is only refused the excess."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = float(burst)
-        self.stamp = trio.current_time()
-        self.excess = 0.0
-        self.excess_stamp = self.stamp
-
-    def take(self) -> bool:
-        now = trio.current_time()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        drained = (now - self.excess_stamp) * self.rate
-        self.excess = max(0.0, self.excess - drained) + 1
-        self.excess_stamp = now
-        return False
 
 
 def station_id_from_path(path: str, prefix: str) -> str | None:
@@ -363,7 +289,7 @@ async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> Non
         await request.reject(503, extra_headers=[(b"Retry-After", retry)])
         return
     ws = await request.accept(subprotocol=OCPP_SUBPROTOCOL)
-    link = _Link(ws, station, cs.config)
+    link = _Link(ws)
     log.info("charger connected", station=station, remote=str(ws.remote))
     try:
         await actor.tell(Attach(link))

@@ -31,8 +31,8 @@ from typing import Any
 import structlog
 import trio
 
-from actors.charge_point.actor import STATION, Command, GetSnapshot, Snapshot, shown_snapshot
 from actors.charge_point.config import StationTariffs
+from actors.charge_point.messages import STATION, Command, GetSnapshot, Snapshot, shown_snapshot
 from actors.ledger import Ledger
 from actors.runtime._address import Address
 from actors.runtime._mailbox import Envelope, Mailbox, Reply
@@ -61,7 +61,7 @@ from actors.session.record import SessionRecord, open_report, state_from_row
 from actors.session.view import session_view, stop_outcome
 from cpms.kernel.charging import Limit, Plausibility, Tariff, Verdict, reservation
 from cpms.kernel.errors import Conflict, CpmsError, Forbidden, NotFound, Unavailable
-from cpms.kernel.events import EventBus
+from cpms.kernel.events import EventBus, SessionChanged
 from cpms.kernel.money import MAX_AMOUNT
 from storage import Database
 from storage import sessions as sessions_store
@@ -122,8 +122,8 @@ class SessionDeps:
         """What the connector's meter can plausibly count, by its rated power as its station
         shows it (its record when no actor shows it: read at the session's next restart)."""
         bounds, t = self.meter_bounds, self.timings
-        connector = {} if snapshot is None else snapshot.connectors.get(connector_id, {})
-        power = connector.get("power_kw") or bounds.unknown_power_kw
+        connector = None if snapshot is None else snapshot.connectors.get(connector_id)
+        power = (connector and connector.power_kw) or bounds.unknown_power_kw
         # the longest a transaction is counted: to the cap, the grace for an offline charger,
         # and an hour for the charger to answer the stop
         hours = Decimal(int(t.max_duration + t.offline_grace)) / 3600 + 1
@@ -311,7 +311,8 @@ class _SessionActor:
             )
         if not snapshot.online or not snapshot.connected:
             raise Unavailable(f"station {request.station_id} is offline", code="station_offline")
-        status = snapshot.connectors.get(request.connector_id, {}).get("status", "Unavailable")
+        connector = snapshot.connectors.get(request.connector_id)
+        status = "Unavailable" if connector is None else connector.status
         if status == "Faulted":
             raise Conflict(f"connector {request.connector_id} is faulted", code="connector_faulted")
         if status == "Unavailable":
@@ -401,7 +402,7 @@ class _SessionActor:
         elif effect is Effect.PERSIST:
             await self.persist()
         else:
-            self.deps.bus.publish({"type": "session_update", "data": self.view()})
+            self.deps.bus.publish(SessionChanged(str(s.client_id), self.view()))
 
     def _billed_cost(self) -> Decimal:
         """The cost on the meter's last counted reading (the stop's, once judged)."""
@@ -604,7 +605,8 @@ class _SessionActor:
         snapshot = shown_snapshot(self.deps.registry, s.station_id)
         if snapshot is None or not (snapshot.online and snapshot.connected):
             return sm.Tick(online=False, in_transaction=None)
-        status = snapshot.connectors.get(s.connector_id, {}).get("status")
+        connector = snapshot.connectors.get(s.connector_id)
+        status = None if connector is None else connector.status
         in_transaction = True if status in IN_TRANSACTION else False if status in IDLE else None
         return sm.Tick(online=True, in_transaction=in_transaction)
 

@@ -1,19 +1,105 @@
-"""The in-process event bus: status and balance events fanned out to subscribers.
+"""The in-process event bus and the events it carries: typed, frozen, and each able to say
+itself as the app's WebSocket message (``{"type": ..., "data": {...}}``).
 
 Publishing never blocks: a subscriber that falls behind its bounded queue loses events (counted
-in ``dropped``) rather than slowing a charger down. With Redis configured, a bridge republishes
-these events to the other nodes (scale-out issue).
+in ``dropped``) rather than slowing a charger down.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import trio
 
-Event = dict[str, Any]
+from cpms.kernel.status import LocationStatus, StationStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorShown:
+    """A configured connector as a station's status update shows it."""
+
+    connector_id: int
+    status: str
+    power_kw: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class StationStatusChanged:
+    """A station's status or one of its connectors' changed (or was read again)."""
+
+    station_id: str
+    location_id: str | None
+    status: StationStatus
+    connectors: tuple[ConnectorShown, ...]
+    timestamp: str
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "type": "station_status_update",
+            "data": {
+                "station_id": self.station_id,
+                "location_id": self.location_id,
+                "status": self.status,
+                "connectors": [
+                    {"connector_id": c.connector_id, "status": c.status, "power_kw": c.power_kw}
+                    for c in self.connectors
+                ],
+                "timestamp": self.timestamp,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LocationCounts:
+    """A location's status and counts, as the app's station list shows them."""
+
+    location_id: str
+    status: LocationStatus
+    available_connectors: int
+    total_connectors: int
+    stations_count: int
+    available_stations: int
+    occupied_stations: int
+
+
+@dataclass(frozen=True, slots=True)
+class LocationStatusChanged:
+    counts: LocationCounts
+    timestamp: str
+
+    def message(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            "type": "location_status_update",
+            "data": {
+                "location_id": c.location_id,
+                "status": c.status,
+                "available_connectors": c.available_connectors,
+                "total_connectors": c.total_connectors,
+                "stations_count": c.stations_count,
+                "available_stations": c.available_stations,
+                "occupied_stations": c.occupied_stations,
+                "timestamp": self.timestamp,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChanged:
+    """A charging session's view (as ``GET /charging/status`` shows it) after a change."""
+
+    client_id: str
+    view: dict[str, Any]
+
+    def message(self) -> dict[str, Any]:
+        return {"type": "session_update", "data": self.view}
+
+
+Event = StationStatusChanged | LocationStatusChanged | SessionChanged
 
 
 class EventBus:

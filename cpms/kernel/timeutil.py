@@ -21,3 +21,8 @@ def parse_time(value: object) -> datetime | None:
     except OverflowError:
         return None
     return parsed
+
+
+def iso_now() -> str:
+    """Now, in UTC, as ISO 8601 with a ``Z``."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")

@@ -12,7 +12,7 @@ import trio
 
 from actors.charge_point.actor import charge_point_spec
 from actors.charge_point.config import StationTariffs, run_config_watch
-from actors.charge_point.handlers import StationContext
+from actors.charge_point.context import StationContext
 from actors.charge_point.listener import CentralSystem, ListenerConfig, serve_ocpp
 from actors.charge_point.telemetry import Telemetry
 from actors.core import Core
@@ -97,6 +97,7 @@ async def run_central_system(
                     bus=core.bus,
                     offline_after=config.offline_after,
                     telemetry=telemetry,
+                    endpoint=config.endpoint,
                     context=context,
                     registry=core.registry,
                     sessions=sessions,
