@@ -19,9 +19,9 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
-from actors.charge_point.actor import _StationActor
 from actors.charge_point.handlers import HANDLERS
 from actors.charge_point.listener import LoginThrottle
+from actors.charge_point.station import StationActor
 from actors.charge_point.telemetry import Telemetry
 from cpms.ocpp.frames import Call, CallResult, parse_frame
 from cpms.ocpp.meter import parse_samples
@@ -643,12 +643,12 @@ async def test_meter_samples_are_copied_with_their_empty_fields(db: Database) ->
 async def test_a_crashed_station_actor_lets_its_connection_go(
     server: Endpoints, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: _StationActor) -> None:
+    def broken(self: StationActor) -> None:
         raise RuntimeError("a bug in the actor")
 
     async with connect(server.ocpp_url, "CP-1", PASSWORD) as charger:
         assert "currentTime" in await charger.call("Heartbeat", {})
-        monkeypatch.setattr(_StationActor, "publish", broken)  # the next status change crashes it
+        monkeypatch.setattr(StationActor, "publish", broken)  # the next status change crashes it
         status = {"connectorId": 1, "errorCode": "NoError", "status": "Charging"}
         assert await charger.call("StatusNotification", status) == {}  # answered, then crashed
         with trio.fail_after(5), pytest.raises(ConnectionClosed):

@@ -23,7 +23,9 @@ from actors.ledger import Ledger, storage_actor_spec
 from actors.runtime import ChildSpec, Registry, Restart, Supervisor, run_supervisor
 from actors.runtime._address import Address
 from actors.runtime._mailbox import Mailbox
-from actors.session.actor import SessionDeps, Timings, session_spec
+from actors.session.deps import SessionDeps
+from actors.session.lifecycle import session_spec
+from actors.session.machine import Timings
 from actors.session.messages import Begin, ChargerStarted, MeterReading, SessionMsg, StartRequest
 from cpms.kernel.charging import Limit
 from cpms.kernel.events import EventBus

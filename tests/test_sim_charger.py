@@ -11,6 +11,7 @@ import trio
 from cpms.ocpp import schemas
 from cpms.server.app import Endpoints
 from sim.charger import VirtualChargePoint
+from sim.commands import ANSWERS
 from sim.curve import Vehicle
 from storage import Database
 from storage import stations as store
@@ -82,7 +83,7 @@ def test_every_command_answer_is_valid_ocpp() -> None:
     cp = VirtualChargePoint("CP-X", "ws://unused/ws")
     for action, (request, _) in CHARGER_ANSWERS.items():
         schemas.validate(action, request, "1")
-        answer, _after = getattr(cp, f"_on_{action}")(request)
+        answer, _after = ANSWERS[action](cp, request)
         schemas.validate(f"{action}Response", answer, "1")
 
 

@@ -14,6 +14,7 @@ import structlog
 from actors.session import machine as sm
 from actors.session.machine import Phase, SettledBy, State, Timings
 from actors.session.messages import session_tag
+from actors.session.view import session_view
 from cpms.kernel.charging import Limit, Meter, Plausibility, Tariff
 
 log = structlog.stdlib.get_logger("actors.session.actor")
@@ -156,3 +157,33 @@ def open_report(row: dict[str, Any], timings: Timings, now: datetime) -> dict[st
         "next_deadline": due,
         "overdue": due is not None and due < now,
     }
+
+
+def record_view(s: SessionRecord) -> dict[str, Any]:
+    """What the app sees of the session as its actor holds it (:func:`session_view`)."""
+    return session_view(
+        {
+            "id": s.id,
+            "client_id": s.client_id,
+            "station_id": s.station_id,
+            "connector_id": s.connector_id,
+            "status": s.phase.value,
+            "limit_type": s.limit.kind,
+            "limit_value": s.limit.value,
+            "rate_per_kwh": s.rate,
+            "session_fee": s.tariff.session_fee,
+            "reserved_amount": s.reserved,
+            "energy_kwh": Decimal("0") if s.meter is None else s.meter.energy_kwh,
+            "current_cost": s.current_cost(),
+            "final_cost": s.final_cost,
+            "refunded_amount": s.refunded,
+            "debt_amount": s.debt,
+            "power_kw": s.power_kw,
+            "soc_percent": s.soc,
+            "started_at": s.started_at,
+            "stopped_at": s.stopped_at,
+            "stop_reason": s.stop_reason,
+            "error": s.error,
+            "transaction_id": s.transaction_id,
+        }
+    )

@@ -13,7 +13,9 @@ import structlog
 import trio
 
 from actors.runtime import ActorUnavailable, AskTimeout, ChildRetired, Supervisor
-from actors.session.actor import SessionDeps, Timings, open_report, session_spec
+from actors.session.deps import SessionDeps
+from actors.session.lifecycle import session_spec
+from actors.session.machine import Timings
 from actors.session.messages import (
     SESSION,
     Begin,
@@ -22,6 +24,7 @@ from actors.session.messages import (
     StartRequest,
     StopSession,
 )
+from actors.session.record import open_report
 from actors.session.view import session_view, stop_outcome
 from cpms.kernel.errors import Forbidden, NotFound
 from storage import Database

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from actors.session.actor import open_report
+from actors.session.record import open_report
 from cpms import __version__
 from cpms.cli.demo import add_demo_command
 from cpms.cli.network import add_network_commands

@@ -24,6 +24,11 @@ CONNECTOR_STATUSES = (
 IN_USE = frozenset(
     {"Preparing", "Charging", "SuspendedEVSE", "SuspendedEV", "Finishing", "Reserved"}
 )
+#: a connector in one of these is taken: no new session can start on it
+BUSY = frozenset({"Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Reserved"})
+#: a connector in one of these has a transaction running; in one of ``IDLE``, it has none
+IN_TRANSACTION = frozenset({"Charging", "SuspendedEV", "SuspendedEVSE"})
+IDLE = frozenset({"Available", "Preparing", "Finishing", "Unavailable"})
 
 
 def station_status(online: bool, admin_status: str, connectors: Iterable[str]) -> StationStatus:

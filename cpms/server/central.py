@@ -18,7 +18,7 @@ from actors.charge_point.telemetry import Telemetry
 from actors.core import Core
 from actors.location_status import run_location_status
 from actors.runtime import Intensity, Supervisor, run_supervisor
-from actors.session.actor import MeterBounds, SessionDeps
+from actors.session.deps import MeterBounds, SessionDeps
 from actors.session.service import Sessions
 from cpms.ocpp import schemas
 from cpms.server.core import session_timings
