@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cpms.kernel.bounded import Stamp
 from cpms.kernel.errors import Conflict, InvalidRequest, NotFound
@@ -110,21 +110,6 @@ class IdTagIn(_Model):
     parent_id_tag: str | None = Field(None, min_length=1, max_length=20)
     status: Literal["Accepted", "Blocked", "Expired", "Invalid"] = "Accepted"
     expires_at: Stamp | None = None
-
-
-def parse(model: type[M], data: Any) -> M:
-    """Validate ``data`` as ``model``.
-
-    Raises:
-        InvalidRequest: ``validation_error`` naming each bad field.
-    """
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidRequest(problems, code="validation_error") from None
 
 
 async def _require(db: Database, table: network.Table, value: object, code: str) -> None:

@@ -22,7 +22,7 @@ from actors.core import Core
 from actors.session.messages import SESSION
 from actors.session.service import open_sessions_report
 from api.config import ApiConfig
-from api.door import json_object, optional_json_object
+from api.door import body, optional_json_object, query
 from cpms.kernel.bounded import RowId
 from cpms.kernel.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from cpms.ocpp import schemas
@@ -117,7 +117,7 @@ def _register(
     after_update: Callable[[str], Awaitable[None]] | None,
 ) -> None:
     async def create() -> Response:
-        item = prov.parse(resource.create_model, await json_object())
+        item = await body(resource.create_model)
         await resource.create(core.db, item)
         response = jsonify(
             {"success": True, resource.response_key: getattr(item, resource.id_field)}
@@ -126,7 +126,7 @@ def _register(
         return response
 
     async def update(ident: str) -> Response:
-        await resource.update(core.db, ident, prov.parse(resource.patch_model, await json_object()))
+        await resource.update(core.db, ident, await body(resource.patch_model))
         if after_update is not None:
             await after_update(ident)
         return jsonify({"success": True, resource.response_key: ident})
@@ -166,7 +166,7 @@ def admin_blueprint(core: Core, config: ApiConfig) -> Blueprint:
             raise InvalidRequest(
                 f"{action}: {error.description}", code="validation_error", ocpp_error=error.code
             ) from None
-        timeout = prov.parse(CommandQuery, dict(request.args)).timeout
+        timeout = query(CommandQuery).timeout
         ref = core.registry.lookup(STATION, station_id)
         if ref is None:
             raise NotFound(f"station {station_id} not found", code="station_not_found")
@@ -189,11 +189,15 @@ def admin_blueprint(core: Core, config: ApiConfig) -> Blueprint:
     async def credit(client_id: str) -> Response:
         """Credit a wallet (ledger type ``adjustment``; the client is created if new). The
         ``key`` makes a repeated request apply once."""
-        body = prov.parse(WalletCredit, await json_object())
+        credit = await body(WalletCredit)
         client = parse_uuid(client_id, field="client_id", code="invalid_client_id")
         await ensure_client(core.db, client)
         result = await core.ledger.credit(
-            client, body.amount, key=body.key, entry_type="adjustment", description=body.reason
+            client,
+            credit.amount,
+            key=credit.key,
+            entry_type="adjustment",
+            description=credit.reason,
         )
         return jsonify(
             {
@@ -208,8 +212,8 @@ def admin_blueprint(core: Core, config: ApiConfig) -> Blueprint:
     async def open_sessions() -> Response:
         """Sessions not ended yet, oldest first: state, age, next deadline, ``overdue`` when
         that has passed, and whether an actor is driving it."""
-        query = prov.parse(OpenSessionsQuery, dict(request.args))
-        report = await open_sessions_report(core.db, config.timings, query.limit)
+        limit = query(OpenSessionsQuery).limit
+        report = await open_sessions_report(core.db, config.timings, limit)
         for session in report:
             session["actor"] = core.registry.lookup(SESSION, session["id"]) is not None
         return jsonify({"success": True, "sessions": report})
@@ -218,8 +222,8 @@ def admin_blueprint(core: Core, config: ApiConfig) -> Blueprint:
     async def messages(station_id: str) -> Response:
         if await store.get_station(core.db, station_id) is None:
             raise NotFound(f"station {station_id} not found", code="station_not_found")
-        query = prov.parse(MessagesQuery, dict(request.args))
-        limit, before = query.limit, query.before_id
+        params = query(MessagesQuery)
+        limit, before = params.limit, params.before_id
         rows = await station_messages(core.db, station_id, before_id=before, limit=limit)
         return jsonify({"success": True, "station_id": station_id, "messages": rows})
 

@@ -7,14 +7,14 @@ with its balance before and after.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, Response, jsonify, request
+from quart import Blueprint, Response, jsonify
 
 from actors.core import Core
-from actors.provisioning import parse
+from api.door import query
 from api.identity import Identity
 from cpms.kernel.bounded import Offset, Stamp
 from cpms.kernel.errors import Forbidden
@@ -42,11 +42,6 @@ class HistoryQuery(BaseModel):
     date_to: Stamp | None = None
 
 
-def parse_query(model: type[BaseModel], args: Any) -> Any:
-    """Query parameters through ``model``; a bad one is ``validation_error`` naming it."""
-    return parse(model, dict(args))
-
-
 def balance_blueprint(core: Core, identity: Identity) -> Blueprint:
     bp = Blueprint("balance", __name__, url_prefix="/api/v1/balance")
 
@@ -72,16 +67,16 @@ def balance_blueprint(core: Core, identity: Identity) -> Blueprint:
     @bp.get("/history")
     async def history() -> Response:
         client_id = await identity.client_id()
-        query: HistoryQuery = parse_query(HistoryQuery, request.args)
-        types = list(TYPE_GROUPS[query.type]) if query.type else None
+        params = query(HistoryQuery)
+        types = list(TYPE_GROUPS[params.type]) if params.type else None
         rows, total = await wallets.history(
             core.db,
             client_id,
             types=types,
-            date_from=query.date_from,
-            date_to=query.date_to,
-            limit=query.limit,
-            offset=query.offset,
+            date_from=params.date_from,
+            date_to=params.date_to,
+            limit=params.limit,
+            offset=params.offset,
         )
         return jsonify(
             {
@@ -101,8 +96,8 @@ def balance_blueprint(core: Core, identity: Identity) -> Blueprint:
                     for r in rows
                 ],
                 "total": total,
-                "limit": query.limit,
-                "offset": query.offset,
+                "limit": params.limit,
+                "offset": params.offset,
             }
         )
 

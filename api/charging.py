@@ -10,14 +10,12 @@ import uuid
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
-from quart import Blueprint, Response, jsonify, request
+from quart import Blueprint, Response, jsonify
 
-from actors.provisioning import parse
 from actors.session.messages import StartRequest
 from actors.session.service import Sessions
 from actors.session.view import session_view
-from api.balance import parse_query
-from api.door import json_object
+from api.door import body, query
 from api.identity import Identity
 from cpms.kernel.bounded import Offset, Stamp
 from cpms.kernel.charging import Limit
@@ -50,10 +48,6 @@ class HistoryQuery(BaseModel):
     station_id: str | None = Field(None, max_length=64)
 
 
-async def parse_body(model: type[BaseModel]) -> BaseModel:
-    return parse(model, await json_object())
-
-
 def _same_client(claimed: uuid.UUID | None, caller: uuid.UUID) -> None:
     if claimed is not None and claimed != caller:
         raise Forbidden("client_id does not match the token", code="client_mismatch")
@@ -65,12 +59,11 @@ def charging_blueprint(sessions: Sessions, identity: Identity) -> Blueprint:
     @bp.post("/start")
     async def start() -> Response:
         caller = await identity.client_id()
-        body = await parse_body(StartBody)
-        assert isinstance(body, StartBody)
-        _same_client(body.client_id, caller)
-        limit = Limit.from_request(body.energy_kwh, body.amount_som)
+        start_body = await body(StartBody)
+        _same_client(start_body.client_id, caller)
+        limit = Limit.from_request(start_body.energy_kwh, start_body.amount_som)
         started = await sessions.start(
-            StartRequest(caller, body.station_id, body.connector_id, limit)
+            StartRequest(caller, start_body.station_id, start_body.connector_id, limit)
         )
         return jsonify({"success": True, **started})
 
@@ -83,31 +76,30 @@ def charging_blueprint(sessions: Sessions, identity: Identity) -> Blueprint:
     @bp.post("/stop")
     async def stop() -> Response:
         caller = await identity.client_id()
-        body = await parse_body(StopBody)
-        assert isinstance(body, StopBody)
-        _same_client(body.client_id, caller)
-        return jsonify({"success": True, **(await sessions.stop(body.session_id, caller))})
+        stop_body = await body(StopBody)
+        _same_client(stop_body.client_id, caller)
+        return jsonify({"success": True, **(await sessions.stop(stop_body.session_id, caller))})
 
     @bp.get("/history")
     async def history() -> Response:
         caller = await identity.client_id()
-        query: HistoryQuery = parse_query(HistoryQuery, request.args)
+        params = query(HistoryQuery)
         rows, total = await sessions_store.history(
             sessions.deps.db,
             caller,
-            limit=query.limit,
-            offset=query.offset,
-            date_from=query.date_from,
-            date_to=query.date_to,
-            station_id=query.station_id,
+            limit=params.limit,
+            offset=params.offset,
+            date_from=params.date_from,
+            date_to=params.date_to,
+            station_id=params.station_id,
         )
         return jsonify(
             {
                 "success": True,
                 "sessions": [session_view(row) for row in rows],
                 "total": total,
-                "limit": query.limit,
-                "offset": query.offset,
+                "limit": params.limit,
+                "offset": params.offset,
             }
         )
 

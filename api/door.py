@@ -6,12 +6,16 @@ dates within what the database holds with :mod:`cpms.kernel.bounded`'s types."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from quart import request
 
 from cpms.kernel import jsontext
 from cpms.kernel.errors import InvalidRequest
+from cpms.kernel.validation import validate
+
+M = TypeVar("M", bound=BaseModel)
 
 #: The longest identifier a path may carry (station ids are at most 64 characters).
 MAX_PATH_VALUE = 128
@@ -44,6 +48,27 @@ async def optional_json_object() -> dict[str, Any]:
     if not await request.get_data(as_text=False):
         return {}
     return await json_object()
+
+
+async def body(model: type[M]) -> M:
+    """The request's body (:func:`json_object`) as a ``model``.
+
+    Raises:
+        InvalidRequest: ``invalid_request`` for a body that is no JSON object,
+            ``validation_error`` naming each field that doesn't fit the model.
+    """
+    return validate(model, await json_object())
+
+
+async def optional_body(model: type[M]) -> M:
+    """:func:`body`, an empty body read as ``{}``."""
+    return validate(model, await optional_json_object())
+
+
+def query(model: type[M]) -> M:
+    """The request's query parameters as a ``model`` (``validation_error`` naming each bad
+    one)."""
+    return validate(model, request.args.to_dict())
 
 
 def check_path_values(endpoint: str | None, values: dict[str, Any] | None) -> None:

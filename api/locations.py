@@ -13,10 +13,10 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, Response, jsonify, request
+from quart import Blueprint, Response, jsonify
 
 from actors.core import Core
-from api.balance import parse_query
+from api.door import query
 from cpms.kernel.errors import NotFound
 from cpms.kernel.status import IN_USE, location_status, station_status
 from storage import network
@@ -166,13 +166,13 @@ def locations_blueprint(core: Core) -> Blueprint:
 
     @bp.get("")
     async def every() -> Response:
-        query: LocationsQuery = parse_query(LocationsQuery, request.args)
-        key = query.model_dump_json()
+        params = query(LocationsQuery)
+        key = params.model_dump_json()
         body = cache.get(key)
         if body is not None:
             return jsonify({**body, "cached": True})
         published = core.bus.published
-        locations = await build(core, query)
+        locations = await build(core, params)
         body = {"success": True, "locations": locations, "total_locations": len(locations)}
         cache.put(key, published, body)
         return jsonify({**body, "cached": False})

@@ -13,11 +13,13 @@ from typing import Any
 from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 
+from api import responses as R
 from api.admin import _RESOURCES, OpenSessionsQuery, WalletCredit
 from api.balance import HistoryQuery as BalanceHistoryQuery
 from api.charging import HistoryQuery as ChargingHistoryQuery
 from api.charging import StartBody, StopBody
 from api.locations import LocationsQuery
+from api.responses import OpenApiDocument
 from cpms import __version__
 
 ERROR = {
@@ -29,7 +31,6 @@ ERROR = {
         "message": {"type": "string"},
     },
 }
-OK = {"type": "object", "properties": {"success": {"const": True}}, "additionalProperties": True}
 
 
 @dataclass(frozen=True)
@@ -43,19 +44,31 @@ class Op:
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
     params: tuple[str, ...] = field(default=())
+    #: what it answers on success, with which status, and other statuses with that body
+    response: type[BaseModel] = OpenApiDocument
+    status: int = 200
+    same_body_on: tuple[int, ...] = ()
 
 
 def _operations() -> list[Op]:
     app_errors = (400, 401, 403)
     ops = [
-        Op("get", "/health", "Liveness and readiness: database, actors, GC", "system"),
-        Op("get", "/api/v1/openapi.json", "This document", "system"),
+        Op(
+            "get",
+            "/health",
+            "Liveness and readiness: database, actors, GC (503 with the same body when not ready)",
+            "system",
+            response=R.Health,
+            same_body_on=(503,),
+        ),
+        Op("get", "/api/v1/openapi.json", "This document", "system", response=R.OpenApiDocument),
         Op(
             "get",
             "/api/v1/station/status/{station_id}",
             "A station's live status and connectors",
             "stations",
             errors=(404,),
+            response=R.StationStatus,
         ),
         Op(
             "get",
@@ -64,6 +77,7 @@ def _operations() -> list[Op]:
             "stations",
             query=LocationsQuery,
             errors=(400,),
+            response=R.Locations,
         ),
         Op(
             "get",
@@ -71,9 +85,15 @@ def _operations() -> list[Op]:
             "One location with its stations",
             "stations",
             errors=(404,),
+            response=R.OneLocation,
         ),
         Op(
-            "get", "/api/v1/balance/get", "The caller's balance and reserved money", "wallet", "app"
+            "get",
+            "/api/v1/balance/get",
+            "The caller's balance and reserved money",
+            "wallet",
+            "app",
+            response=R.Balance,
         ),
         Op(
             "get",
@@ -83,6 +103,7 @@ def _operations() -> list[Op]:
             "app",
             query=BalanceHistoryQuery,
             errors=(400,),
+            response=R.BalanceHistory,
         ),
         Op(
             "get",
@@ -91,6 +112,7 @@ def _operations() -> list[Op]:
             "wallet",
             "app",
             errors=(403, 404),
+            response=R.Balance,
         ),
         Op(
             "post",
@@ -100,6 +122,7 @@ def _operations() -> list[Op]:
             "app",
             body=StartBody,
             errors=(*app_errors, 402, 404, 409, 503),
+            response=R.Started,
         ),
         Op(
             "get",
@@ -108,6 +131,7 @@ def _operations() -> list[Op]:
             "charging",
             "app",
             errors=(403, 404),
+            response=R.SessionStatus,
         ),
         Op(
             "post",
@@ -117,6 +141,7 @@ def _operations() -> list[Op]:
             "app",
             body=StopBody,
             errors=(*app_errors, 404),
+            response=R.Stopped,
         ),
         Op(
             "get",
@@ -126,6 +151,7 @@ def _operations() -> list[Op]:
             "app",
             query=ChargingHistoryQuery,
             errors=(400,),
+            response=R.ChargingHistory,
         ),
         Op(
             "post",
@@ -134,6 +160,7 @@ def _operations() -> list[Op]:
             "admin",
             "admin",
             errors=(400, 401, 404, 503, 504),
+            response=R.CommandAnswered,
         ),
         Op(
             "post",
@@ -143,6 +170,7 @@ def _operations() -> list[Op]:
             "admin",
             body=WalletCredit,
             errors=(400, 401, 409),
+            response=R.Credited,
         ),
         Op(
             "get",
@@ -151,6 +179,7 @@ def _operations() -> list[Op]:
             "admin",
             "admin",
             errors=(401, 404),
+            response=R.Messages,
         ),
         Op(
             "get",
@@ -160,6 +189,7 @@ def _operations() -> list[Op]:
             "admin",
             query=OpenSessionsQuery,
             errors=(400, 401),
+            response=R.OpenSessions,
         ),
     ]
     for resource in _RESOURCES:
@@ -172,6 +202,8 @@ def _operations() -> list[Op]:
                 "admin",
                 body=resource.create_model,
                 errors=(400, 401, 409),
+                response=R.provisioned(resource.response_key),
+                status=201,
             )
         )
         ops.append(
@@ -183,6 +215,7 @@ def _operations() -> list[Op]:
                 "admin",
                 body=resource.patch_model,
                 errors=(400, 401, 404),
+                response=R.provisioned(resource.response_key),
             )
         )
     return ops
@@ -217,7 +250,13 @@ def document() -> dict[str, Any]:
             "tags": [op.tag],
             "parameters": _parameters(op, shared),
             "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": OK}}},
+                **{
+                    str(code): {
+                        "description": "OK" if code < 400 else "not ready",
+                        "content": {"application/json": {"schema": _schema(op.response, shared)}},
+                    }
+                    for code in (op.status, *op.same_body_on)
+                },
                 **{
                     str(code): {
                         "description": "error",

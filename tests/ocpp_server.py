@@ -15,6 +15,7 @@ from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from storage import Database
 from storage import stations as store
+from tests.documented import documented_client
 
 PASSWORD = "s3cret-pass"
 ADMIN = "admin-test-token"
@@ -109,7 +110,7 @@ CHARGER_ANSWERS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 async def admin(
     server: Endpoints, station: str, action: str, payload: dict[str, Any], timeout: float = 5
 ) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+    async with documented_client(base_url=server.http_url, timeout=30) as http:
         return await http.post(
             f"/api/v1/admin/stations/{station}/ocpp/{action}",
             json=payload,

@@ -18,6 +18,7 @@ from api.auth import TokenVerifier
 from cpms.kernel.errors import Unauthorized
 from storage import Database
 from tests.conftest import start_ledger
+from tests.documented import documented_client
 from tests.ocpp_server import ADMIN, start_server
 from tests.tokens import SECRET, KeySet, bearer, claims, hs256
 
@@ -34,7 +35,7 @@ async def api(
     endpoints, shutdown = await start_server(
         nursery, dsn, tmp_path, jwt_secret=SECRET, jwt_jwks_url=str(keys.path), admin_token=ADMIN
     )
-    async with httpx.AsyncClient(base_url=endpoints.http_url) as client:
+    async with documented_client(base_url=endpoints.http_url) as client:
         yield client
     shutdown.set()
 

@@ -24,6 +24,7 @@ from storage import Database
 from storage import sessions as sessions_store
 from storage.clients import ensure_client
 from tests.conftest import start_ledger
+from tests.documented import documented_client
 from tests.ocpp_server import PASSWORD, provision, start_server
 from tests.tokens import SECRET, bearer, hs256
 
@@ -119,7 +120,7 @@ async def open_rig(
     }
     endpoints, shutdown = await start_server(nursery, dsn, tmp_path, jwt_secret=SECRET, **options)
     ledger_rig = await start_ledger(nursery, db)
-    http = httpx.AsyncClient(base_url=endpoints.http_url, timeout=30)
+    http = documented_client(base_url=endpoints.http_url, timeout=30)
     return Rig(endpoints, http, db, ledger_rig.ledger, shutdown)
 
 

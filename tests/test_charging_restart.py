@@ -12,6 +12,7 @@ import httpx
 import trio
 
 from actors import provisioning as prov
+from cpms.kernel.validation import validate
 from sim.charger import VirtualChargePoint
 from storage import open_storage
 from tests.test_cli import clean_env, cpms, free_port, serve, stop, wait_healthy
@@ -30,7 +31,7 @@ async def provision(pg_dir: Path) -> None:
         )
         await prov.add_station(
             db,
-            prov.parse(
+            validate(
                 prov.StationIn,
                 {
                     "id": "CP-K",

@@ -15,6 +15,7 @@ from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from sim.charger import VirtualChargePoint
 from storage import Database
+from tests.documented import documented_client
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ async def get(http: httpx.AsyncClient, path: str, **params: Any) -> dict[str, An
 
 
 async def test_locations_statuses_filters_and_cache(server: Endpoints) -> None:
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with documented_client(base_url=server.http_url) as http:
         first = await get(http, "/api/v1/locations")
         assert first["success"] and first["total_locations"] == 5 and not first["cached"]
         assert {loc["status"] for loc in first["locations"]} == {"offline"}

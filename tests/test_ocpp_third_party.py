@@ -10,7 +10,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 from cpms.kernel.passwords import hash_password
@@ -18,6 +17,7 @@ from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from storage import Database
 from storage import stations as store
+from tests.documented import documented_client
 from tests.test_ocpp_central import ADMIN, CHARGER_ANSWERS
 
 SCRIPT = Path(__file__).with_name("third_party_charger.py")
@@ -77,7 +77,7 @@ async def test_third_party_charge_point_sees_no_violation(
         }
         assert (await lines.next())["kind"] == "ready"
         headers = {"Authorization": f"Bearer {ADMIN}"}
-        async with httpx.AsyncClient(base_url=endpoints.http_url, headers=headers) as http:
+        async with documented_client(base_url=endpoints.http_url, headers=headers) as http:
             for action, (request, _answer) in CHARGER_ANSWERS.items():
                 response = await http.post(
                     f"/api/v1/admin/stations/TP-1/ocpp/{action}", json=request, timeout=10

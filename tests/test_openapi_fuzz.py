@@ -24,7 +24,7 @@ async def schemathesis(url: str, token: str, report: Path) -> trio.CompletedProc
     return await trio.run_process(
         [
             cli, "run", url,
-            "--checks", "not_a_server_error",
+            "--checks", "not_a_server_error,response_schema_conformance",
             "--max-examples", str(EXAMPLES),
             "--seed", "15",
             "--workers", "1",

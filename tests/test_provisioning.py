@@ -8,7 +8,6 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
@@ -17,6 +16,7 @@ from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from storage import Database
 from storage import stations as store
+from tests.documented import documented_client
 from tests.ocpp_client import connect
 
 ADMIN = "admin-test-token"
@@ -133,7 +133,7 @@ async def test_admin_rest_provisioning_and_live_changes(
     shutdown = trio.Event()
     endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
     headers = {"Authorization": f"Bearer {ADMIN}"}
-    async with httpx.AsyncClient(base_url=endpoints.http_url, headers=headers) as http:
+    async with documented_client(base_url=endpoints.http_url, headers=headers) as http:
         assert (
             await http.post(
                 "/api/v1/admin/tariffs",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
 from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
+from tests.documented import documented_client
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ async def test_health_reports_database_and_actors(settings: Settings) -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         endpoints: Endpoints = await nursery.start(run_server, settings, shutdown)
-        async with httpx.AsyncClient(base_url=endpoints.http_url) as http:
+        async with documented_client(base_url=endpoints.http_url) as http:
             health = await http.get("/health")
             missing = await http.get("/api/v1/nothing-here")
             wrong_method = await http.delete("/health")

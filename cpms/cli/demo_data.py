@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from actors import provisioning as prov
 from cpms.kernel.errors import Conflict
+from cpms.kernel.validation import validate
 from storage import Database
 
 D = Decimal
@@ -124,7 +125,7 @@ async def seed_demo(db: Database, *, station_password: str | None = None) -> dic
     for location in LOCATIONS:
         added["locations"] += await _try(prov.add_location(db, location))
     for data in STATIONS:
-        station = prov.parse(
+        station = validate(
             prov.StationIn, {**data, "password": station_password, "tariff_id": None}
         )
         added["stations"] += await _try(prov.add_station(db, station))

@@ -16,6 +16,7 @@ from rich.console import Console
 from actors import provisioning as prov
 from cpms.cli.demo_data import seed_demo
 from cpms.kernel.errors import InvalidRequest, Unavailable
+from cpms.kernel.validation import validate
 from cpms.settings import Settings
 from storage import Database, open_storage
 
@@ -226,7 +227,7 @@ def _updater(
             for dest, field in options.items()
             if getattr(a, dest) is not None
         }
-        patch = prov.parse(model, given)
+        patch = validate(model, given)
         await update(db, a.id, patch)
         return f"{kind} {a.id} updated: {', '.join(sorted(patch.model_fields_set)) or 'nothing'}"
 
@@ -234,7 +235,7 @@ def _updater(
 
 
 async def _tariff_add(db: Database, a: argparse.Namespace) -> str:
-    tariff = prov.parse(
+    tariff = validate(
         prov.TariffIn,
         {
             "id": a.id,
@@ -249,7 +250,7 @@ async def _tariff_add(db: Database, a: argparse.Namespace) -> str:
 
 
 async def _location_add(db: Database, a: argparse.Namespace) -> str:
-    location = prov.parse(
+    location = validate(
         prov.LocationIn,
         {
             "id": a.id,
@@ -276,7 +277,7 @@ def _connector(text: str) -> dict[str, str]:
 
 
 async def _station_add(db: Database, a: argparse.Namespace) -> str:
-    station = prov.parse(
+    station = validate(
         prov.StationIn,
         {
             "id": a.id,
@@ -294,7 +295,7 @@ async def _station_add(db: Database, a: argparse.Namespace) -> str:
 
 
 async def _tag_add(db: Database, a: argparse.Namespace) -> str:
-    tag = prov.parse(
+    tag = validate(
         prov.IdTagIn,
         {
             "id_tag": a.tag,

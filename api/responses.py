@@ -1,0 +1,318 @@
+"""What each endpoint answers with ``200``, as models: the OpenAPI document's response schemas
+(:mod:`api.openapi`), and what the schema check of the API's fuzz test holds each real answer
+to. Money is an exact JSON number (:mod:`api.jsonio`), times are ISO 8601 strings in UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, WithJsonSchema
+
+#: an exact decimal, written as a JSON number
+Number = Annotated[Decimal, WithJsonSchema({"type": "number"})]
+Stamp = datetime
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    success: Literal[True]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- system -----------------------------------------------------------------------------------
+
+
+class HealthDatabase(_Part):
+    ok: bool
+    latency_ms: float | None
+    embedded: bool
+    pool_size: int
+
+
+class HealthGc(_Part):
+    collections: int
+    full_collections: int
+    long_pauses: int
+    longest_ms: float
+
+
+class HealthActors(_Part):
+    ok: bool
+    storage_actor: Literal["running", "down"]
+    registered: dict[str, int]
+    children: int
+    restarts: int
+
+
+class Health(BaseModel):
+    """Also the body of the 503 when the database or the StorageActor is down."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    success: bool
+    status: Literal["ok", "degraded"]
+    version: str
+    node: str
+    uptime_s: float
+    database: HealthDatabase
+    gc: HealthGc
+    actors: HealthActors
+
+
+class OpenApiDocument(BaseModel):
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+
+
+# -- stations and locations --------------------------------------------------------------------
+
+
+class StationConnector(_Part):
+    connector_id: int
+    status: str
+    connector_type: str | None
+    power_kw: Number | None
+    error_code: str | None
+
+
+class StationStatus(_Out):
+    station_id: str
+    status: Literal["available", "occupied", "offline", "maintenance"]
+    is_online: bool
+    last_heartbeat: Stamp | None
+    connectors_count: int
+    connectors: list[StationConnector]
+    current_sessions: list[dict[str, Any]]
+    firmware_version: str | None
+
+
+class ConnectorCounts(_Part):
+    available: int
+    occupied: int
+    faulted: int
+
+
+class ConnectorsSummary(ConnectorCounts):
+    total: int
+
+
+class StationsSummary(_Part):
+    total: int
+    available: int
+    occupied: int
+    offline: int
+    maintenance: int
+
+
+class TariffShown(_Part):
+    price_per_kwh: Number
+    session_fee: Number
+    currency: str
+
+
+class ConnectorShown(_Part):
+    connector_id: int
+    connector_type: str | None
+    power_kw: Number | None
+    status: str
+
+
+class StationShown(_Part):
+    id: str
+    serial_number: str | None
+    model: str | None
+    status: Literal["available", "occupied", "offline", "maintenance"]
+    power_capacity: Number | None
+    connectors_count: int
+    connector_types: list[str | None]
+    tariff: TariffShown | None
+    connectors_summary: ConnectorCounts
+    connectors: list[ConnectorShown]
+
+
+class Coordinates(_Part):
+    latitude: Number | None
+    longitude: Number | None
+
+
+class Location(_Part):
+    id: str
+    name: str
+    address: str | None
+    city: str | None
+    country: str | None
+    coordinates: Coordinates
+    working_hours: Any = None
+    status: Literal["available", "occupied", "offline", "maintenance", "partial"]
+    stations_summary: StationsSummary
+    connectors_summary: ConnectorsSummary
+    stations: list[StationShown] | None = None
+
+
+class Locations(_Out):
+    locations: list[Location]
+    total_locations: int
+    cached: bool
+
+
+class OneLocation(_Out):
+    location: Location
+
+
+# -- wallet --------------------------------------------------------------------------------------
+
+
+class Balance(_Out):
+    client_id: str
+    balance: Number
+    reserved: Number
+    total: Number
+    currency: str
+    status: str
+
+
+class LedgerLine(_Part):
+    id: int
+    type: str
+    amount: Number
+    balance_before: Number
+    balance_after: Number
+    session_id: str | None
+    invoice_id: str | None
+    description: str | None
+    created_at: Stamp
+
+
+class BalanceHistory(_Out):
+    transactions: list[LedgerLine]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- charging ------------------------------------------------------------------------------------
+
+
+class Started(_Out):
+    session_id: str
+    reserved_amount: Number
+    limit_type: Literal["energy", "amount", "none"]
+    limit_value: Number | None
+    rate_per_kwh: Number
+    session_fee: Number
+    estimated_energy: Number | None = None
+    status: str | None = None
+
+
+class Session(_Part):
+    id: str
+    status: str
+    station_id: str
+    connector_id: int
+    transaction_id: int | None
+    limit_type: Literal["energy", "amount", "none"]
+    limit_value: Number | None
+    rate_per_kwh: Number | None
+    session_fee: Number | None
+    reserved_amount: Number
+    energy_consumed: Number
+    current_cost: Number | None
+    final_cost: Number | None
+    refunded_amount: Number | None
+    debt_amount: Number | None
+    charging_power: int | None
+    ev_battery_soc: Number | None
+    progress_percent: Number
+    limit_reached: bool
+    charging_duration_minutes: int
+    started_at: Stamp | None
+    stopped_at: Stamp | None
+    stop_reason: str | None
+    error: str | None
+
+
+class SessionStatus(_Out):
+    session: Session
+
+
+class Stopped(_Out):
+    session_id: str
+    status: str
+    final_cost: Number | None
+    energy_consumed: Number
+    refunded_amount: Number | None
+    duration_minutes: int
+    message: str | None = None
+
+
+class ChargingHistory(_Out):
+    sessions: list[Session]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- admin ---------------------------------------------------------------------------------------
+
+
+class CommandAnswered(_Out):
+    station_id: str
+    action: str
+    response: dict[str, Any]
+
+
+class Credited(_Out):
+    client_id: str
+    balance: Number
+    replayed: bool
+
+
+class OcppMessage(_Part):
+    id: int
+    direction: Literal["in", "out"]
+    message_type: int
+    unique_id: str
+    action: str | None
+    payload: Any
+    created_at: Stamp
+
+
+class Messages(_Out):
+    station_id: str
+    messages: list[OcppMessage]
+
+
+class OpenSession(_Part):
+    id: str
+    client_id: str
+    station_id: str
+    connector_id: int
+    status: str
+    origin: str
+    reserved_amount: Number
+    created_at: Stamp
+    age_seconds: int
+    stop_reason: str | None
+    stop_asks: int
+    offline_since: Stamp | None
+    next_deadline: Stamp | None
+    overdue: bool
+    actor: bool
+
+
+class OpenSessions(_Out):
+    sessions: list[OpenSession]
+
+
+def provisioned(key: str) -> type[BaseModel]:
+    """The answer to creating or changing a provisioned record: its id under ``key``."""
+    from pydantic import create_model
+
+    return create_model(f"Provisioned_{key}", __base__=_Out, **{key: (str, ...)})  # type: ignore[call-overload, no-any-return]
