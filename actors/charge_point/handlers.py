@@ -1,9 +1,11 @@
 """What the central system answers to each CALL a charge point sends (OCPP 1.6).
 
-Each handler gets the station's context and an already schema-validated payload, reads and
-records what the CALL means through the storage repositories, and returns :class:`Handled`: the
-answer's payload and the events for the actor to perform (the station's shown state changed, a
-report for a session's actor). A semantic problem is an ``OcppError``.
+Each handler gets the station's context and an already schema-validated payload, reads what it
+needs to decide, and returns :class:`Handled`: the answer's payload, the records the actor writes
+before it answers (a boot, a status, a firmware or diagnostics notice), and the events it
+performs once the charger has its answer (the station's shown state changed, a report for a
+session's actor). A semantic problem is an ``OcppError``. Only a transaction's start and stop
+write as they decide (a transaction id to give, a stop recorded before the charger hears back).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -67,11 +69,38 @@ CHANGED = (StateChanged(),)
 
 
 @dataclass(frozen=True, slots=True)
+class RecordBoot:
+    """A BootNotification: the charger's identity and firmware, and that it was seen."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStatus:
+    """A StatusNotification (connector 0: the charge point itself)."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordField:
+    """A firmware or diagnostics progress notice."""
+
+    column: Literal["diagnostics_status", "firmware_status"]
+    value: str
+
+
+Record = RecordBoot | RecordStatus | RecordField
+
+
+@dataclass(frozen=True, slots=True)
 class Handled:
-    """A CALL's answer payload, and what the actor performs once it has sent it."""
+    """A CALL's answer payload, what the actor records before sending it, and what it performs
+    once it has."""
 
     answer: dict[str, Any]
     events: tuple[StationEvent, ...] = ()
+    records: tuple[Record, ...] = ()
 
 
 Handler = Callable[[StationContext, dict[str, Any], str], Awaitable[Handled]]
@@ -80,11 +109,9 @@ Handler = Callable[[StationContext, dict[str, Any], str], Awaitable[Handled]]
 async def boot_notification(ctx: StationContext, p: dict[str, Any], uid: str) -> Handled:
     # A (re)booting charger gets the registration an operator set, even from another process.
     await ctx.refresh()
-    await store.record_boot(ctx.db, ctx.station_id, p)
-    await store.record_seen(ctx.db, ctx.station_id, online=True, heartbeat=True)
     interval = HEARTBEAT_INTERVAL if ctx.registration == "Accepted" else RETRY_INTERVAL
     answer = {"status": ctx.registration, "currentTime": now_iso(), "interval": interval}
-    return Handled(answer, CHANGED)
+    return Handled(answer, CHANGED, (RecordBoot(p),))
 
 
 async def heartbeat(ctx: StationContext, p: dict[str, Any], uid: str) -> Handled:
@@ -97,8 +124,7 @@ async def status_notification(ctx: StationContext, p: dict[str, Any], uid: str) 
     ctx.check_connector(connector, uid, allow_zero=True)
     if connector > 0:
         ctx.connectors[connector] = ctx.connectors.get(connector, ConnectorState()).reported(p)
-    await store.record_status(ctx.db, ctx.station_id, p)
-    return Handled({}, CHANGED)
+    return Handled({}, CHANGED, (RecordStatus(p),))
 
 
 async def authorize(ctx: StationContext, p: dict[str, Any], uid: str) -> Handled:
@@ -247,13 +273,11 @@ async def data_transfer(ctx: StationContext, p: dict[str, Any], uid: str) -> Han
 
 
 async def diagnostics_status(ctx: StationContext, p: dict[str, Any], uid: str) -> Handled:
-    await store.record_field(ctx.db, ctx.station_id, "diagnostics_status", p["status"])
-    return Handled({})
+    return Handled({}, records=(RecordField("diagnostics_status", p["status"]),))
 
 
 async def firmware_status(ctx: StationContext, p: dict[str, Any], uid: str) -> Handled:
-    await store.record_field(ctx.db, ctx.station_id, "firmware_status", p["status"])
-    return Handled({})
+    return Handled({}, records=(RecordField("firmware_status", p["status"]),))
 
 
 HANDLERS: dict[str, Handler] = {

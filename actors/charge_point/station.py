@@ -13,7 +13,16 @@ import structlog
 import trio
 
 from actors.charge_point.context import StationContext
-from actors.charge_point.handlers import HANDLERS, Handled, StateChanged, ToSession
+from actors.charge_point.handlers import (
+    HANDLERS,
+    Handled,
+    Record,
+    RecordBoot,
+    RecordField,
+    RecordStatus,
+    StateChanged,
+    ToSession,
+)
 from actors.charge_point.messages import (
     ChargerError,
     ChargerLink,
@@ -175,6 +184,8 @@ class StationActor:
             ours = OcppError("InternalError", "the central system could not handle this")
             await self._send(OcppEndpoint.refuse(call, ours), call.action)
             return
+        for record in handled.records:  # stored before the charger hears back
+            await self._record(record)
         answer, problem = OcppEndpoint.answer(call, handled.answer)
         if problem is not None:
             log.error(
@@ -186,6 +197,17 @@ class StationActor:
         await self._send(answer, call.action)
         for event in handled.events:  # what it recorded is stored: the charger needn't wait
             await self._perform(event)
+
+    async def _record(self, record: Record) -> None:
+        db, station = self.ctx.db, self.station_id
+        match record:
+            case RecordBoot(payload):
+                await store.record_boot(db, station, payload)
+                await store.record_seen(db, station, online=True, heartbeat=True)
+            case RecordStatus(payload):
+                await store.record_status(db, station, payload)
+            case RecordField(column, value):
+                await store.record_field(db, station, column, value)
 
     async def _perform(self, event: StateChanged | ToSession) -> None:
         match event:
