@@ -7,6 +7,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from actors.core import Core
+from actors.payment.service import Payments
 from actors.session.service import Sessions
 from api.admin import admin_blueprint
 from api.balance import balance_blueprint
@@ -19,12 +20,14 @@ from api.identity import Identity
 from api.jsonio import DecimalJSONProvider
 from api.locations import locations_blueprint
 from api.openapi import openapi_blueprint
+from api.payments import payments_blueprint
 from api.stations import stations_blueprint
+from api.webhooks import WebhookGuard
 
 MAX_BODY = 1024 * 1024
 
 
-def create_app(core: Core, sessions: Sessions, config: ApiConfig) -> QuartTrio:
+def create_app(core: Core, sessions: Sessions, config: ApiConfig, payments: Payments) -> QuartTrio:
     """Build the REST facade over ``core``; handlers reach actors and storage only through it."""
     app = QuartTrio("cpms")
     app.json = DecimalJSONProvider(app)
@@ -36,6 +39,8 @@ def create_app(core: Core, sessions: Sessions, config: ApiConfig) -> QuartTrio:
     app.register_blueprint(balance_blueprint(core, identity))
     app.register_blueprint(charging_blueprint(sessions, identity))
     app.register_blueprint(locations_blueprint(core))
+    guard = WebhookGuard(config.webhook_secret, config.webhook_ips)
+    app.register_blueprint(payments_blueprint(payments, identity, guard))
     app.register_blueprint(openapi_blueprint())
     app.url_value_preprocessor(check_path_values)
     app.after_request(_finish_reading_the_body)

@@ -13,10 +13,13 @@ class ApiConfig:
     """``admin_token``: the Bearer token of ``/api/v1/admin/*`` (None: the admin API is off);
     ``verifier``: checks the app's access tokens; ``timings``: the session deadlines the open
     sessions report measures against; ``node_id`` and ``embedded_database`` are shown by
-    ``/health``."""
+    ``/health``; ``webhook_secret`` and ``webhook_ips`` guard the payment webhook."""
 
     verifier: TokenVerifier
     timings: Timings
     admin_token: str | None = None
     node_id: str = "node-1"
     embedded_database: bool = True
+    #: the payment provider's webhook secret (None: webhooks refused) and allowed addresses
+    webhook_secret: str | None = None
+    webhook_ips: frozenset[str] = frozenset({"127.0.0.1", "::1"})

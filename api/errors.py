@@ -17,6 +17,7 @@ from cpms.kernel.errors import (
     InsufficientBalance,
     InvalidRequest,
     NotFound,
+    PaymentRefused,
     Unauthorized,
     Unavailable,
 )
@@ -31,6 +32,7 @@ _STATUS: list[tuple[type[CpmsError], int]] = [
     (InvalidRequest, 400),
     (Unauthorized, 401),
     (InsufficientBalance, 402),
+    (PaymentRefused, 402),
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),

@@ -19,6 +19,7 @@ from api.balance import HistoryQuery as BalanceHistoryQuery
 from api.charging import HistoryQuery as ChargingHistoryQuery
 from api.charging import StartBody, StopBody
 from api.locations import LocationsQuery
+from api.payments import PaymentHistoryQuery, ThreeDsReturn, TopupCard, TopupQr, Webhook
 from api.responses import OpenApiDocument
 from cpms import __version__
 
@@ -113,6 +114,72 @@ def _operations() -> list[Op]:
             "app",
             errors=(403, 404),
             response=R.Balance,
+        ),
+        Op(
+            "post",
+            "/api/v1/balance/topup-qr",
+            "Top up by QR: an invoice payable for 5 minutes, its QR code and app link",
+            "wallet",
+            "app",
+            body=TopupQr,
+            errors=(*app_errors, 404, 503),
+            response=R.QrIssued,
+        ),
+        Op(
+            "post",
+            "/api/v1/balance/topup-card",
+            "Top up by card: approved (new balance) or 3-D Secure needed; declines are 402",
+            "wallet",
+            "app",
+            body=TopupCard,
+            errors=(*app_errors, 402, 404, 503),
+            response=R.CardCharged,
+        ),
+        Op(
+            "post",
+            "/api/v1/payment/3ds-callback",
+            "The bank's 3-D Secure return (form or JSON: MD, PaRes)",
+            "wallet",
+            body=ThreeDsReturn,
+            errors=(400, 402, 404),
+            response=R.ThreeDsDone,
+        ),
+        Op(
+            "get",
+            "/api/v1/payment/status/{invoice_id}",
+            "A top-up's status (0 processing, 1 approved, 2 canceled), its owner only",
+            "wallet",
+            "app",
+            errors=(401, 403, 404),
+            response=R.PaymentStatus,
+        ),
+        Op(
+            "get",
+            "/api/v1/payment/history",
+            "The caller's top-ups, newest first",
+            "wallet",
+            "app",
+            query=PaymentHistoryQuery,
+            errors=(400, 401),
+            response=R.PaymentHistory,
+        ),
+        Op(
+            "post",
+            "/api/v1/payment/webhook",
+            "The provider's notice (allowed address, X-Webhook-Timestamp, X-Webhook-Signature)",
+            "payments",
+            body=Webhook,
+            errors=(400, 401, 403, 404, 409),
+            response=R.WebhookTaken,
+        ),
+        Op(
+            "post",
+            "/payment/webhook",
+            "The provider's notice, at its legacy address",
+            "payments",
+            body=Webhook,
+            errors=(400, 401, 403, 404, 409),
+            response=R.WebhookTaken,
         ),
         Op(
             "post",

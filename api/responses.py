@@ -197,6 +197,78 @@ class BalanceHistory(_Out):
     offset: int
 
 
+# -- top-ups -------------------------------------------------------------------------------------
+
+
+class QrIssued(_Out):
+    invoice_id: str
+    qr_code: str  # base64 PNG
+    qr_code_url: str
+    app_link: str
+    amount: Number
+    qr_expires_at: Stamp
+    invoice_expires_at: Stamp
+
+
+class CardCharged(_Out):
+    """Approved: ``new_balance`` and ``card_mask``; or 3-D Secure is needed: ``requires_3ds``,
+    ``acs_url``, ``pa_req``, ``md``, ``term_url`` (the bank returns the payer there)."""
+
+    invoice_id: str
+    transaction_id: str | None = None
+    amount: Number | None = None
+    status: str | None = None
+    new_balance: Number | None = None
+    card_mask: str | None = None
+    timestamp: Stamp | None = None
+    requires_3ds: bool | None = None
+    acs_url: str | None = None
+    pa_req: str | None = None
+    md: str | None = None
+    term_url: str | None = None
+
+
+class ThreeDsDone(_Out):
+    invoice_id: str
+    status: str
+    amount: Number
+    new_balance: Number | None
+
+
+class PaymentStatus(_Out):
+    invoice_id: str
+    status: Literal[0, 1, 2]
+    status_text: Literal["created", "pending", "approved", "canceled", "expired"]
+    amount: Number
+    paid_amount: Number | None
+    can_start_charging: bool
+
+
+class PaymentLine(_Part):
+    invoice_id: str
+    method: Literal["qr", "card"]
+    provider: str
+    amount: Number
+    status: Literal[0, 1, 2]
+    status_text: str
+    paid_amount: Number | None
+    card_mask: str | None
+    created_at: Stamp
+    paid_at: Stamp | None
+
+
+class PaymentHistory(_Out):
+    payments: list[PaymentLine]
+    total: int
+    limit: int
+    offset: int
+
+
+class WebhookTaken(_Out):
+    invoice_id: str
+    status: str
+
+
 # -- charging ------------------------------------------------------------------------------------
 
 

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
         None, description="Bearer token for /api/v1/admin/*; unset = admin API disabled"
     )
     jwt_secret: SecretStr | None = Field(None, description="HS256 secret for app tokens")
+    payment_provider: Literal["sandbox"] = Field(
+        "sandbox", description="who takes top-up payments (the sandbox: no real money)"
+    )
+    payment_webhook_secret: SecretStr | None = Field(
+        None, description="HMAC secret of the provider's webhooks; unset = webhooks refused"
+    )
+    payment_webhook_ips: str = Field(
+        "127.0.0.1,::1", description="addresses webhooks are accepted from, comma separated"
+    )
     session_start_timeout: float = Field(
         600.0, gt=0, description="s a session waits for StartTransaction, then refunds"
     )
@@ -176,4 +185,4 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     return settings
 
 
-_SECRET_FIELDS = {"database_url", "jwt_secret", "admin_token"}
+_SECRET_FIELDS = {"database_url", "jwt_secret", "admin_token", "payment_webhook_secret"}

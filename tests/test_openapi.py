@@ -23,7 +23,8 @@ def served_routes(settings: Settings) -> set[tuple[str, str]]:
     # Building the app only wires blueprints, so stand-ins for the core will do.
     core: Any = SimpleNamespace(db=None, ledger=None, bus=None, registry=None)
     routes = set()
-    for rule in create_app(core, SimpleNamespace(), api_config(settings)).url_map.iter_rules():  # type: ignore[arg-type]
+    app = create_app(core, SimpleNamespace(), api_config(settings), SimpleNamespace())  # type: ignore[arg-type]
+    for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)

@@ -68,6 +68,13 @@ class Forbidden(CpmsError):
     code = "access_denied"
 
 
+class PaymentRefused(CpmsError):
+    """The payment provider declined a top-up (``insufficient_funds``, ``card_blocked``,
+    ``payment_declined``): nothing was taken, nothing credited."""
+
+    code = "payment_declined"
+
+
 class InsufficientBalance(CpmsError):
     """The wallet can't cover the amount asked for."""
 

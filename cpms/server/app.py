@@ -14,6 +14,7 @@ import structlog
 import trio
 
 from actors.ledger import StorageHooks
+from actors.payment.provider import PaymentProvider
 from api import create_app, serve_api
 from api.auth import TokenVerifier
 from api.config import ApiConfig
@@ -21,6 +22,7 @@ from cpms import __version__
 from cpms.kernel.gc_tuning import run_gc_maintenance, tune_gc
 from cpms.server.central import run_central_system
 from cpms.server.core import open_core, session_timings
+from cpms.server.payments import run_payments
 from cpms.settings import Settings
 
 log = structlog.stdlib.get_logger("cpms.server.app")
@@ -37,6 +39,7 @@ class Endpoints:
 def api_config(settings: Settings) -> ApiConfig:
     """The REST facade's configuration, from the settings."""
     secret, admin = settings.jwt_secret, settings.admin_token
+    webhook = settings.payment_webhook_secret
     return ApiConfig(
         verifier=TokenVerifier(
             secret=None if secret is None else secret.get_secret_value(),
@@ -48,6 +51,8 @@ def api_config(settings: Settings) -> ApiConfig:
         admin_token=None if admin is None else admin.get_secret_value(),
         node_id=settings.node_id,
         embedded_database=settings.database_url is None,
+        webhook_secret=None if webhook is None else webhook.get_secret_value(),
+        webhook_ips=frozenset(ip.strip() for ip in settings.payment_webhook_ips.split(",") if ip),
     )
 
 
@@ -56,9 +61,11 @@ async def run_server(
     shutdown: trio.Event,
     *,
     storage_hooks: StorageHooks | None = None,
+    payment_provider: PaymentProvider | None = None,
     task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run cpms until ``shutdown`` is set; reports its :class:`Endpoints` once serving."""
+    """Run cpms until ``shutdown`` is set; reports its :class:`Endpoints` once serving.
+    ``payment_provider``: a provider to use instead of the one the settings name (tests)."""
     log.info(
         "starting",
         version=__version__,
@@ -72,9 +79,18 @@ async def run_server(
                     core, settings, shutdown_trigger=shutdown.wait, task_status=task_status
                 )
             )
+            payments = await doors.start(
+                lambda task_status: run_payments(
+                    core,
+                    settings,
+                    provider=payment_provider,
+                    shutdown_trigger=shutdown.wait,
+                    task_status=task_status,
+                )
+            )
             http_url = await doors.start(
                 lambda task_status: serve_api(
-                    create_app(core, sessions, api_config(settings)),
+                    create_app(core, sessions, api_config(settings), payments),
                     settings.http_host,
                     settings.http_port,
                     shutdown_trigger=shutdown.wait,

@@ -1,0 +1,245 @@
+"""PaymentActor: one supervised actor per open top-up invoice (``payment:<invoice id>``).
+
+It feeds what the provider says (its webhook, a 3-D Secure return, the answer to a poll) and its
+own wake-ups to the pure machine (:mod:`actors.payment.machine`) and performs what comes back:
+the row, the audit log, a poll, the credit. The credit goes through the StorageActor with the
+provider's transaction id in its idempotency key, so an approval told twice, or told again after
+a crash between the credit and the row, is credited once. A pending invoice is polled every
+15 s, 20 times; its actor ends when the invoice is settled, and news that comes later (an
+approval after expiry or a cancel) starts a new one, which credits it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from functools import partial
+from uuid import UUID
+
+import structlog
+import trio
+
+from actors.ledger import Ledger
+from actors.payment import machine as pm
+from actors.payment.provider import InvoiceStatus, PaymentProvider, ProviderError
+from actors.runtime import Address, ChildSpec, Envelope, Mailbox, Registry, Restart
+from cpms.kernel.errors import CpmsError
+from cpms.kernel.messages import Request
+from cpms.kernel.payments import OPEN_PAYMENT, PaymentState
+from storage import Database, Row
+from storage import payments as payments_store
+
+PAYMENT = "payment"
+log = structlog.stdlib.get_logger("actors.payment")
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentView:
+    invoice_id: str
+    state: PaymentState
+    amount: Decimal
+    credited: bool
+    #: the wallet's balance after this payment's credit (None: not credited here)
+    balance: Decimal | None = None
+    transaction_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Issue(Request[PaymentView]):
+    """The provider took the invoice: wait for the payer, polling."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSaid(Request[PaymentView]):
+    """What the provider says of the invoice; answered once it is acted on (credited, for an
+    approval)."""
+
+    status: InvoiceStatus
+    reason: str = "provider"
+
+
+PaymentMsg = Issue | ProviderSaid
+
+
+@dataclass(frozen=True)
+class PaymentDeps:
+    db: Database
+    ledger: Ledger
+    registry: Registry
+    provider: PaymentProvider
+    clock: Callable[[], datetime]
+
+
+def _event(status: InvoiceStatus, amount: Decimal, reason: str) -> pm.Event:
+    if status.state == "approved":
+        return pm.Approved(status.transaction_id or "", status.amount or amount)
+    if status.state == "canceled":
+        return pm.Canceled(reason)
+    return pm.StillPending()
+
+
+class _PaymentActor:
+    def __init__(self, deps: PaymentDeps, row: Row) -> None:
+        self.deps = deps
+        self.invoice_id: str = row["id"]
+        self.client_id: UUID = row["client_id"]
+        self.provider: str = row["provider"]
+        self.balance: Decimal | None = None
+        self.inv = pm.Invoice(
+            state=PaymentState(row["state"]),
+            amount=row["amount"],
+            expires_at=row["expires_at"],
+            checks=row["checks"],
+            next_check_at=row["next_check_at"],
+            credited=row["credited"] or row["credit_error"] is not None,
+            provider_tx=row["provider_tx"],
+            paid_amount=row["paid_amount"],
+        )
+
+    def view(self) -> PaymentView:
+        inv = self.inv
+        return PaymentView(
+            self.invoice_id, inv.state, inv.amount, inv.credited, self.balance, inv.provider_tx
+        )
+
+    async def apply(self, event: pm.Event) -> None:
+        step = pm.decide(self.inv, event, self.deps.clock())
+        before, self.inv = self.inv, step.invoice
+        for effect in step.effects:
+            if effect is pm.Effect.PERSIST:
+                await self.persist()
+            elif effect is pm.Effect.AUDIT:
+                await self.audit(before.state, event)
+            elif effect is pm.Effect.POLL:
+                await self.poll()
+            else:
+                await self.credit()
+
+    async def persist(self) -> None:
+        inv = self.inv
+        approved = inv.state is PaymentState.APPROVED
+        await payments_store.save(
+            self.deps.db,
+            self.invoice_id,
+            state=inv.state,
+            checks=inv.checks,
+            next_check_at=inv.next_check_at,
+            provider_ref=None,
+            provider_tx=inv.provider_tx,
+            paid_amount=inv.paid_amount,
+            paid_at=self.deps.clock() if approved else None,
+            qr_data=None,
+        )
+
+    async def audit(self, was: PaymentState, event: pm.Event) -> None:
+        late = was in (PaymentState.CANCELED, PaymentState.EXPIRED)
+        await payments_store.audit(
+            self.deps.db,
+            self.inv.state.value,
+            invoice_id=self.invoice_id,
+            client_id=self.client_id,
+            provider=self.provider,
+            amount=str(self.inv.paid_amount or self.inv.amount),
+            was=was.value,
+            late=late,
+            reason=getattr(event, "reason", None),
+        )
+        if late and self.inv.state is PaymentState.APPROVED:
+            log.warning("approval after the invoice ended", invoice=self.invoice_id, was=was)
+
+    async def poll(self) -> None:
+        try:
+            status = await self.deps.provider.status(self.invoice_id)
+        except ProviderError as error:  # asked again at the next check
+            log.warning("payment poll failed", invoice=self.invoice_id, error=str(error))
+            return
+        await self.apply(_event(status, self.inv.amount, "poll"))
+
+    async def credit(self) -> None:
+        inv = self.inv
+        assert inv.provider_tx is not None
+        try:
+            result = await self.deps.ledger.credit(
+                self.client_id,
+                inv.paid_amount or inv.amount,
+                key=f"topup:{self.provider}:{inv.provider_tx}",
+                entry_type="topup",
+                invoice_id=self.invoice_id,
+                description=f"top-up {self.invoice_id}",
+            )
+        except CpmsError as refusal:  # the ledger refuses (a blocked client): for an operator
+            log.warning("top-up not credited", invoice=self.invoice_id, why=refusal.code)
+            await payments_store.mark_credited(self.deps.db, self.invoice_id, refusal.code)
+            await payments_store.audit(
+                self.deps.db,
+                "credit_refused",
+                invoice_id=self.invoice_id,
+                client_id=self.client_id,
+                reason=refusal.code,
+            )
+            self.inv = replace(self.inv, credited=True)
+            return
+        self.balance = result.balance
+        await payments_store.mark_credited(self.deps.db, self.invoice_id)
+        await self.apply(pm.Credited())
+
+    def next_timer(self) -> float:
+        wake = pm.next_wake(self.inv)
+        if wake is None:
+            return float("inf")
+        wait = (wake - self.deps.clock()).total_seconds()
+        return trio.current_time() + max(0.0, wait)
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to do until the provider says something new."""
+        return self.inv.state not in OPEN_PAYMENT and (
+            self.inv.credited or self.inv.state is not PaymentState.APPROVED
+        )
+
+
+async def run_payment(
+    mailbox: Mailbox[PaymentMsg],
+    *,
+    invoice_id: str,
+    deps: PaymentDeps,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    row = await payments_store.get(deps.db, invoice_id)
+    task_status.started()
+    if row is None:
+        return
+    actor = _PaymentActor(deps, row)
+    if actor.inv.state is PaymentState.APPROVED and not actor.inv.credited:
+        # approved before a crash, not yet credited: the ledger key makes this apply once
+        await actor.credit()
+    while True:
+        envelope: Envelope[PaymentMsg] | None = None
+        with trio.move_on_at(actor.next_timer()):
+            try:
+                envelope = await mailbox.receive()
+            except trio.EndOfChannel:
+                return
+        with trio.CancelScope(shield=True):
+            if envelope is None:
+                await actor.apply(pm.Tick())
+            else:
+                message = envelope.message
+                if isinstance(message, Issue):
+                    await actor.apply(pm.Issued())
+                else:
+                    await actor.apply(_event(message.status, actor.inv.amount, message.reason))
+                envelope.respond(actor.view())
+        if actor.done and not mailbox.queued:
+            return
+
+
+def payment_spec(invoice_id: str, deps: PaymentDeps) -> ChildSpec[PaymentMsg]:
+    return ChildSpec(
+        Address(PAYMENT, invoice_id),
+        partial(run_payment, invoice_id=invoice_id, deps=deps),
+        Restart.TRANSIENT,
+        inbox=64,
+    )
