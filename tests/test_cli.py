@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ import trio
 from actors.session.messages import hold_for, session_tag
 from cpms.cli.main import main
 from storage import open_database
+from storage import payments as payments_store
 from tests.ocpp_server import provision
 
 
@@ -249,3 +251,40 @@ def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixtur
         main([*command, "--help"])
     assert exited.value.code == 0
     assert "usage: cpms" in capsys.readouterr().out
+
+
+async def _two_invoices(dsn: str, client: uuid.UUID) -> None:
+    async with open_database(dsn) as db:
+        expires = datetime.now(UTC) + timedelta(minutes=5)
+        await payments_store.create(
+            db, "INV-20261203-000101", client_id=client, provider="sandbox", method="qr",
+            amount=Decimal("150"), description=None, expires_at=expires,
+        )  # fmt: skip
+        await payments_store.create(
+            db, "INV-20261203-000102", client_id=client, provider="sandbox", method="card",
+            amount=Decimal("80"), description=None, expires_at=expires,
+            card_mask="416958******5678",
+        )  # fmt: skip
+        await payments_store.audit(
+            db, "issued", invoice_id="INV-20261203-000101", client_id=client, amount="150"
+        )
+
+
+def test_payments_are_listed_and_shown(
+    cli_env: None, dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = uuid.uuid4()
+    assert main(["wallet", "credit", str(client), "1", "--reason", "seed", "--create"]) == 0
+    trio.run(_two_invoices, dsn, client)
+    capsys.readouterr()
+    assert main(["payments", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "INV-20261203-000101" in listed and "INV-20261203-000102" in listed
+    assert "416958******5678" in listed and "2 invoice(s)" in listed
+    assert main(["payments", "list", "--state", "approved"]) == 0
+    assert "0 invoice(s)" in capsys.readouterr().out
+    assert main(["payments", "show", "INV-20261203-000101"]) == 0
+    shown = capsys.readouterr().out
+    assert "state: created" in shown and "issued" in shown
+    assert main(["payments", "show", "INV-20261203-999999"]) != 0
+    assert "not found" in capsys.readouterr().err

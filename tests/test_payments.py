@@ -19,6 +19,7 @@ import httpx
 import pytest
 import trio
 
+from actors.payment.provider import ProviderError
 from actors.payment.sandbox import SandboxProvider
 from api.webhooks import sign
 from cpms.server.app import Endpoints, run_server
@@ -319,3 +320,33 @@ async def test_no_card_number_or_cvv_is_stored_or_logged(
     for pan in PANS.values():
         assert pan not in text and pan[6:12] not in text
     assert CVV not in text
+
+
+class BrokenSandbox(SandboxProvider):
+    """A provider that can't be reached."""
+
+    async def create_qr(self, *args: Any, **kwargs: Any) -> Any:
+        raise ProviderError("connection refused")
+
+
+async def test_a_provider_away_is_503_and_its_invoice_is_canceled(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    settings = Settings(
+        database_url=dsn, data_dir=tmp_path, http_port=0, ocpp_port=0, jwt_secret=SECRET
+    )
+    shutdown = trio.Event()
+    endpoints: Endpoints = await nursery.start(
+        lambda task_status: run_server(
+            settings, shutdown, payment_provider=BrokenSandbox(), task_status=task_status
+        )
+    )
+    async with documented_client(base_url=endpoints.http_url) as http:
+        client = uuid.uuid4()
+        reply = await http.post(
+            "/api/v1/balance/topup-qr", headers=bearer(hs256(client)), json={"amount": "25"}
+        )
+        assert (reply.status_code, reply.json()["error"]) == (503, "payment_unavailable")
+        states = await db.fetch("SELECT state FROM invoices WHERE client_id = $1", client)
+        assert [r["state"] for r in states] == ["canceled"]
+    shutdown.set()

@@ -92,6 +92,7 @@ class Payments:
             qr = await self.deps.provider.create_qr(invoice, amount, expires, description)
         except ProviderError as error:
             log.warning("invoice not issued", invoice=invoice, error=str(error))
+            await self.provider_said(invoice, InvoiceStatus("canceled"), reason="not_issued")
             raise Unavailable(
                 "the payment provider is unavailable", code="payment_unavailable"
             ) from None
@@ -137,6 +138,7 @@ class Payments:
             outcome = await self.deps.provider.charge_card(invoice, amount, card)
         except ProviderError as error:
             log.warning("card not charged", invoice=invoice, error=str(error))
+            await self.provider_said(invoice, InvoiceStatus("canceled"), reason="not_charged")
             raise Unavailable(
                 "the payment provider is unavailable", code="payment_unavailable"
             ) from None

@@ -24,6 +24,7 @@ from actors.session.record import open_report
 from cpms import __version__
 from cpms.cli.demo import add_demo_command
 from cpms.cli.network import add_network_commands
+from cpms.cli.payments import add_payments_commands
 from cpms.kernel.errors import CpmsError
 from cpms.logs import configure_logging
 from cpms.server.app import run_server
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(handler=cmd_sessions_list)
     add_network_commands(commands, _common)
+    add_payments_commands(commands, _common)
     add_sim_commands(commands, _common).set_defaults(handler=cmd_sim_with_settings)
     add_demo_command(commands, _common)
     return parser

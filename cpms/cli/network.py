@@ -36,7 +36,7 @@ def add_network_commands(commands: Any, common: Common) -> None:
     add.add_argument("--price-per-kwh", required=True, help="e.g. 13.50")
     add.add_argument("--session-fee", default="0")
     add.add_argument("--currency", default="KGS")
-    add.set_defaults(handler=_db_command(_tariff_add))
+    add.set_defaults(handler=db_command(_tariff_add))
     update = tariffs.add_parser("update", help="change a tariff")
     common(update)
     update.add_argument("id")
@@ -44,7 +44,7 @@ def add_network_commands(commands: Any, common: Common) -> None:
     update.add_argument("--price-per-kwh")
     update.add_argument("--session-fee")
     update.set_defaults(
-        handler=_db_command(
+        handler=db_command(
             _updater(
                 prov.TariffPatch,
                 prov.update_tariff,
@@ -67,7 +67,7 @@ def add_network_commands(commands: Any, common: Common) -> None:
     add.add_argument("--lat", help="latitude, e.g. 42.8746")
     add.add_argument("--lon", help="longitude, e.g. 74.5698")
     add.add_argument("--tariff", help="tariff id")
-    add.set_defaults(handler=_db_command(_location_add))
+    add.set_defaults(handler=db_command(_location_add))
     update = locations.add_parser("update", help="change a location")
     common(update)
     update.add_argument("id")
@@ -75,7 +75,7 @@ def add_network_commands(commands: Any, common: Common) -> None:
         update.add_argument(option)
     update.add_argument("--status", help="active or inactive")
     update.set_defaults(
-        handler=_db_command(
+        handler=db_command(
             _updater(
                 prov.LocationPatch,
                 prov.update_location,
@@ -112,7 +112,7 @@ def add_network_commands(commands: Any, common: Common) -> None:
     add.add_argument("--model")
     add.add_argument("--password", help="HTTP Basic password the charger must present")
     add.add_argument("--tariff", help="tariff id (default: the location's)")
-    add.set_defaults(handler=_db_command(_station_add))
+    add.set_defaults(handler=db_command(_station_add))
 
     update = stations.add_parser(
         "update", help="change a station (live on a running server after its next BootNotification)"
@@ -126,7 +126,7 @@ def add_network_commands(commands: Any, common: Common) -> None:
     update.add_argument("--accept-unknown-tags", type=_yes_no, metavar="yes|no")
     update.add_argument("--tariff")
     update.set_defaults(
-        handler=_db_command(
+        handler=db_command(
             _updater(
                 prov.StationPatch,
                 prov.update_station,
@@ -153,7 +153,7 @@ def add_network_commands(commands: Any, common: Common) -> None:
     add.add_argument("--parent", help="parent id tag")
     add.add_argument("--status", default="Accepted", help="Accepted, Blocked, Expired or Invalid")
     add.add_argument("--expires", help="expiry, ISO 8601")
-    add.set_defaults(handler=_db_command(_tag_add))
+    add.set_defaults(handler=db_command(_tag_add))
     update = tags.add_parser("update", help="change an id tag")
     common(update)
     update.add_argument("id", metavar="tag")
@@ -161,7 +161,7 @@ def add_network_commands(commands: Any, common: Common) -> None:
     update.add_argument("--status", help="Accepted, Blocked, Expired or Invalid")
     update.add_argument("--expires", help="expiry, ISO 8601")
     update.set_defaults(
-        handler=_db_command(
+        handler=db_command(
             _updater(
                 prov.IdTagPatch,
                 prov.update_id_tag,
@@ -174,7 +174,7 @@ def add_network_commands(commands: Any, common: Common) -> None:
     demo = commands.add_parser("seed-demo", help="load a small demo network in Bishkek")
     common(demo)
     demo.add_argument("--station-password", help="password for every demo station")
-    demo.set_defaults(handler=_db_command(_seed_demo))
+    demo.set_defaults(handler=db_command(_seed_demo))
 
     station = commands.add_parser("station", help="talk to a connected charger").add_subparsers(
         dest="sub", required=True, metavar="ACTION"
@@ -191,7 +191,7 @@ def add_network_commands(commands: Any, common: Common) -> None:
     call.set_defaults(handler=_station_call)
 
 
-def _db_command(
+def db_command(
     fn: Callable[[Database, argparse.Namespace], Awaitable[str]],
 ) -> Callable[[argparse.Namespace, Settings], int]:
     def handler(args: argparse.Namespace, settings: Settings) -> int:

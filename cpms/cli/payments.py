@@ -1,0 +1,62 @@
+"""``cpms payments list|show``: top-up invoices for operators (never card data: only masks)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+
+from cpms.cli.network import db_command
+from cpms.kernel.errors import NotFound
+from cpms.kernel.payments import PaymentState
+from storage import Database
+from storage import payments as payments_store
+
+Common = Callable[[argparse.ArgumentParser], None]
+out = Console(highlight=False, soft_wrap=True)
+
+
+def add_payments_commands(commands: Any, common: Common) -> None:
+    payments = commands.add_parser("payments", help="inspect top-up invoices")
+    actions = payments.add_subparsers(dest="payments_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the newest invoices, of one state or all")
+    common(listing)
+    listing.add_argument("--state", choices=[s.value for s in PaymentState])
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(handler=db_command(_list))
+    show = actions.add_parser("show", help="one invoice and its audit log")
+    common(show)
+    show.add_argument("invoice_id")
+    show.set_defaults(handler=db_command(_show))
+
+
+async def _list(db: Database, args: argparse.Namespace) -> str:
+    rows = await payments_store.listing(db, state=args.state, limit=min(max(1, args.limit), 1000))
+    lines = [
+        f"{r['id']}  {r['method']:<4}  {r['state']:<8}  {r['amount']:>10}  "
+        f"{'credited' if r['credited'] else (r['credit_error'] or '-'):<14}  "
+        f"{r['created_at']:%Y-%m-%d %H:%M:%S}  client {r['client_id']}"
+        + (f"  card {r['card_mask']}" if r["card_mask"] else "")
+        for r in rows
+    ]
+    return "\n".join([*lines, f"{len(rows)} invoice(s)"])
+
+
+async def _show(db: Database, args: argparse.Namespace) -> str:
+    row = await payments_store.get(db, args.invoice_id)
+    if row is None:
+        raise NotFound(f"payment {args.invoice_id} not found", code="payment_not_found")
+    fields = (
+        "client_id", "provider", "method", "amount", "state", "status", "paid_amount",
+        "provider_ref", "provider_tx", "card_mask", "credited", "credit_error", "checks",
+        "created_at", "expires_at", "paid_at", "credited_at",
+    )  # fmt: skip
+    lines = [f"invoice {row['id']}", *(f"  {name}: {row[name]}" for name in fields)]
+    lines.append("audit:")
+    for entry in await payments_store.audit_of(db, args.invoice_id):
+        lines.append(
+            f"  {entry['created_at']:%Y-%m-%d %H:%M:%S}  {entry['event']}  {entry['data']}"
+        )
+    return "\n".join(lines)
