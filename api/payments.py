@@ -81,9 +81,10 @@ class PaymentHistoryQuery(BaseModel):
 
 
 def qr_png(data: str) -> str:
-    """The QR code of ``data`` as a base64 PNG."""
+    """The QR code of ``data`` as a base64 PNG. One fixed mask pattern: every mask reads the
+    same, and trying all eight for the best-looking one took two thirds of the request."""
     out = io.BytesIO()
-    segno.make(data, error="m").save(out, kind="png", scale=6, border=2)
+    segno.make(data, error="m", mask=0).save(out, kind="png", scale=6, border=2)
     return base64.b64encode(out.getvalue()).decode()
 
 

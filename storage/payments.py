@@ -14,29 +14,31 @@ from storage.database import Database, Row
 _OPEN = [s.value for s in OPEN_PAYMENT]
 
 
-async def next_number(db: Database) -> int:
-    return int(await db.fetchval("SELECT nextval('invoice_number_seq')"))
-
-
 async def create(
     db: Database,
-    invoice_id: str,
     *,
     client_id: UUID,
     provider: str,
     method: str,
     amount: Decimal,
     description: str | None,
+    issued_at: datetime,
     expires_at: datetime,
     qr_expires_at: datetime | None = None,
     card_mask: str | None = None,
-) -> None:
-    await db.execute(
+) -> Row | None:
+    """A new invoice for an active client, numbered ``INV-YYYYMMDD-NNNNNN`` by the day it is
+    issued; None (nothing written) when the client is missing or not active."""
+    return await db.fetchrow(
         """INSERT INTO invoices (id, client_id, provider, method, amount, description, expires_at,
                                  qr_expires_at, card_mask)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        invoice_id,
+           SELECT 'INV-' || to_char($2::timestamptz AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
+                      || lpad((nextval('invoice_number_seq') % 1000000)::text, 6, '0'),
+                  c.id, $3, $4, $5, $6, $7, $8, $9
+           FROM clients c WHERE c.id = $1 AND c.status = 'active'
+           RETURNING *""",
         client_id,
+        issued_at,
         provider,
         method,
         amount,
@@ -44,21 +46,6 @@ async def create(
         expires_at,
         qr_expires_at,
         card_mask,
-    )
-
-
-async def issued(
-    db: Database, invoice_id: str, provider_ref: str, qr_data: str, qr_expires_at: datetime
-) -> None:
-    """The provider took the QR invoice: its reference, and what the QR code encodes."""
-    await db.execute(
-        """UPDATE invoices SET provider_ref = $2, qr_data = $3, qr_expires_at = $4,
-                  updated_at = now()
-           WHERE id = $1""",
-        invoice_id,
-        provider_ref,
-        qr_data,
-        qr_expires_at,
     )
 
 
@@ -73,42 +60,45 @@ async def save(
     state: PaymentState,
     checks: int,
     next_check_at: datetime | None,
-    provider_ref: str | None,
     provider_tx: str | None,
     paid_amount: Decimal | None,
     paid_at: datetime | None,
-    qr_data: str | None,
+    credited: bool,
+    credit_error: str | None,
+    provider_ref: str | None = None,
+    qr_data: str | None = None,
+    audit: dict[str, Any] | None = None,
 ) -> None:
-    """The invoice as its actor holds it now (the app's status follows the state)."""
+    """The invoice as its actor holds it now (the app's status follows the state), and with
+    ``audit`` a line of the audit log (its event is the state), in one statement."""
     await db.execute(
-        """UPDATE invoices
-           SET state = $2, status = $3, checks = $4, next_check_at = $5,
-               provider_ref = coalesce($6, provider_ref), provider_tx = coalesce($7, provider_tx),
-               paid_amount = coalesce($8, paid_amount), paid_at = coalesce($9, paid_at),
-               qr_data = coalesce($10, qr_data), updated_at = now()
-           WHERE id = $1""",
+        """WITH saved AS (
+               UPDATE invoices
+               SET state = $2, status = $3, checks = $4, next_check_at = $5,
+                   provider_tx = coalesce($6, provider_tx),
+                   paid_amount = coalesce($7, paid_amount), paid_at = coalesce(paid_at, $8),
+                   credited = $9, credit_error = $10,
+                   credited_at = CASE WHEN $9 AND credited_at IS NULL THEN now()
+                                      ELSE credited_at END,
+                   provider_ref = coalesce($11, provider_ref), qr_data = coalesce($12, qr_data),
+                   updated_at = now()
+               WHERE id = $1
+               RETURNING id, client_id)
+           INSERT INTO payment_audit (invoice_id, client_id, event, data)
+           SELECT id, client_id, $2, $13 FROM saved WHERE $13::jsonb IS NOT NULL""",
         invoice_id,
         state.value,
         app_status(state),
         checks,
         next_check_at,
-        provider_ref,
         provider_tx,
         paid_amount,
         paid_at,
+        credited,
+        credit_error,
+        provider_ref,
         qr_data,
-    )
-
-
-async def mark_credited(db: Database, invoice_id: str, error: str | None = None) -> None:
-    """The approval credited (or, with ``error``, refused by the ledger: for an operator)."""
-    await db.execute(
-        """UPDATE invoices SET credited = ($2::text IS NULL),
-                  credited_at = CASE WHEN $2::text IS NULL THEN now() END,
-                  credit_error = $2, updated_at = now()
-           WHERE id = $1""",
-        invoice_id,
-        error,
+        audit,
     )
 
 

@@ -253,21 +253,28 @@ def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixtur
     assert "usage: cpms" in capsys.readouterr().out
 
 
-async def _two_invoices(dsn: str, client: uuid.UUID) -> None:
+async def _two_invoices(dsn: str, client: uuid.UUID) -> list[str]:
     async with open_database(dsn) as db:
-        expires = datetime.now(UTC) + timedelta(minutes=5)
-        await payments_store.create(
-            db, "INV-20261203-000101", client_id=client, provider="sandbox", method="qr",
-            amount=Decimal("150"), description=None, expires_at=expires,
-        )  # fmt: skip
-        await payments_store.create(
-            db, "INV-20261203-000102", client_id=client, provider="sandbox", method="card",
-            amount=Decimal("80"), description=None, expires_at=expires,
-            card_mask="416958******5678",
-        )  # fmt: skip
+        now = datetime.now(UTC)
+        made = []
+        for method, amount, mask in (("qr", "150", None), ("card", "80", "416958******5678")):
+            row = await payments_store.create(
+                db,
+                client_id=client,
+                provider="sandbox",
+                method=method,
+                amount=Decimal(amount),
+                description=None,
+                issued_at=now,
+                expires_at=now + timedelta(minutes=5),
+                card_mask=mask,
+            )
+            assert row is not None
+            made.append(row)
         await payments_store.audit(
-            db, "issued", invoice_id="INV-20261203-000101", client_id=client, amount="150"
+            db, "issued", invoice_id=made[0]["id"], client_id=client, amount="150"
         )
+        return [row["id"] for row in made]
 
 
 def test_payments_are_listed_and_shown(
@@ -275,15 +282,15 @@ def test_payments_are_listed_and_shown(
 ) -> None:
     client = uuid.uuid4()
     assert main(["wallet", "credit", str(client), "1", "--reason", "seed", "--create"]) == 0
-    trio.run(_two_invoices, dsn, client)
+    qr, by_card = trio.run(_two_invoices, dsn, client)
     capsys.readouterr()
     assert main(["payments", "list"]) == 0
     listed = capsys.readouterr().out
-    assert "INV-20261203-000101" in listed and "INV-20261203-000102" in listed
+    assert qr in listed and by_card in listed
     assert "416958******5678" in listed and "2 invoice(s)" in listed
     assert main(["payments", "list", "--state", "approved"]) == 0
     assert "0 invoice(s)" in capsys.readouterr().out
-    assert main(["payments", "show", "INV-20261203-000101"]) == 0
+    assert main(["payments", "show", qr]) == 0
     shown = capsys.readouterr().out
     assert "state: created" in shown and "issued" in shown
     assert main(["payments", "show", "INV-20261203-999999"]) != 0

@@ -48,7 +48,11 @@ class PaymentView:
 
 @dataclass(frozen=True, slots=True)
 class Issue(Request[PaymentView]):
-    """The provider took the invoice: wait for the payer, polling."""
+    """The provider took the invoice (its reference, and what its QR code encodes): wait for
+    the payer, polling."""
+
+    provider_ref: str | None = None
+    qr_data: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,8 @@ class _PaymentActor:
         self.client_id: UUID = row["client_id"]
         self.provider: str = row["provider"]
         self.balance: Decimal | None = None
+        self.credit_error: str | None = row["credit_error"]
+        self.issued: Issue | None = None
         self.inv = pm.Invoice(
             state=PaymentState(row["state"]),
             amount=row["amount"],
@@ -109,45 +115,42 @@ class _PaymentActor:
         before, self.inv = self.inv, step.invoice
         for effect in step.effects:
             if effect is pm.Effect.PERSIST:
-                await self.persist()
-            elif effect is pm.Effect.AUDIT:
-                await self.audit(before.state, event)
+                await self.persist(before.state, event)
             elif effect is pm.Effect.POLL:
                 await self.poll()
             else:
                 await self.credit()
 
-    async def persist(self) -> None:
+    async def persist(self, was: PaymentState, event: pm.Event) -> None:
+        """The row, with a line of the audit log: who, how much, what became of it, and why."""
         inv = self.inv
-        approved = inv.state is PaymentState.APPROVED
+        late = was in (PaymentState.CANCELED, PaymentState.EXPIRED)
+        if late and inv.state is PaymentState.APPROVED:
+            log.warning("approval after the invoice ended", invoice=self.invoice_id, was=was)
+        audit = {
+            "provider": self.provider,
+            "amount": str(inv.paid_amount or inv.amount),
+            "was": was.value,
+            "late": late,
+            "reason": getattr(event, "reason", None),
+            "credit_refused": self.credit_error,
+        }
+        issued = self.issued
         await payments_store.save(
             self.deps.db,
             self.invoice_id,
             state=inv.state,
             checks=inv.checks,
             next_check_at=inv.next_check_at,
-            provider_ref=None,
             provider_tx=inv.provider_tx,
             paid_amount=inv.paid_amount,
-            paid_at=self.deps.clock() if approved else None,
-            qr_data=None,
+            paid_at=self.deps.clock() if inv.state is PaymentState.APPROVED else None,
+            credited=inv.credited and self.credit_error is None,
+            credit_error=self.credit_error,
+            provider_ref=None if issued is None else issued.provider_ref,
+            qr_data=None if issued is None else issued.qr_data,
+            audit=audit,
         )
-
-    async def audit(self, was: PaymentState, event: pm.Event) -> None:
-        late = was in (PaymentState.CANCELED, PaymentState.EXPIRED)
-        await payments_store.audit(
-            self.deps.db,
-            self.inv.state.value,
-            invoice_id=self.invoice_id,
-            client_id=self.client_id,
-            provider=self.provider,
-            amount=str(self.inv.paid_amount or self.inv.amount),
-            was=was.value,
-            late=late,
-            reason=getattr(event, "reason", None),
-        )
-        if late and self.inv.state is PaymentState.APPROVED:
-            log.warning("approval after the invoice ended", invoice=self.invoice_id, was=was)
 
     async def poll(self) -> None:
         try:
@@ -171,19 +174,11 @@ class _PaymentActor:
             )
         except CpmsError as refusal:  # the ledger refuses (a blocked client): for an operator
             log.warning("top-up not credited", invoice=self.invoice_id, why=refusal.code)
-            await payments_store.mark_credited(self.deps.db, self.invoice_id, refusal.code)
-            await payments_store.audit(
-                self.deps.db,
-                "credit_refused",
-                invoice_id=self.invoice_id,
-                client_id=self.client_id,
-                reason=refusal.code,
-            )
-            self.inv = replace(self.inv, credited=True)
+            self.credit_error = refusal.code
+            self.inv = replace(self.inv, credited=True)  # nothing more to try: the row says why
             return
         self.balance = result.balance
-        await payments_store.mark_credited(self.deps.db, self.invoice_id)
-        await self.apply(pm.Credited())
+        await self.apply(pm.Credited())  # the row written next says so
 
     def next_timer(self) -> float:
         wake = pm.next_wake(self.inv)
@@ -205,16 +200,22 @@ async def run_payment(
     *,
     invoice_id: str,
     deps: PaymentDeps,
+    preloaded: list[Row] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    row = await payments_store.get(deps.db, invoice_id)
+    if preloaded:  # a new invoice's first start; a restart reads the row afresh
+        row: Row | None = preloaded.pop()
+    else:
+        row = await payments_store.get(deps.db, invoice_id)
     task_status.started()
     if row is None:
         return
     actor = _PaymentActor(deps, row)
     if actor.inv.state is PaymentState.APPROVED and not actor.inv.credited:
         # approved before a crash, not yet credited: the ledger key makes this apply once
-        await actor.credit()
+        await actor.apply(
+            pm.Approved(actor.inv.provider_tx or "", actor.inv.paid_amount or row["amount"])
+        )
     while True:
         envelope: Envelope[PaymentMsg] | None = None
         with trio.move_on_at(actor.next_timer()):
@@ -228,6 +229,7 @@ async def run_payment(
             else:
                 message = envelope.message
                 if isinstance(message, Issue):
+                    actor.issued = message
                     await actor.apply(pm.Issued())
                 else:
                     await actor.apply(_event(message.status, actor.inv.amount, message.reason))
@@ -236,10 +238,18 @@ async def run_payment(
             return
 
 
-def payment_spec(invoice_id: str, deps: PaymentDeps) -> ChildSpec[PaymentMsg]:
+def payment_spec(
+    invoice_id: str, deps: PaymentDeps, *, row: Row | None = None
+) -> ChildSpec[PaymentMsg]:
+    """``row``: the invoice as just written (a new one), used for the first start only."""
     return ChildSpec(
         Address(PAYMENT, invoice_id),
-        partial(run_payment, invoice_id=invoice_id, deps=deps),
+        partial(
+            run_payment,
+            invoice_id=invoice_id,
+            deps=deps,
+            preloaded=None if row is None else [row],
+        ),
         Restart.TRANSIENT,
         inbox=64,
     )

@@ -1,7 +1,7 @@
 """A top-up invoice's life, pure: ``decide(invoice, event, now) -> Step(invoice, effects)``.
 
     created ─issued─▶ pending ─approved─▶ approved
-       │                 │ canceled / declined / expired (20 polls, 5 min)
+       │                 │ canceled / declined / expired (polled every 15 s for its 5 min)
        ▼                 ▼
     expired          canceled / expired ─approved (late)─▶ approved
 
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from cpms.kernel.payments import POLL_EVERY_S, POLL_TIMES, PaymentState
+from cpms.kernel.payments import POLL_EVERY_S, PaymentState
 
 S = PaymentState
 
@@ -28,8 +28,7 @@ S = PaymentState
 class Effect(StrEnum):
     POLL = "poll"  # ask the provider where the invoice stands
     CREDIT = "credit"  # the approved amount into the wallet (once)
-    PERSIST = "persist"
-    AUDIT = "audit"
+    PERSIST = "persist"  # the row, and a line of the audit log
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +87,7 @@ class Step:
 
 
 Rule = Callable[[Invoice, Event, datetime], Step]
-_KEEP = (Effect.PERSIST, Effect.AUDIT)
+_KEEP = (Effect.PERSIST,)
 
 
 def _ignore(inv: Invoice, event: Event, now: datetime) -> Step:
@@ -109,12 +108,12 @@ def _approved(inv: Invoice, event: Event, now: datetime) -> Step:
         paid_amount=event.amount,
         next_check_at=None,
     )
-    return Step(approved, (Effect.PERSIST, Effect.AUDIT, Effect.CREDIT))
+    return Step(approved, (Effect.CREDIT, Effect.PERSIST))  # the row says credited
 
 
 def _approved_again(inv: Invoice, event: Event, now: datetime) -> Step:
     """A duplicate approval: nothing new, but a credit that has not happened is tried again."""
-    return Step(inv, () if inv.credited else (Effect.CREDIT,))
+    return Step(inv, () if inv.credited else (Effect.CREDIT, Effect.PERSIST))
 
 
 def _canceled(inv: Invoice, event: Event, now: datetime) -> Step:
@@ -126,22 +125,22 @@ def _expire(inv: Invoice) -> Step:
 
 
 def _still_pending(inv: Invoice, event: Event, now: datetime) -> Step:
-    if now >= inv.expires_at and inv.checks >= POLL_TIMES:
-        return _expire(inv)
-    return Step(inv)
+    return _expire(inv) if now >= inv.expires_at else Step(inv)
 
 
 def _tick(inv: Invoice, event: Event, now: datetime) -> Step:
+    """Created: expire when its time is up. Pending: poll when a check is due, and once more
+    when its time is up (the answer expires it, or credits it). Polls are not written down:
+    after a restart the schedule starts again, and the expiry is the row's."""
     if inv.state is S.CREATED:
         return _expire(inv) if now >= inv.expires_at else Step(inv)
-    if inv.checks >= POLL_TIMES:
-        return _expire(inv) if now >= inv.expires_at else Step(inv)
-    if inv.next_check_at is not None and now < inv.next_check_at:
+    due = inv.next_check_at is None or now >= inv.next_check_at or now >= inv.expires_at
+    if not due:
         return Step(inv)
     polled = replace(
         inv, checks=inv.checks + 1, next_check_at=now + timedelta(seconds=POLL_EVERY_S)
     )
-    return Step(polled, (Effect.PERSIST, Effect.POLL))
+    return Step(polled, (Effect.POLL,))
 
 
 def _credited(inv: Invoice, event: Event, now: datetime) -> Step:
@@ -192,6 +191,6 @@ def next_wake(invoice: Invoice) -> datetime | None:
         return invoice.expires_at
     if invoice.state is not S.PENDING:
         return None
-    if invoice.checks >= POLL_TIMES:
+    if invoice.next_check_at is None:
         return invoice.expires_at
-    return invoice.next_check_at
+    return min(invoice.next_check_at, invoice.expires_at)

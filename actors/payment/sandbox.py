@@ -45,6 +45,8 @@ class SandboxProvider:
         self.notify: Notify | None = None
         self._tx = itertools.count(1)
         self._3ds: dict[str, tuple[str, Decimal]] = {}  # md → invoice, amount
+        #: how often each invoice's status was asked for
+        self.polls: dict[str, int] = {}
 
     # -- the provider's side ------------------------------------------------------------------
 
@@ -61,6 +63,7 @@ class SandboxProvider:
         )
 
     async def status(self, invoice_id: str) -> InvoiceStatus:
+        self.polls[invoice_id] = self.polls.get(invoice_id, 0) + 1
         known = self.invoices.get(invoice_id)
         return InvoiceStatus("canceled") if known is None else known.status
 

@@ -32,14 +32,8 @@ from actors.payment.provider import (
 )
 from actors.runtime import ActorRef, ActorUnavailable, ChildRetired, Supervisor
 from cpms.kernel.errors import Forbidden, NotFound, PaymentRefused, Unavailable
-from cpms.kernel.payments import (
-    INVOICE_LIFETIME_S,
-    Card,
-    PaymentState,
-    app_status,
-    invoice_id,
-)
-from storage import clients
+from cpms.kernel.payments import INVOICE_LIFETIME_S, Card, PaymentState, app_status
+from storage import Row, clients
 from storage import payments as payments_store
 
 log = structlog.stdlib.get_logger("actors.payment")
@@ -57,56 +51,44 @@ class Payments:
 
     async def _new_invoice(
         self, client_id: UUID, amount: Decimal, method: str, **extra: Any
-    ) -> tuple[str, Any]:
-        """A new invoice row for an active client: its id and expiry.
+    ) -> Row:
+        """A new invoice's row, for an active client.
 
         Raises:
             NotFound: no such client; Forbidden: the client may not top up.
         """
-        client = await clients.get_client(self.deps.db, client_id)
-        if client["status"] != "active":
-            raise Forbidden(f"client is {client['status']}", code=f"client_{client['status']}")
         now = self.deps.clock()
-        number = await payments_store.next_number(self.deps.db)
-        invoice = invoice_id(now.date(), number)
-        expires = now + timedelta(seconds=INVOICE_LIFETIME_S)
-        await payments_store.create(
+        row = await payments_store.create(
             self.deps.db,
-            invoice,
             client_id=client_id,
             provider=self.deps.provider.name,
             method=method,
             amount=amount,
-            expires_at=expires,
+            issued_at=now,
+            expires_at=now + timedelta(seconds=INVOICE_LIFETIME_S),
             **extra,
         )
-        return invoice, expires
+        if row is None:  # why not: a second look, on the refusal only
+            client = await clients.get_client(self.deps.db, client_id)
+            raise Forbidden(f"client is {client['status']}", code=f"client_{client['status']}")
+        return row
 
     async def topup_qr(
         self, client_id: UUID, amount: Decimal, description: str | None
     ) -> dict[str, Any]:
-        invoice, expires = await self._new_invoice(
-            client_id, amount, "qr", description=description, qr_expires_at=None
-        )
+        row = await self._new_invoice(client_id, amount, "qr", description=description)
+        invoice, expires = row["id"], row["expires_at"]
         try:
             qr = await self.deps.provider.create_qr(invoice, amount, expires, description)
         except ProviderError as error:
             log.warning("invoice not issued", invoice=invoice, error=str(error))
-            await self.provider_said(invoice, InvoiceStatus("canceled"), reason="not_issued")
+            await self.provider_said(
+                invoice, InvoiceStatus("canceled"), reason="not_issued", row=row
+            )
             raise Unavailable(
                 "the payment provider is unavailable", code="payment_unavailable"
             ) from None
-        await payments_store.issued(self.deps.db, invoice, qr.provider_ref, qr.qr_data, expires)
-        await self._tell(invoice, Issue())
-        await payments_store.audit(
-            self.deps.db,
-            "issued",
-            invoice_id=invoice,
-            client_id=client_id,
-            provider=self.deps.provider.name,
-            method="qr",
-            amount=str(amount),
-        )
+        await self._tell(invoice, Issue(qr.provider_ref, qr.qr_data), row=row)
         return {
             "invoice_id": invoice,
             "qr_data": qr.qr_data,
@@ -122,27 +104,21 @@ class Payments:
     ) -> tuple[str, CardOutcome, PaymentView | None]:
         """Charge ``card``; the invoice id, the provider's outcome, and (approved) the payment
         as credited. A decline is raised as :class:`PaymentRefused`."""
-        invoice, _ = await self._new_invoice(
+        row = await self._new_invoice(
             client_id, amount, "card", description=description, card_mask=card.mask
         )
-        await payments_store.audit(
-            self.deps.db,
-            "card_charge",
-            invoice_id=invoice,
-            client_id=client_id,
-            provider=self.deps.provider.name,
-            card=card.mask,
-            amount=str(amount),
-        )
+        invoice = row["id"]
         try:
             outcome = await self.deps.provider.charge_card(invoice, amount, card)
         except ProviderError as error:
             log.warning("card not charged", invoice=invoice, error=str(error))
-            await self.provider_said(invoice, InvoiceStatus("canceled"), reason="not_charged")
+            await self.provider_said(
+                invoice, InvoiceStatus("canceled"), reason="not_charged", row=row
+            )
             raise Unavailable(
                 "the payment provider is unavailable", code="payment_unavailable"
             ) from None
-        return invoice, outcome, await self._outcome(invoice, outcome)
+        return invoice, outcome, await self._outcome(invoice, outcome, row)
 
     async def finish_3ds(self, md: str, pa_res: str) -> tuple[str, PaymentView | None]:
         invoice, outcome = await self.deps.provider.finish_3ds(md, pa_res)
@@ -152,40 +128,53 @@ class Payments:
             )
         return invoice, await self._outcome(invoice, outcome)
 
-    async def _outcome(self, invoice: str, outcome: CardOutcome) -> PaymentView | None:
+    async def _outcome(
+        self, invoice: str, outcome: CardOutcome, row: Row | None = None
+    ) -> PaymentView | None:
         match outcome:
             case CardApproved(tx, amount):
-                return await self.provider_said(invoice, InvoiceStatus("approved", tx, amount))
+                approved = InvoiceStatus("approved", tx, amount)
+                return await self.provider_said(invoice, approved, row=row)
             case CardDeclined(code, message):
-                await self.provider_said(invoice, InvoiceStatus("canceled"), reason=code)
+                declined = InvoiceStatus("canceled")
+                await self.provider_said(invoice, declined, reason=code, row=row)
                 raise PaymentRefused(message, code=code)
             case _:  # 3-D Secure: the payer is sent to the bank, the invoice waits
-                await self._tell(invoice, Issue())
+                await self._tell(invoice, Issue(), row=row)
                 return None
 
     # -- news from the provider ---------------------------------------------------------------
 
     async def provider_said(
-        self, invoice: str, status: InvoiceStatus, *, reason: str = "provider"
+        self,
+        invoice: str,
+        status: InvoiceStatus,
+        *,
+        reason: str = "provider",
+        row: Row | None = None,
     ) -> PaymentView:
         """Take what the provider says of ``invoice`` to its actor (one is started when none
-        runs: an approval after the invoice ended is credited all the same)."""
-        return await self._tell(invoice, ProviderSaid(status, reason))
+        runs: an approval after the invoice ended is credited all the same). ``row``: the
+        invoice as just written, when it is new."""
+        return await self._tell(invoice, ProviderSaid(status, reason), row=row)
 
-    async def _tell(self, invoice: str, message: Issue | ProviderSaid) -> PaymentView:
+    async def _tell(
+        self, invoice: str, message: Issue | ProviderSaid, *, row: Row | None = None
+    ) -> PaymentView:
         for _ in range(3):  # the actor may end between the lookup and the ask
-            ref = self._actor(invoice)
+            ref = self._actor(invoice, row)
             with contextlib.suppress(ActorUnavailable):
                 return await ref.ask(message, timeout=CARD_WAIT)
+            row = None  # read afresh by the next actor
         raise Unavailable("the payment could not be handled; retry", code="payment_busy")
 
-    def _actor(self, invoice: str) -> ActorRef[PaymentMsg]:
+    def _actor(self, invoice: str, row: Row | None) -> ActorRef[PaymentMsg]:
         registry = self.deps.registry
         found: ActorRef[PaymentMsg] | None = registry.lookup(PAYMENT, invoice)
         if found is not None:
             return found
         try:
-            return self.supervisor.start_child_soon(payment_spec(invoice, self.deps))
+            return self.supervisor.start_child_soon(payment_spec(invoice, self.deps, row=row))
         except ValueError:  # started by a concurrent message a moment ago
             again: ActorRef[PaymentMsg] = registry.get(PAYMENT, invoice)
             return again

@@ -1,5 +1,6 @@
 """Top-ups: an invoice's states and what the app is told of them, the amounts a top-up may have,
-invoice ids, and a payment card as the door reads it (checked, and never shown but masked)."""
+the form of invoice ids, and a payment card as the door reads it (checked, and never shown but
+masked)."""
 
 from __future__ import annotations
 
@@ -37,11 +38,7 @@ def app_status(state: PaymentState) -> int:
     return 0 if state in OPEN_PAYMENT else 2
 
 
-def invoice_id(day: date, number: int) -> str:
-    """``INV-YYYYMMDD-NNNNNN``: the day it was issued and its number (the last six digits)."""
-    return f"INV-{day:%Y%m%d}-{number % 1_000_000:06d}"
-
-
+#: an invoice's id: the day it was issued and its number (the last six digits)
 INVOICE_ID = re.compile(r"INV-\d{8}-\d{6}")
 
 _PAN = re.compile(r"\d{13,19}")
