@@ -70,6 +70,85 @@ async def serving(data: Path, **settings: str) -> AsyncIterator[Served]:
             await server.wait()
 
 
+class HttpClosed(Exception):
+    """The server closed the connection."""
+
+
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive client for the driver's POSTs, one per probe: a start is
+    timed from the moment its request is written to the socket (a general-purpose client spends
+    part of a millisecond of its own before that, and its scheduling tail is the bench's, not
+    the server's). Like any client it opens a new connection, before a request and outside the
+    timing, when the server has said it closes the last one (hypercorn does after 1,000 requests)
+    or when it has been idle for nearly the server's keep-alive timeout."""
+
+    IDLE_S = 4.0  # hypercorn closes a keep-alive connection after 5 s of silence
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.stream: trio.SocketStream | None = None
+        self.buffer = bytearray()
+        self.idle_since = 0.0
+
+    def request(self, path: str, headers: dict[str, str], body: dict[str, Any] | bytes) -> bytes:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        lines = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(data)}",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+    async def ready(self) -> trio.SocketStream:
+        """An open connection to send on."""
+        if self.stream is not None and time.perf_counter() - self.idle_since > self.IDLE_S:
+            await self.aclose()
+        if self.stream is None:
+            self.stream = await trio.open_tcp_stream(self.host, self.port)
+        return self.stream
+
+    async def response(self, stream: trio.SocketStream) -> tuple[int, Any]:
+        """The next response's status and JSON body (the server always sends a length)."""
+        while b"\r\n\r\n" not in self.buffer:
+            await self._fill(stream)
+        end = self.buffer.index(b"\r\n\r\n") + 4
+        head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        fields = {
+            name.strip(): value.strip()
+            for name, _, value in (line.lower().partition(":") for line in head[1:])
+        }
+        length = int(fields["content-length"])
+        while len(self.buffer) < end + length:
+            await self._fill(stream)
+        body = bytes(self.buffer[end : end + length])
+        del self.buffer[: end + length]
+        self.idle_since = time.perf_counter()
+        if fields.get("connection") == "close":
+            await self.aclose()
+        return int(head[0].split()[1]), json.loads(body)
+
+    async def post(
+        self, path: str, headers: dict[str, str], body: dict[str, Any] | bytes
+    ) -> tuple[int, Any]:
+        stream = await self.ready()
+        await stream.send_all(self.request(path, headers, body))
+        return await self.response(stream)
+
+    async def _fill(self, stream: trio.SocketStream) -> None:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise HttpClosed("HTTP connection closed")
+        self.buffer += data
+
+    async def aclose(self) -> None:
+        if self.stream is not None:
+            await self.stream.aclose()
+        self.stream = None
+        self.buffer.clear()
+
+
 class Steal:
     """The share of this virtual machine's CPU time its host took for others ("steal", from
     ``/proc/stat``) while a phase ran: with two cores, a few percent of it moves the tail of a

@@ -220,8 +220,11 @@ async def test_a_charger_that_keeps_charging_is_asked_again_and_the_cap_settles(
     stops = [at for at, name in rig.station.received if name == "RemoteStopTransaction"]
     waits = [b - a for a, b in itertools.pairwise(stops)]
     assert len(stops) >= 4 and waits[0] >= TIMINGS.stop_check
-    assert all(b >= a - TICK for a, b in itertools.pairwise(waits))  # backing off
+    # backing off; a look the clock's jump delayed by up to a tick (a database answer in
+    # flight) makes that wait a tick longer and the next one, due at its stored time, shorter
+    assert all(b >= a - 2 * TICK for a, b in itertools.pairwise(waits)), waits
     assert max(waits) <= TIMINGS.stop_backoff_max + TICK
+    assert max(waits) >= 4 * TIMINGS.stop_check  # it did back off (an accepted stop kept it)
     row = await rig.row(session)
     assert row["settled_by"] == "last_reading" and row["final_cost"] == Decimal("22.50")
 

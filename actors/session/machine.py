@@ -149,8 +149,11 @@ def _ask_again(state: State, event: SessionEvent, now: datetime, t: Timings) -> 
 
 def _stop_answered(state: State, event: SessionEvent, now: datetime, t: Timings) -> Step:
     assert isinstance(event, StopAnswered)
-    if event.accepted:  # the StopTransaction should follow; look if it doesn't
-        return Step(dataclasses.replace(state, check_at=now + timedelta(seconds=t.stop_check)))
+    if event.accepted:  # the StopTransaction should follow; look if it doesn't (not sooner
+        # than the backoff of a charger already asked again said)
+        look = now + timedelta(seconds=t.stop_check)
+        later = look if state.check_at is None else max(state.check_at, look)
+        return Step(dataclasses.replace(state, check_at=later))
     # rejected (the charger may have ended already) or unanswered: find out what it is doing
     looking = dataclasses.replace(state, check_at=now + timedelta(seconds=t.settle_wait))
     return Step(looking, (Effect.LOOK,))
