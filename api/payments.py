@@ -212,14 +212,7 @@ def payments_blueprint(payments: Payments, identity: Identity, guard: WebhookGua
             request.headers.get("X-Webhook-Signature"),
             raw if isinstance(raw, bytes) else raw.encode(),
         )
-        told = await body(Webhook)
-        row = await payments_store.get(payments.deps.db, told.invoice_id)
-        if row is None:
-            raise NotFound(f"payment {told.invoice_id} not found", code="payment_not_found")
-        if told.amount is not None and told.amount != row["amount"]:
-            raise InvalidRequest(
-                f"the amount {told.amount} is not the invoice's", code="amount_mismatch"
-            )
+        told = await body(Webhook)  # an unknown invoice or another amount: its actor says so
         if told.status == "approved" and told.transaction_id is None:
             raise InvalidRequest("an approval needs its transaction_id", code="validation_error")
         state = told.status

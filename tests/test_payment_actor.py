@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from actors.ledger import Ledger, storage_actor_spec
-from actors.payment.actor import PAYMENT, PaymentDeps
+from actors.payment.actor import LINGER_S, PAYMENT, PaymentDeps
 from actors.payment.provider import InvoiceStatus
 from actors.payment.sandbox import SandboxProvider
 from actors.payment.service import Payments
@@ -51,6 +51,11 @@ class Rig:
 
     def running(self, invoice: str) -> bool:
         return self.registry.lookup(PAYMENT, invoice) is not None
+
+    async def until(self, invoice: str, state: str) -> None:
+        """Wait (virtual time, a second at a time) until the invoice's row is in ``state``."""
+        while (await self.state(invoice))[0] != state:  # noqa: ASYNC110 - a row, no event
+            await trio.sleep(1)
 
     async def topups(self) -> list[Decimal]:
         rows = await self.db.fetch(
@@ -104,8 +109,7 @@ async def test_an_invoice_paid_silently_is_found_by_polling(
     assert (await rig.state(invoice))[0] == "pending"
     await rig.sandbox.pay(invoice, silent=True)
     with trio.fail_after(POLL_EVERY_S + TICK):
-        while rig.running(invoice):  # noqa: ASYNC110 - the actor ends once credited
-            await trio.sleep(1)
+        await rig.until(invoice, "approved")
     assert rig.sandbox.polls[invoice] == 4
     assert (await rig.state(invoice))[0] == "approved"
     assert await rig.topups() == [Decimal("250.00")]
@@ -117,7 +121,9 @@ async def test_an_unpaid_invoice_is_asked_20_times_and_expires(
     began = trio.current_time()
     invoice = (await rig.payments.topup_qr(rig.client, Decimal("40"), None))["invoice_id"]
     with trio.fail_after(POLL_EVERY_S * (POLL_TIMES + 2)):
-        while rig.running(invoice):  # noqa: ASYNC110 - the actor ends when the invoice does
+        await rig.until(invoice, "expired")
+    with trio.fail_after(LINGER_S + TICK):
+        while rig.running(invoice):  # noqa: ASYNC110 - it goes a minute after the invoice
             await trio.sleep(1)
     assert (await rig.state(invoice))[0] == "expired"
     assert rig.sandbox.polls[invoice] == POLL_TIMES

@@ -216,7 +216,9 @@ async def test_a_charger_that_keeps_charging_is_asked_again_and_the_cap_settles(
     await rig.until(session, "stopping", within=TICK)
     took = await rig.until(session, "settled", within=TIMINGS.max_duration + 1200) - began
     final = TIMINGS.max_duration + TIMINGS.offline_grace  # the cap, plus the grace to report
-    assert final <= took <= final + TICK
+    # settling waits on the database several times, and the clock may jump up to a tick during
+    # each wait on a busy machine; a look missed would show the backoff's 600 s
+    assert final <= took <= final + 3 * TICK, took
     stops = [at for at, name in rig.station.received if name == "RemoteStopTransaction"]
     waits = [b - a for a, b in itertools.pairwise(stops)]
     assert len(stops) >= 4 and waits[0] >= TIMINGS.stop_check

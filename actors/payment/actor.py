@@ -5,8 +5,9 @@ own wake-ups to the pure machine (:mod:`actors.payment.machine`) and performs wh
 the row, the audit log, a poll, the credit. The credit goes through the StorageActor with the
 provider's transaction id in its idempotency key, so an approval told twice, or told again after
 a crash between the credit and the row, is credited once. A pending invoice is polled every
-15 s, 20 times; its actor ends when the invoice is settled, and news that comes later (an
-approval after expiry or a cancel) starts a new one, which credits it.
+15 s for its 5 minutes; its actor ends a minute after the invoice is settled (the same news
+often comes twice), and news that comes later (an approval after expiry or a cancel) starts a
+new one, which credits it. An approval of another amount than the invoice's is refused.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ from actors.ledger import Ledger
 from actors.payment import machine as pm
 from actors.payment.provider import InvoiceStatus, PaymentProvider, ProviderError
 from actors.runtime import Address, ChildSpec, Envelope, Mailbox, Registry, Restart
-from cpms.kernel.errors import CpmsError
+from cpms.kernel.errors import CpmsError, InvalidRequest, NotFound
 from cpms.kernel.messages import Request
 from cpms.kernel.payments import OPEN_PAYMENT, PaymentState
 from storage import Database, Row
 from storage import payments as payments_store
 
 PAYMENT = "payment"
+#: how long an ended invoice's actor waits for more news (a duplicate) before it goes
+LINGER_S = 60.0
 log = structlog.stdlib.get_logger("actors.payment")
 
 
@@ -208,34 +211,49 @@ async def run_payment(
     else:
         row = await payments_store.get(deps.db, invoice_id)
     task_status.started()
-    if row is None:
-        return
+    if row is None:  # no such invoice: whoever asked is told so
+        missing = NotFound(f"payment {invoice_id} not found", code="payment_not_found")
+        while True:
+            try:
+                mailbox.receive_nowait().fail(missing)
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
     actor = _PaymentActor(deps, row)
     if actor.inv.state is PaymentState.APPROVED and not actor.inv.credited:
         # approved before a crash, not yet credited: the ledger key makes this apply once
-        await actor.apply(
-            pm.Approved(actor.inv.provider_tx or "", actor.inv.paid_amount or row["amount"])
-        )
+        inv = actor.inv
+        await actor.apply(pm.Approved(inv.provider_tx or "", inv.paid_amount or inv.amount))
     while True:
         envelope: Envelope[PaymentMsg] | None = None
-        with trio.move_on_at(actor.next_timer()):
+        deadline = actor.next_timer()
+        if actor.done:  # the same news often comes twice: wait a while before going
+            deadline = min(deadline, trio.current_time() + LINGER_S)
+        with trio.move_on_at(deadline):
             try:
                 envelope = await mailbox.receive()
             except trio.EndOfChannel:
                 return
+        if envelope is None and actor.done:
+            return
         with trio.CancelScope(shield=True):
             if envelope is None:
                 await actor.apply(pm.Tick())
+                continue
+            message = envelope.message
+            if isinstance(message, Issue):
+                actor.issued = message
+                await actor.apply(pm.Issued())
             else:
-                message = envelope.message
-                if isinstance(message, Issue):
-                    actor.issued = message
-                    await actor.apply(pm.Issued())
-                else:
-                    await actor.apply(_event(message.status, actor.inv.amount, message.reason))
-                envelope.respond(actor.view())
-        if actor.done and not mailbox.queued:
-            return
+                told = message.status.amount
+                if message.status.state == "approved" and told not in (None, actor.inv.amount):
+                    envelope.fail(
+                        InvalidRequest(
+                            f"the amount {told} is not the invoice's", code="amount_mismatch"
+                        )
+                    )
+                    continue
+                await actor.apply(_event(message.status, actor.inv.amount, message.reason))
+            envelope.respond(actor.view())
 
 
 def payment_spec(
