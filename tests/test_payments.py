@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,9 @@ async def test_a_qr_invoice_paid_is_credited_once(rig: Rig) -> None:
     assert base64.b64decode(issued["qr_code"]).startswith(b"\x89PNG")
     assert issued["app_link"].startswith("odengi://")
     assert (await rig.status(invoice))["status"] == 0
+    row = await rig.db.fetchrow("SELECT * FROM invoices WHERE id = $1", invoice)
+    assert row is not None and row["qr_expires_at"] == row["expires_at"]
+    assert row["expires_at"] - row["created_at"] < timedelta(minutes=5, seconds=5)
     transaction = await rig.sandbox.pay(invoice)
     status = await rig.status(invoice)
     assert (status["status"], status["status_text"], status["can_start_charging"]) == (

@@ -58,6 +58,7 @@ class Payments:
             NotFound: no such client; Forbidden: the client may not top up.
         """
         now = self.deps.clock()
+        expires = now + timedelta(seconds=INVOICE_LIFETIME_S)
         row = await payments_store.create(
             self.deps.db,
             client_id=client_id,
@@ -65,7 +66,8 @@ class Payments:
             method=method,
             amount=amount,
             issued_at=now,
-            expires_at=now + timedelta(seconds=INVOICE_LIFETIME_S),
+            expires_at=expires,
+            qr_expires_at=expires if method == "qr" else None,  # the QR lives as long
             **extra,
         )
         if row is None:  # why not: a second look, on the refusal only
