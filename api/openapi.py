@@ -163,23 +163,21 @@ def _operations() -> list[Op]:
             errors=(400, 401),
             response=R.PaymentHistory,
         ),
-        Op(
-            "post",
-            "/api/v1/payment/webhook",
-            "The provider's notice (allowed address, X-Webhook-Timestamp, X-Webhook-Signature)",
-            "payments",
-            body=Webhook,
-            errors=(400, 401, 403, 404, 409),
-            response=R.WebhookTaken,
-        ),
-        Op(
-            "post",
-            "/payment/webhook",
-            "The provider's notice, at its legacy address",
-            "payments",
-            body=Webhook,
-            errors=(400, 401, 403, 404, 409),
-            response=R.WebhookTaken,
+        *(
+            Op(
+                "post",
+                path,
+                f"The provider's notice{where} (allowed address, X-Webhook-Timestamp, "
+                "X-Webhook-Signature)",
+                "payments",
+                body=Webhook,
+                errors=(400, 401, 403, 404, 409),
+                response=R.WebhookTaken,
+            )
+            for path, where in (
+                ("/api/v1/payment/webhook", ""),
+                ("/payment/webhook", ", at its legacy address"),
+            )
         ),
         Op(
             "post",

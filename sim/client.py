@@ -8,6 +8,7 @@ connection is down and go out after the next boot; the others fail at once with
 
 from __future__ import annotations
 
+import abc
 import base64
 import collections
 import itertools
@@ -26,7 +27,7 @@ from sim.parts import TRANSIENT, CallFailed, Offline, Outgoing, Payload
 from sim.stats import Stats
 
 
-class OcppClient:
+class OcppClient(abc.ABC):
     """The connection of a charger to its central system: connect (HTTP Basic when it has a
     password), boot, heartbeat, and an outbox sent in order, one CALL at a time; reconnect after
     every loss. What a charger does with it is its subclass's (:class:`VirtualChargePoint`):
@@ -78,9 +79,9 @@ class OcppClient:
         """The StatusNotifications to send first after each boot, in order."""
         return []
 
+    @abc.abstractmethod
     async def _serve_call(self, ws: Any, unique_id: str, action: str, payload: Payload) -> None:
         """Answer one CALL of the central system."""
-        raise NotImplementedError
 
     # -- lifecycle -------------------------------------------------------------------------------
 
