@@ -5,20 +5,14 @@ compared in constant time) is right; and a fourth: a signature already acted on 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from collections.abc import Callable
 
 from cpms.kernel.errors import Conflict, Forbidden, Unauthorized
+from cpms.kernel.payments import webhook_signature as sign
 
 WINDOW_S = 300
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature a provider sends with ``body`` at ``timestamp``."""
-    message = timestamp.encode() + b"." + body
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 class WebhookGuard:

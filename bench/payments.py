@@ -27,7 +27,7 @@ import jwt
 import trio
 from cpms_process import RawHttp, Steal, report, serving
 
-from api.webhooks import sign
+from cpms.kernel.payments import webhook_signature as sign
 
 JWT_SECRET = "bench-jwt-secret-0123456789-0123456789"
 WEBHOOK_SECRET = "bench-webhook-secret-0123456789"

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CPMS_"
@@ -63,9 +63,32 @@ class Settings(BaseSettings):
         None, description="Bearer token for /api/v1/admin/*; unset = admin API disabled"
     )
     jwt_secret: SecretStr | None = Field(None, description="HS256 secret for app tokens")
-    payment_provider: Literal["sandbox"] = Field(
-        "sandbox", description="who takes top-up payments (the sandbox: no real money)"
+    payment_provider: Literal["sandbox", "odengi"] = Field(
+        "sandbox",
+        description="who issues QR invoices: the in-process sandbox (no real money) or an "
+        "O!Dengi-style provider at CPMS_ODENGI_URL",
     )
+    card_provider: Literal["sandbox", "obank", "off"] | None = Field(
+        None,
+        description="who charges cards: the sandbox, an OBANK-style provider at "
+        "CPMS_OBANK_URL, or off; unset = the sandbox with the sandbox QR provider, else off",
+    )
+    payment_invoice_lifetime: float = Field(
+        300.0, ge=1, le=86400, description="s a top-up invoice and its QR code are payable"
+    )
+    payment_poll_every: float = Field(
+        15.0, ge=0.1, le=3600, description="s between status polls of a pending invoice"
+    )
+    odengi_url: str | None = Field(None, description="O!Dengi-style JSON API address")
+    odengi_sid: str | None = Field(None, description="O!Dengi merchant id")
+    odengi_password: SecretStr | None = Field(None, description="O!Dengi merchant API password")
+    odengi_test: bool = Field(False, description="mark O!Dengi invoices as test payments")
+    obank_url: str | None = Field(None, description="OBANK-style host-to-host address (https)")
+    obank_point_id: str | None = Field(None, description="OBANK point id")
+    obank_service_id: str | None = Field(None, description="OBANK service id")
+    obank_cert: Path | None = Field(None, description="client certificate for OBANK (PEM)")
+    obank_key: Path | None = Field(None, description="its private key (PEM)")
+    obank_ca: Path | None = Field(None, description="CA bundle OBANK's certificate is checked with")
     payment_webhook_secret: SecretStr | None = Field(
         None, description="HMAC secret of the provider's webhooks; unset = webhooks refused"
     )
@@ -138,6 +161,30 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
+    @model_validator(mode="after")
+    def _providers_configured(self) -> Settings:
+        if self.payment_provider == "odengi":
+            missing = [
+                n for n in ("odengi_url", "odengi_sid", "odengi_password") if not getattr(self, n)
+            ]
+            if missing:
+                raise ValueError(f"the O!Dengi provider needs {', '.join(missing)}")
+        if self.cards == "obank":
+            needed = ("obank_url", "obank_point_id", "obank_service_id", "obank_cert", "obank_key")
+            missing = [n for n in needed if not getattr(self, n)]
+            if missing:
+                raise ValueError(f"the OBANK provider needs {', '.join(missing)}")
+            if not str(self.obank_url).startswith("https://"):
+                raise ValueError("obank_url must be https:// (no plain-HTTP fallback)")
+        return self
+
+    @property
+    def cards(self) -> str:
+        """The card provider in effect."""
+        if self.card_provider is not None:
+            return self.card_provider
+        return "sandbox" if self.payment_provider == "sandbox" else "off"
+
     @property
     def database_dsn(self) -> str | None:
         """The configured PostgreSQL URL, or None for the embedded database."""
@@ -174,7 +221,10 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         settings = Settings(**given)
     except ValidationError as exc:
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a rule across settings: its message names them, never values
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
             source = (
                 "--" + field.replace("_", "-") if field in given else ENV_PREFIX + field.upper()
             )
@@ -185,4 +235,10 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     return settings
 
 
-_SECRET_FIELDS = {"database_url", "jwt_secret", "admin_token", "payment_webhook_secret"}
+_SECRET_FIELDS = {
+    "database_url",
+    "jwt_secret",
+    "admin_token",
+    "payment_webhook_secret",
+    "odengi_password",
+}

@@ -94,3 +94,25 @@ def test_secret_values_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "CPMS_DATABASE_URL" in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_payment_providers_need_their_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in __import__("os").environ if k.startswith("CPMS_")]:
+        monkeypatch.delenv(key)
+    assert (load_settings().payment_provider, load_settings().cards) == ("sandbox", "sandbox")
+    monkeypatch.setenv("CPMS_PAYMENT_PROVIDER", "odengi")
+    monkeypatch.setenv("CPMS_ODENGI_PASSWORD", "odengi-hunter2")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "odengi_url, odengi_sid" in str(info.value) and "hunter2" not in str(info.value)
+    monkeypatch.setenv("CPMS_ODENGI_URL", "https://odengi.test/api/json/json.php")
+    monkeypatch.setenv("CPMS_ODENGI_SID", "4672496329")
+    assert load_settings().cards == "off"  # cards only when configured
+    monkeypatch.setenv("CPMS_CARD_PROVIDER", "obank")
+    monkeypatch.setenv("CPMS_OBANK_URL", "http://obank.test/h2h")
+    for name in ("POINT_ID", "SERVICE_ID", "CERT", "KEY"):
+        monkeypatch.setenv(f"CPMS_OBANK_{name}", "x")
+    with pytest.raises(SettingsError, match="https"):  # no plain-HTTP fallback
+        load_settings()
+    monkeypatch.setenv("CPMS_OBANK_URL", "https://obank.test/h2h")
+    assert load_settings().cards == "obank"

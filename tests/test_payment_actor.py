@@ -17,7 +17,7 @@ import trio.testing
 
 from actors.ledger import Ledger, storage_actor_spec
 from actors.payment.actor import LINGER_S, PAYMENT, PaymentDeps
-from actors.payment.provider import InvoiceStatus
+from actors.payment.provider import InvoiceStatus, Providers
 from actors.payment.sandbox import SandboxProvider
 from actors.payment.service import Payments
 from actors.runtime import Registry, Supervisor, run_supervisor
@@ -77,7 +77,9 @@ async def start_payments(
     supervisor: Supervisor = await nursery.start(run_supervisor, "test", registry)
     storage = await supervisor.start_child(storage_actor_spec(db))
     ledger = Ledger(storage, db, timeout=10**6)  # the database answers in real time
-    payments = Payments(supervisor, PaymentDeps(db, ledger, registry, sandbox, virtual_now))
+    payments = Payments(
+        supervisor, PaymentDeps(db, ledger, registry, Providers.one(sandbox), virtual_now)
+    )
 
     async def notify(invoice: str, status: InvoiceStatus) -> None:
         await payments.provider_said(invoice, status)

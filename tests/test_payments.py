@@ -23,7 +23,7 @@ import trio
 
 from actors.payment.provider import ProviderError
 from actors.payment.sandbox import SandboxProvider
-from api.webhooks import sign
+from cpms.kernel.payments import webhook_signature as sign
 from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from storage import Database

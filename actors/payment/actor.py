@@ -24,11 +24,11 @@ import trio
 
 from actors.ledger import Ledger
 from actors.payment import machine as pm
-from actors.payment.provider import InvoiceStatus, PaymentProvider, ProviderError
+from actors.payment.provider import InvoiceStatus, ProviderError, Providers
 from actors.runtime import Address, ChildSpec, Envelope, Mailbox, Registry, Restart
 from cpms.kernel.errors import CpmsError, InvalidRequest, NotFound
 from cpms.kernel.messages import Request
-from cpms.kernel.payments import OPEN_PAYMENT, PaymentState
+from cpms.kernel.payments import INVOICE_LIFETIME_S, OPEN_PAYMENT, POLL_EVERY_S, PaymentState
 from storage import Database, Row
 from storage import payments as payments_store
 
@@ -75,8 +75,11 @@ class PaymentDeps:
     db: Database
     ledger: Ledger
     registry: Registry
-    provider: PaymentProvider
+    providers: Providers
     clock: Callable[[], datetime]
+    #: how long a new invoice (and its QR code) is payable, and how often it is polled
+    lifetime_s: float = INVOICE_LIFETIME_S
+    poll_every_s: float = POLL_EVERY_S
 
 
 def _event(status: InvoiceStatus, amount: Decimal, reason: str) -> pm.Event:
@@ -105,6 +108,7 @@ class _PaymentActor:
             credited=row["credited"] or row["credit_error"] is not None,
             provider_tx=row["provider_tx"],
             paid_amount=row["paid_amount"],
+            poll_every=deps.poll_every_s,
         )
 
     def view(self) -> PaymentView:
@@ -157,9 +161,10 @@ class _PaymentActor:
 
     async def poll(self) -> None:
         try:
-            status = await self.deps.provider.status(self.invoice_id)
-        except ProviderError as error:  # asked again at the next check
+            status = await self.deps.providers.named(self.provider).status(self.invoice_id)
+        except ProviderError as error:  # asked again at the next check, if there is one
             log.warning("payment poll failed", invoice=self.invoice_id, error=str(error))
+            await self.apply(pm.PollFailed())
             return
         await self.apply(_event(status, self.inv.amount, "poll"))
 

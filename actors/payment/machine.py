@@ -41,6 +41,8 @@ class Invoice:
     credited: bool = False
     provider_tx: str | None = None
     paid_amount: Decimal | None = None
+    #: seconds between polls (the seeds' 15; shorter in tests)
+    poll_every: float = POLL_EVERY_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,11 @@ class StillPending:
 
 
 @dataclass(frozen=True, slots=True)
+class PollFailed:
+    """The provider could not be asked (unreachable, or an answer that made no sense)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """The actor woke: a poll may be due, or the invoice's time up."""
 
@@ -76,8 +83,16 @@ class Credited:
     """The ledger holds the approval's credit."""
 
 
-Event = Issued | Approved | Canceled | StillPending | Tick | Credited
-EVENTS: tuple[type[Event], ...] = (Issued, Approved, Canceled, StillPending, Tick, Credited)
+Event = Issued | Approved | Canceled | StillPending | PollFailed | Tick | Credited
+EVENTS: tuple[type[Event], ...] = (
+    Issued,
+    Approved,
+    Canceled,
+    StillPending,
+    PollFailed,
+    Tick,
+    Credited,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +110,7 @@ def _ignore(inv: Invoice, event: Event, now: datetime) -> Step:
 
 
 def _issued(inv: Invoice, event: Event, now: datetime) -> Step:
-    first = now + timedelta(seconds=POLL_EVERY_S)
+    first = now + timedelta(seconds=inv.poll_every)
     return Step(replace(inv, state=S.PENDING, next_check_at=first), _KEEP)
 
 
@@ -125,6 +140,8 @@ def _expire(inv: Invoice) -> Step:
 
 
 def _still_pending(inv: Invoice, event: Event, now: datetime) -> Step:
+    """Unpaid, or the provider could not say: past its time the invoice expires (a payment the
+    provider reports later is credited all the same); before, the next poll will tell."""
     return _expire(inv) if now >= inv.expires_at else Step(inv)
 
 
@@ -138,7 +155,7 @@ def _tick(inv: Invoice, event: Event, now: datetime) -> Step:
     if not due:
         return Step(inv)
     polled = replace(
-        inv, checks=inv.checks + 1, next_check_at=now + timedelta(seconds=POLL_EVERY_S)
+        inv, checks=inv.checks + 1, next_check_at=now + timedelta(seconds=inv.poll_every)
     )
     return Step(polled, (Effect.POLL,))
 
@@ -151,30 +168,35 @@ TABLE: dict[tuple[PaymentState, type[Event]], Rule] = {
     (S.CREATED, Issued): _issued,
     (S.CREATED, Approved): _approved,
     (S.CREATED, Canceled): _canceled,
+    (S.CREATED, PollFailed): _ignore,
     (S.CREATED, StillPending): _ignore,
     (S.CREATED, Tick): _tick,
     (S.CREATED, Credited): _ignore,
     (S.PENDING, Issued): _ignore,
     (S.PENDING, Approved): _approved,
     (S.PENDING, Canceled): _canceled,
+    (S.PENDING, PollFailed): _still_pending,
     (S.PENDING, StillPending): _still_pending,
     (S.PENDING, Tick): _tick,
     (S.PENDING, Credited): _ignore,
     (S.APPROVED, Issued): _ignore,
     (S.APPROVED, Approved): _approved_again,
     (S.APPROVED, Canceled): _ignore,  # the approval stands: the money was taken
+    (S.APPROVED, PollFailed): _ignore,
     (S.APPROVED, StillPending): _ignore,
     (S.APPROVED, Tick): _ignore,
     (S.APPROVED, Credited): _credited,
     (S.CANCELED, Issued): _ignore,
     (S.CANCELED, Approved): _approved,  # late: credited all the same
     (S.CANCELED, Canceled): _ignore,
+    (S.CANCELED, PollFailed): _ignore,
     (S.CANCELED, StillPending): _ignore,
     (S.CANCELED, Tick): _ignore,
     (S.CANCELED, Credited): _ignore,
     (S.EXPIRED, Issued): _ignore,
     (S.EXPIRED, Approved): _approved,  # late: credited all the same
     (S.EXPIRED, Canceled): _ignore,
+    (S.EXPIRED, PollFailed): _ignore,
     (S.EXPIRED, StillPending): _ignore,
     (S.EXPIRED, Tick): _ignore,
     (S.EXPIRED, Credited): _ignore,

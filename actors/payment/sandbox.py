@@ -23,9 +23,10 @@ from actors.payment.provider import (
     CardNeeds3ds,
     CardOutcome,
     InvoiceStatus,
+    ProviderError,
     QrInvoice,
 )
-from cpms.kernel.payments import Card
+from cpms.kernel.payments import Card, sandbox_card
 
 Notify = Callable[[str, InvoiceStatus], Awaitable[None]]
 
@@ -34,6 +35,7 @@ Notify = Callable[[str, InvoiceStatus], Awaitable[None]]
 class _Invoice:
     amount: Decimal
     status: InvoiceStatus
+    refunded: Decimal = Decimal(0)
 
 
 class SandboxProvider:
@@ -47,6 +49,7 @@ class SandboxProvider:
         self._3ds: dict[str, tuple[str, Decimal]] = {}  # md → invoice, amount
         #: how often each invoice's status was asked for
         self.polls: dict[str, int] = {}
+        self.refunds: dict[str, str] = {}  # reference → the refund's id
 
     # -- the provider's side ------------------------------------------------------------------
 
@@ -68,17 +71,17 @@ class SandboxProvider:
         return InvoiceStatus("canceled") if known is None else known.status
 
     async def charge_card(self, invoice_id: str, amount: Decimal, card: Card) -> CardOutcome:
-        last4 = card.mask[-4:]
-        if last4 == "5678":
+        verdict = sandbox_card(card.mask[-4:])
+        if verdict == "approve":
             return self._approve(invoice_id, amount)
-        if last4 == "4321":
+        if verdict == "3ds":
             md = f"MD-{invoice_id}"
             self._3ds[md] = (invoice_id, amount)
             self.invoices[invoice_id] = _Invoice(amount, InvoiceStatus("pending"))
             pa_req = base64.b64encode(f"{invoice_id}:{amount}".encode()).decode()
             return CardNeeds3ds(f"{self.base_url}/sandbox/3ds", pa_req, md)
-        if last4 == "1111":
-            return CardDeclined("insufficient_funds", "insufficient funds on the card")
+        if verdict == "insufficient_funds":
+            return CardDeclined(verdict, "insufficient funds on the card")
         return CardDeclined("card_blocked", "the card is blocked")
 
     async def finish_3ds(self, md: str, pa_res: str) -> tuple[str, CardOutcome]:
@@ -95,6 +98,17 @@ class SandboxProvider:
         tx = f"SBX-TX-{next(self._tx):06d}"
         self.invoices[invoice_id] = _Invoice(amount, InvoiceStatus("approved", tx, amount))
         return CardApproved(tx, amount)
+
+    async def refund(self, transaction_id: str, amount: Decimal, *, reference: str) -> str:
+        if reference in self.refunds:
+            return self.refunds[reference]
+        paid = [i for i in self.invoices.values() if i.status.transaction_id == transaction_id]
+        if paid:  # a payment taken in another process is unknown here: refunded on trust
+            if amount > paid[0].amount - paid[0].refunded:
+                raise ProviderError("the sandbox refuses the refund: more than is left")
+            paid[0].refunded += amount
+        self.refunds[reference] = f"SBX-RF-{len(self.refunds) + 1:06d}"
+        return self.refunds[reference]
 
     # -- the payer's side (tests, the demo) --------------------------------------------------
 

@@ -27,12 +27,14 @@ from actors.payment.provider import (
     CardApproved,
     CardDeclined,
     CardOutcome,
+    CardProvider,
+    CardsOff,
     InvoiceStatus,
     ProviderError,
 )
 from actors.runtime import ActorRef, ActorUnavailable, ChildRetired, Supervisor
 from cpms.kernel.errors import Forbidden, NotFound, PaymentRefused, Unavailable
-from cpms.kernel.payments import INVOICE_LIFETIME_S, Card, PaymentState, app_status
+from cpms.kernel.payments import Card, PaymentState, app_status
 from storage import Row, clients
 from storage import payments as payments_store
 
@@ -50,7 +52,7 @@ class Payments:
     # -- issuing ------------------------------------------------------------------------------
 
     async def _new_invoice(
-        self, client_id: UUID, amount: Decimal, method: str, **extra: Any
+        self, client_id: UUID, amount: Decimal, method: str, provider: str, **extra: Any
     ) -> Row:
         """A new invoice's row, for an active client.
 
@@ -58,11 +60,11 @@ class Payments:
             NotFound: no such client; Forbidden: the client may not top up.
         """
         now = self.deps.clock()
-        expires = now + timedelta(seconds=INVOICE_LIFETIME_S)
+        expires = now + timedelta(seconds=self.deps.lifetime_s)
         row = await payments_store.create(
             self.deps.db,
             client_id=client_id,
-            provider=self.deps.provider.name,
+            provider=provider,
             method=method,
             amount=amount,
             issued_at=now,
@@ -78,10 +80,13 @@ class Payments:
     async def topup_qr(
         self, client_id: UUID, amount: Decimal, description: str | None
     ) -> dict[str, Any]:
-        row = await self._new_invoice(client_id, amount, "qr", description=description)
+        qr_provider = self.deps.providers.qr
+        row = await self._new_invoice(
+            client_id, amount, "qr", qr_provider.name, description=description
+        )
         invoice, expires = row["id"], row["expires_at"]
         try:
-            qr = await self.deps.provider.create_qr(invoice, amount, expires, description)
+            qr = await qr_provider.create_qr(invoice, amount, expires, description)
         except ProviderError as error:
             log.warning("invoice not issued", invoice=invoice, error=str(error))
             await self.provider_said(
@@ -105,13 +110,18 @@ class Payments:
         self, client_id: UUID, amount: Decimal, card: Card, description: str | None
     ) -> tuple[str, CardOutcome, PaymentView | None]:
         """Charge ``card``; the invoice id, the provider's outcome, and (approved) the payment
-        as credited. A decline is raised as :class:`PaymentRefused`."""
+        as credited. A decline is raised as :class:`PaymentRefused`.
+
+        Raises:
+            Unavailable: ``card_not_available``, no card provider is configured.
+        """
+        cards = self._cards()
         row = await self._new_invoice(
-            client_id, amount, "card", description=description, card_mask=card.mask
+            client_id, amount, "card", cards.name, description=description, card_mask=card.mask
         )
         invoice = row["id"]
         try:
-            outcome = await self.deps.provider.charge_card(invoice, amount, card)
+            outcome = await cards.charge_card(invoice, amount, card)
         except ProviderError as error:
             log.warning("card not charged", invoice=invoice, error=str(error))
             await self.provider_said(
@@ -123,12 +133,26 @@ class Payments:
         return invoice, outcome, await self._outcome(invoice, outcome, row)
 
     async def finish_3ds(self, md: str, pa_res: str) -> tuple[str, PaymentView | None]:
-        invoice, outcome = await self.deps.provider.finish_3ds(md, pa_res)
+        try:
+            invoice, outcome = await self._cards().finish_3ds(md, pa_res)
+        except ProviderError as error:  # the payer may send the bank's return again
+            log.warning("3-D Secure return not completed", error=str(error))
+            raise Unavailable(
+                "the payment provider is unavailable", code="payment_unavailable"
+            ) from None
         if not invoice:
             raise NotFound(
                 "no card payment waits for this 3-D Secure return", code="payment_not_found"
             )
         return invoice, await self._outcome(invoice, outcome)
+
+    def _cards(self) -> CardProvider:
+        try:
+            return self.deps.providers.cards()
+        except CardsOff:
+            raise Unavailable(
+                "card payments are not available; top up by QR", code="card_not_available"
+            ) from None
 
     async def _outcome(
         self, invoice: str, outcome: CardOutcome, row: Row | None = None

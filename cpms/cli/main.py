@@ -25,6 +25,7 @@ from cpms import __version__
 from cpms.cli.demo import add_demo_command
 from cpms.cli.network import add_network_commands
 from cpms.cli.payments import add_payments_commands
+from cpms.cli.sandbox import add_sandbox_command
 from cpms.kernel.errors import CpmsError
 from cpms.logs import configure_logging
 from cpms.server.app import run_server
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=cmd_sessions_list)
     add_network_commands(commands, _common)
     add_payments_commands(commands, _common)
+    add_sandbox_command(commands, _common)
     add_sim_commands(commands, _common).set_defaults(handler=cmd_sim_with_settings)
     add_demo_command(commands, _common)
     return parser

@@ -4,6 +4,8 @@ masked)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -88,3 +90,32 @@ class Card:
 
 def expired(expires_at: datetime, now: datetime) -> bool:
     return now >= expires_at
+
+
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """What a provider sends in ``X-Webhook-Signature`` with ``body`` at ``timestamp``: the hex
+    HMAC-SHA256 of ``"<timestamp>.<body>"`` with the shared secret."""
+    message = timestamp.encode() + b"." + body
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+_TYIYN = Decimal("0.01")
+
+
+def to_tyiyn(amount: Decimal) -> int:
+    """Som as the providers count them: whole tyiyn (hundredths)."""
+    return int((amount / _TYIYN).to_integral_exact())
+
+
+def from_tyiyn(tyiyn: int) -> Decimal:
+    return (Decimal(tyiyn) * _TYIYN).quantize(_TYIYN)
+
+
+#: the sandbox's test cards by their last four digits (the seeds' cards): approved, asks for
+#: 3-D Secure, declined for want of funds; any other card is declined as blocked
+SANDBOX_CARDS = {"5678": "approve", "4321": "3ds", "1111": "insufficient_funds"}
+
+
+def sandbox_card(last4: str) -> str:
+    """What the sandbox does with a card: approve, 3ds, insufficient_funds or card_blocked."""
+    return SANDBOX_CARDS.get(last4, "card_blocked")
