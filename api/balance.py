@@ -24,6 +24,7 @@ from storage.clients import get_client
 #: ``type`` filter: a ledger type, or one of the app's coarse kinds (money in, charging)
 TYPE_GROUPS = {
     "topup": ("topup",),
+    "topup_refund": ("topup_refund",),
     "charge": ("charge_reserve", "charge_payment", "charge_debt"),
     "refund": ("charge_refund",),
     "adjustment": ("adjustment",),

@@ -20,7 +20,13 @@ from cpms.kernel.money import parse_amount
 from storage.sessions import SessionClaim
 
 EntryType = Literal[
-    "topup", "adjustment", "charge_reserve", "charge_refund", "charge_payment", "charge_debt"
+    "topup",
+    "adjustment",
+    "charge_reserve",
+    "charge_refund",
+    "charge_payment",
+    "charge_debt",
+    "topup_refund",
 ]
 MAX_KEY = 200
 # No "#": an operation writing several entries keys the later ones "<key>#2", "<key>#3".
@@ -170,11 +176,14 @@ class Credit(_Op):
 
 @dataclass(frozen=True, slots=True)
 class Adjust(_Op):
-    """Operator correction by a signed amount; a debit may not take the balance below zero."""
+    """Operator correction by a signed amount; a debit may not take the balance below zero.
+    A ``topup_refund`` is one: a top-up returned to the payer (its invoice named)."""
 
     client_id: UUID
     amount: Decimal
     reason: str
+    entry_type: Literal["adjustment", "topup_refund"] = "adjustment"
+    invoice_id: str | None = None
     kind: ClassVar[str] = "adjust"
 
     def __post_init__(self) -> None:
@@ -183,6 +192,9 @@ class Adjust(_Op):
         if not isinstance(self.reason, str) or not self.reason.strip():
             raise InvalidRequest("an adjustment needs a reason", code="validation_error")
         _text(self.reason, "reason")
+        _text(self.invoice_id, "invoice_id")
+        if self.entry_type not in ("adjustment", "topup_refund"):
+            raise InvalidRequest("adjustment type must be adjustment or topup_refund")
 
     def request(self) -> dict[str, Any]:
         return {
@@ -190,6 +202,8 @@ class Adjust(_Op):
             "client": str(self.client_id),
             "amount": str(self.amount),
             "reason": self.reason,
+            "type": self.entry_type,
+            "invoice": self.invoice_id,
         }
 
 

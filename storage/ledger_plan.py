@@ -171,7 +171,13 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
         if client.balance + op.amount < 0:
             raise InsufficientBalance(required=-op.amount, available=client.balance)
         return _record(
-            op, plan, op.client_id, client, [("adjustment", op.amount)], description=op.reason
+            op,
+            plan,
+            op.client_id,
+            client,
+            [(op.entry_type, op.amount)],
+            invoice_id=op.invoice_id,
+            description=op.reason,
         )
     assert isinstance(op, Reserve)
     claim = op.claim

@@ -159,3 +159,25 @@ async def audit_of(db: Database, invoice_id: str) -> list[Row]:
         "SELECT event, data, created_at FROM payment_audit WHERE invoice_id = $1 ORDER BY id",
         invoice_id,
     )
+
+
+async def record_refund(
+    db: Database, invoice_id: str, *, number: int, amount: Decimal, audit: dict[str, Any]
+) -> bool:
+    """Refund ``number`` of the invoice is done: its amount counted, and a line of the audit
+    log, in one statement. False: that refund was recorded already."""
+    done = await db.fetchval(
+        """WITH counted AS (
+               UPDATE invoices
+               SET refunded_amount = refunded_amount + $3, refunds = $2, updated_at = now()
+               WHERE id = $1 AND refunds = $2 - 1
+               RETURNING id, client_id)
+           INSERT INTO payment_audit (invoice_id, client_id, event, data)
+           SELECT id, client_id, 'refunded', $4 FROM counted
+           RETURNING 1""",
+        invoice_id,
+        number,
+        amount,
+        audit,
+    )
+    return done is not None

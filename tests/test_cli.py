@@ -244,6 +244,10 @@ def test_bad_configuration_exits_2(
         ["sessions", "list"],
         ["sim"],
         ["demo"],
+        ["payments", "list"],
+        ["payments", "show"],
+        ["payments", "refund"],
+        ["sandbox-pay"],
     ],
 )
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,10 +96,19 @@ class Ledger:
         )
 
     async def adjust(
-        self, client_id: UUID | str, amount: Money, *, key: str, reason: str
+        self,
+        client_id: UUID | str,
+        amount: Money,
+        *,
+        key: str,
+        reason: str,
+        entry_type: Literal["adjustment", "topup_refund"] = "adjustment",
+        invoice_id: str | None = None,
     ) -> LedgerResult:
         signed = parse_amount(amount, allow_negative=True)
-        return await self.apply(Adjust(key, _client(client_id), signed, reason))
+        return await self.apply(
+            Adjust(key, _client(client_id), signed, reason, entry_type, invoice_id)
+        )
 
     async def reserve(
         self,

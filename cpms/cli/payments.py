@@ -1,4 +1,5 @@
-"""``cpms payments list|show``: top-up invoices for operators (never card data: only masks)."""
+"""``cpms payments list|show|refund``: top-up invoices for operators (never card data: only
+masks), and returning a top-up to its payer."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+import trio
 from rich.console import Console
 
+from actors.payment.refund import refund_topup
 from cpms.cli.network import db_command
 from cpms.kernel.errors import NotFound
 from cpms.kernel.payments import PaymentState
+from cpms.server.core import open_core
+from cpms.server.payments import open_providers
+from cpms.settings import Settings
 from storage import Database
 from storage import payments as payments_store
 
@@ -30,6 +36,15 @@ def add_payments_commands(commands: Any, common: Common) -> None:
     common(show)
     show.add_argument("invoice_id")
     show.set_defaults(handler=db_command(_show))
+    refund = actions.add_parser(
+        "refund",
+        help="return a credited top-up to the payer: the wallet is debited, the provider pays back",
+    )
+    common(refund)
+    refund.add_argument("invoice_id")
+    refund.add_argument("--amount", help="how much (default: all that is left)")
+    refund.add_argument("--reason", required=True, help="why, for the audit log and the ledger")
+    refund.set_defaults(handler=_refund)
 
 
 async def _list(db: Database, args: argparse.Namespace) -> str:
@@ -51,6 +66,7 @@ async def _show(db: Database, args: argparse.Namespace) -> str:
     fields = (
         "client_id", "provider", "method", "amount", "state", "status", "paid_amount",
         "provider_ref", "provider_tx", "card_mask", "credited", "credit_error", "checks",
+        "refunded_amount", "refunds",
         "created_at", "expires_at", "paid_at", "credited_at",
     )  # fmt: skip
     lines = [f"invoice {row['id']}", *(f"  {name}: {row[name]}" for name in fields)]
@@ -60,3 +76,23 @@ async def _show(db: Database, args: argparse.Namespace) -> str:
             f"  {entry['created_at']:%Y-%m-%d %H:%M:%S}  {entry['event']}  {entry['data']}"
         )
     return "\n".join(lines)
+
+
+def _refund(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> None:
+        async with open_core(settings) as core, open_providers(settings) as providers:
+            done = await refund_topup(
+                core.db,
+                core.ledger,
+                providers,
+                args.invoice_id,
+                amount=args.amount,
+                reason=args.reason,
+            )
+        out.print(
+            f"refunded {done.amount} of {done.invoice_id} (refund {done.refund_ref}); "
+            f"{done.refunded_total} refunded in all; wallet balance {done.balance}"
+        )
+
+    trio.run(run)
+    return 0
