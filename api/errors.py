@@ -59,12 +59,38 @@ def error_response(code: str, message: str, status: int, **details: Any) -> Resp
     return response
 
 
+def describe(error: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """What the client is answered for ``error`` (a refusal, a part of cpms briefly away, no
+    answer in time, or a bug, which is logged): status, body, extra headers. Shared by the app's
+    error handlers and the doors served before it (:mod:`api.webhook_door`)."""
+    if isinstance(error, CpmsError):
+        return status_for(error), error_body(error.code, error.message, **error.details), {}
+    if isinstance(error, AskTimeout):  # an ActorError too: first
+        return 504, error_body("timeout", "no answer in time; retry shortly"), {}
+    if isinstance(error, StorageUnavailable | ActorError):
+        log.warning("briefly unavailable", error=str(error))
+        body = error_body(
+            "service_unavailable", "the service is briefly unavailable; retry shortly"
+        )
+        return 503, body, {"Retry-After": str(RETRY_AFTER)}
+    log.exception("unhandled error", exc_info=error)
+    return 500, error_body("internal_error", "Внутренняя ошибка сервера"), {}
+
+
+def _described(error: Exception) -> Response:
+    status, body, headers = describe(error)
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
 def install_error_handlers(app: Quart) -> None:
     """Register the handlers; every error leaves the app in that one shape."""
 
     @app.errorhandler(CpmsError)
     async def _domain(error: CpmsError) -> Response:
-        return error_response(error.code, error.message, status_for(error), **error.details)
+        return _described(error)
 
     @app.errorhandler(HTTPException)
     async def _http(error: HTTPException) -> Response:
@@ -79,21 +105,15 @@ def install_error_handlers(app: Quart) -> None:
 
     async def _briefly_unavailable(error: StorageUnavailable | ActorError) -> Response:
         """The database is unreachable, or an actor is restarting or gone: retry shortly."""
-        log.warning("briefly unavailable", error=str(error))
-        response = error_response(
-            "service_unavailable", "the service is briefly unavailable; retry shortly", 503
-        )
-        response.headers["Retry-After"] = str(RETRY_AFTER)
-        return response
+        return _described(error)
 
     @app.errorhandler(AskTimeout)
     async def _ask_timeout(error: AskTimeout) -> Response:
-        return error_response("timeout", "no answer in time; retry shortly", 504)
+        return _described(error)
 
     app.register_error_handler(StorageUnavailable, _briefly_unavailable)
     app.register_error_handler(ActorError, _briefly_unavailable)
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error", exc_info=error)
-        return error_response("internal_error", "Внутренняя ошибка сервера", 500)
+        return _described(error)

@@ -19,8 +19,9 @@ from api.balance import HistoryQuery as BalanceHistoryQuery
 from api.charging import HistoryQuery as ChargingHistoryQuery
 from api.charging import StartBody, StopBody
 from api.locations import LocationsQuery
-from api.payments import PaymentHistoryQuery, ThreeDsReturn, TopupCard, TopupQr, Webhook
+from api.payments import PaymentHistoryQuery, ThreeDsReturn, TopupCard, TopupQr
 from api.responses import OpenApiDocument
+from api.webhook_door import Webhook
 from cpms import __version__
 
 ERROR = {

@@ -1,7 +1,7 @@
 """Top-ups: ``POST /api/v1/balance/topup-qr`` and ``/balance/topup-card``, the 3-D Secure return
 ``POST /api/v1/payment/3ds-callback``, ``GET /api/v1/payment/status/{invoice_id}`` (its owner
-only), ``GET /api/v1/payment/history``, and the provider's webhook ``POST /api/v1/payment/webhook``
-(and the legacy ``/payment/webhook``). Card numbers and CVVs are read into a :class:`Card` at the
+only) and ``GET /api/v1/payment/history`` (the provider's webhook is answered before the app:
+:mod:`api.webhook_door`). Card numbers and CVVs are read into a :class:`Card` at the
 door and never logged, stored or echoed: only the mask."""
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from quart import Blueprint, Response, jsonify, request
 
 from actors.payment.actor import PaymentView
-from actors.payment.provider import CardNeeds3ds, InvoiceStatus
+from actors.payment.provider import CardNeeds3ds
 from actors.payment.service import Payments
 from api.door import body, query
 from api.identity import Identity
-from api.webhooks import WebhookGuard
 from cpms.kernel.bounded import Offset
-from cpms.kernel.errors import Forbidden, InvalidRequest, NotFound
+from cpms.kernel.errors import Forbidden, NotFound
 from cpms.kernel.payments import INVOICE_ID, TOPUP_MAX, TOPUP_MIN, Card
 from storage import payments as payments_store
 
@@ -64,15 +63,6 @@ class ThreeDsReturn(_Body):
     pa_res: Annotated[str, StringConstraints(max_length=10_000)] = Field(alias="PaRes")
 
 
-class Webhook(_Body):
-    model_config = ConfigDict(extra="ignore")
-
-    invoice_id: Annotated[str, StringConstraints(pattern=INVOICE_ID.pattern)]
-    status: Annotated[str, StringConstraints(pattern="^(approved|canceled|pending)$")]
-    transaction_id: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
-    amount: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)] | None = None
-
-
 class PaymentHistoryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -106,7 +96,7 @@ def _card_answer(view: PaymentView, card: Card) -> dict[str, Any]:
     }
 
 
-def payments_blueprint(payments: Payments, identity: Identity, guard: WebhookGuard) -> Blueprint:
+def payments_blueprint(payments: Payments, identity: Identity) -> Blueprint:
     bp = Blueprint("payments", __name__)
 
     @bp.post("/api/v1/balance/topup-qr")
@@ -204,23 +194,4 @@ def payments_blueprint(payments: Payments, identity: Identity, guard: WebhookGua
             }
         )
 
-    async def webhook() -> Response:
-        raw = await request.get_data(as_text=False)
-        guard.check(
-            request.remote_addr,
-            request.headers.get("X-Webhook-Timestamp"),
-            request.headers.get("X-Webhook-Signature"),
-            raw if isinstance(raw, bytes) else raw.encode(),
-        )
-        told = await body(Webhook)  # an unknown invoice or another amount: its actor says so
-        if told.status == "approved" and told.transaction_id is None:
-            raise InvalidRequest("an approval needs its transaction_id", code="validation_error")
-        state = told.status
-        status = InvoiceStatus(state, told.transaction_id, told.amount)  # type: ignore[arg-type]
-        view = await payments.provider_said(told.invoice_id, status, reason="webhook")
-        guard.accepted(request.headers.get("X-Webhook-Signature"))
-        return jsonify({"success": True, "invoice_id": told.invoice_id, "status": view.state.value})
-
-    bp.add_url_rule("/api/v1/payment/webhook", "webhook", webhook, methods=["POST"])
-    bp.add_url_rule("/payment/webhook", "legacy_webhook", webhook, methods=["POST"])
     return bp

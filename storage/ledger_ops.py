@@ -17,6 +17,7 @@ from uuid import UUID
 from cpms.kernel.errors import InvalidRequest
 from cpms.kernel.messages import Request
 from cpms.kernel.money import parse_amount
+from storage.payments import InvoiceApproval
 from storage.sessions import SessionClaim
 
 EntryType = Literal[
@@ -154,6 +155,8 @@ class Credit(_Op):
     entry_type: Literal["topup", "adjustment"] = "topup"
     invoice_id: str | None = None
     description: str | None = None
+    #: a top-up's invoice, written approved and credited in the same transaction
+    approval: InvoiceApproval | None = None
     kind: ClassVar[str] = "credit"
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ from storage.ledger_ops import (
     Release,
     Reserve,
 )
+from storage.payments import InvoiceApproval
 from storage.sessions import SessionClaim
 
 Outcome = LedgerResult | CpmsError | LedgerFailure
@@ -79,6 +80,8 @@ class BatchPlan:
     balances: dict[UUID, Decimal] = field(default_factory=dict)
     #: the rows of the sessions whose reservations succeeded, holding what was held
     claims: list[SessionClaim] = field(default_factory=list)
+    #: the invoices whose top-ups were credited, written approved and credited
+    approvals: list[InvoiceApproval] = field(default_factory=list)
 
     @property
     def writes(self) -> bool:
@@ -149,6 +152,8 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
     if isinstance(op, Credit):
         if op.entry_type == "topup":
             _require_active(client.status)
+        if op.approval is not None:
+            plan.approvals.append(op.approval)
         return _record(
             op,
             plan,

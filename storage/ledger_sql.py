@@ -50,6 +50,7 @@ from storage.ledger_plan import (
     Outcome,
     plan_batch,
 )
+from storage.payments import approval_arrays, approve_in_batch_sql
 from storage.sessions import OPEN, claim_arrays, insert_claims_sql
 
 # SQLSTATE classes a batch can recover from by redoing its operations one by one:
@@ -104,6 +105,7 @@ WITH ops AS (
     SELECT * FROM unnest($15::uuid[], $16::text[], $17::numeric[], $18::numeric[],
                          $19::numeric[], $20::uuid[], $21::uuid[], $22::text[], $23::text[],
                          $24::text[], $25::text[])
+), approved AS ({approve_in_batch_sql(30 + len(claim_arrays([])))}
 )
 SELECT cpms_ledger_unchanged(
     (SELECT count(*) FROM settled) = cardinality($10::uuid[])
@@ -320,4 +322,5 @@ async def _write(
         [read[c][0] for c in plan.balances],
         [read[c][1] for c in plan.balances],
         *claim_arrays(plan.claims),
+        *approval_arrays(plan.approvals),
     )

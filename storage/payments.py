@@ -3,6 +3,7 @@ which invoice and provider, what became of it: never card data)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -181,3 +182,48 @@ async def record_refund(
         audit,
     )
     return done is not None
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceApproval:
+    """The row of an approved invoice, written by the ledger in the transaction that credits it
+    (so a credit and the invoice that says credited are never apart): the provider's
+    transaction, the amount paid, and the audit log's line."""
+
+    invoice_id: str
+    provider_tx: str
+    amount: Decimal
+    audit: dict[str, Any]
+
+
+_APPROVAL_TYPES = ("text", "text", "numeric", "jsonb")
+
+
+def approve_in_batch_sql(first: int) -> str:
+    """An UPDATE of approved invoices from :func:`approval_arrays` given as parameters
+    ``$first`` onwards, with their audit lines; returns nothing."""
+    ids, txs, amounts, audits = (
+        f"${first + n}::{kind}[]" for n, kind in enumerate(_APPROVAL_TYPES)
+    )
+    return f"""
+    UPDATE invoices i
+    SET state = 'approved', status = 1, next_check_at = NULL, provider_tx = a.tx,
+        paid_amount = a.amount, paid_at = coalesce(i.paid_at, now()), credited = true,
+        credit_error = NULL, credited_at = coalesce(i.credited_at, now()), updated_at = now()
+    FROM unnest({ids}, {txs}, {amounts}) AS a(id, tx, amount)
+    WHERE i.id = a.id
+    RETURNING i.id, i.client_id
+), approval_audit AS (
+    INSERT INTO payment_audit (invoice_id, client_id, event, data)
+    SELECT ap.id, ap.client_id, 'approved', d.data
+    FROM approved ap JOIN unnest({ids}, {audits}) AS d(id, data) ON d.id = ap.id"""
+
+
+def approval_arrays(approvals: list[InvoiceApproval]) -> list[list[Any]]:
+    """The parameters of :func:`approve_in_batch_sql`."""
+    return [
+        [a.invoice_id for a in approvals],
+        [a.provider_tx for a in approvals],
+        [a.amount for a in approvals],
+        [a.audit for a in approvals],
+    ]

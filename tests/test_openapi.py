@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import trio
 
+from api import webhook_door
 from api.app import create_app
 from api.openapi import document
 from cpms.server.app import Endpoints, api_config, run_server
@@ -29,7 +30,7 @@ def served_routes(settings: Settings) -> set[tuple[str, str]]:
             continue
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
         routes |= {(m, path) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
-    return routes
+    return routes | {("POST", path) for path in webhook_door.PATHS}  # served before the app
 
 
 async def test_openapi_lists_every_route_and_only_those(

@@ -227,6 +227,38 @@ async def test_webhook_refusals_credit_nothing(rig: Rig) -> None:
     assert await rig.topups() == [(Decimal("300.00"), invoice)]
 
 
+async def test_the_webhook_door_refuses_what_is_not_a_notice(rig: Rig) -> None:
+    """The webhook is answered in front of the app: a signed body that is not a notice, the
+    wrong method, a body too large, each refused in the app's one error shape."""
+    invoice = await rig.topup_qr("20")
+
+    async def signed(raw: bytes) -> httpx.Response:
+        stamp = str(int(time.time()))
+        headers = {
+            "X-Webhook-Timestamp": stamp,
+            "X-Webhook-Signature": sign(WEBHOOK_SECRET, stamp, raw),
+        }
+        return await rig.http.post("/api/v1/payment/webhook", content=raw, headers=headers)
+
+    no_tx = json.dumps({"invoice_id": invoice, "status": "approved", "amount": "20"}).encode()
+    for raw, code in [
+        (b"not json", "invalid_request"),
+        (b"\xff\xfe", "invalid_request"),
+        (b"[1, 2]", "invalid_request"),
+        (no_tx, "validation_error"),
+        (json.dumps({"invoice_id": "INV-1", "status": "approved"}).encode(), "validation_error"),
+    ]:
+        reply = await signed(raw)
+        assert (reply.status_code, reply.json()["error"]) == (400, code), (raw, reply.text)
+        assert reply.json()["success"] is False and reply.json()["message"]
+    wrong_method = await rig.http.get("/api/v1/payment/webhook")
+    assert (wrong_method.status_code, wrong_method.headers["Allow"]) == (405, "POST")
+    huge = await signed(b'{"pad": "' + b"x" * 70_000 + b'"}')
+    assert (huge.status_code, huge.json()["error"]) == (413, "payload_too_large")
+    assert await rig.topups() == []
+    assert (await rig.status(invoice))["status"] == 0
+
+
 async def test_webhooks_from_an_address_not_allowed_or_without_a_secret_are_refused(
     db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
 ) -> None:

@@ -30,6 +30,7 @@ from storage.ledger_ops import (
     Reserve,
     parse_uuid,
 )
+from storage.payments import InvoiceApproval
 from storage.sessions import SessionClaim
 
 log = structlog.stdlib.get_logger("actors.ledger.client")
@@ -88,10 +89,17 @@ class Ledger:
         entry_type: Literal["topup", "adjustment"] = "topup",
         invoice_id: str | None = None,
         description: str | None = None,
+        approval: InvoiceApproval | None = None,
     ) -> LedgerResult:
         return await self.apply(
             Credit(
-                key, _client(client_id), parse_amount(amount), entry_type, invoice_id, description
+                key,
+                _client(client_id),
+                parse_amount(amount),
+                entry_type,
+                invoice_id,
+                description,
+                approval,
             )
         )
 

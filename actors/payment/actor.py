@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
+from typing import Any
 from uuid import UUID
 
 import structlog
@@ -31,6 +32,7 @@ from cpms.kernel.messages import Request
 from cpms.kernel.payments import INVOICE_LIFETIME_S, OPEN_PAYMENT, POLL_EVERY_S, PaymentState
 from storage import Database, Row
 from storage import payments as payments_store
+from storage.payments import InvoiceApproval
 
 PAYMENT = "payment"
 #: how long an ended invoice's actor waits for more news (a duplicate) before it goes
@@ -120,21 +122,23 @@ class _PaymentActor:
     async def apply(self, event: pm.Event) -> None:
         step = pm.decide(self.inv, event, self.deps.clock())
         before, self.inv = self.inv, step.invoice
+        written = False  # the credit wrote the row (approved, credited) in its transaction
         for effect in step.effects:
             if effect is pm.Effect.PERSIST:
-                await self.persist(before.state, event)
+                if not written:
+                    await self.persist(before.state, event)
             elif effect is pm.Effect.POLL:
                 await self.poll()
             else:
-                await self.credit()
+                written = await self.credit(self.audit(before.state, event))
 
-    async def persist(self, was: PaymentState, event: pm.Event) -> None:
-        """The row, with a line of the audit log: who, how much, what became of it, and why."""
+    def audit(self, was: PaymentState, event: pm.Event) -> dict[str, Any]:
+        """A line of the audit log: who, how much, what became of it, and why."""
         inv = self.inv
         late = was in (PaymentState.CANCELED, PaymentState.EXPIRED)
         if late and inv.state is PaymentState.APPROVED:
             log.warning("approval after the invoice ended", invoice=self.invoice_id, was=was)
-        audit = {
+        return {
             "provider": self.provider,
             "amount": str(inv.paid_amount or inv.amount),
             "was": was.value,
@@ -142,6 +146,11 @@ class _PaymentActor:
             "reason": getattr(event, "reason", None),
             "credit_refused": self.credit_error,
         }
+
+    async def persist(self, was: PaymentState, event: pm.Event) -> None:
+        """The row, with a line of the audit log."""
+        inv = self.inv
+        audit = self.audit(was, event)
         issued = self.issued
         await payments_store.save(
             self.deps.db,
@@ -168,25 +177,31 @@ class _PaymentActor:
             return
         await self.apply(_event(status, self.inv.amount, "poll"))
 
-    async def credit(self) -> None:
+    async def credit(self, audit: dict[str, Any]) -> bool:
+        """Credit the approval, the invoice's row written approved and credited in the same
+        transaction (True); False when the row is still to be written (the credit was refused,
+        or was made before and is only answered again)."""
         inv = self.inv
         assert inv.provider_tx is not None
+        amount = inv.paid_amount or inv.amount
         try:
             result = await self.deps.ledger.credit(
                 self.client_id,
-                inv.paid_amount or inv.amount,
+                amount,
                 key=f"topup:{self.provider}:{inv.provider_tx}",
                 entry_type="topup",
                 invoice_id=self.invoice_id,
                 description=f"top-up {self.invoice_id}",
+                approval=InvoiceApproval(self.invoice_id, inv.provider_tx, amount, audit),
             )
         except CpmsError as refusal:  # the ledger refuses (a blocked client): for an operator
             log.warning("top-up not credited", invoice=self.invoice_id, why=refusal.code)
             self.credit_error = refusal.code
             self.inv = replace(self.inv, credited=True)  # nothing more to try: the row says why
-            return
+            return False
         self.balance = result.balance
-        await self.apply(pm.Credited())  # the row written next says so
+        await self.apply(pm.Credited())
+        return not result.replayed
 
     def next_timer(self) -> float:
         wake = pm.next_wake(self.inv)
