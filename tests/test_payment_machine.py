@@ -84,3 +84,17 @@ def test_whatever_the_order_an_approval_is_credited_exactly_once(
     assert credits == (1 if approved else 0)
     assert (inv.state is PaymentState.APPROVED) == approved
     assert inv.credited == approved
+
+
+def test_a_provider_that_cannot_be_asked_lets_the_invoice_expire_at_its_time() -> None:
+    """A failed poll before the invoice's time changes nothing (the next poll will tell); one
+    at or past it expires the invoice (it was polled every interval forever); a payment the
+    provider reports later is still credited."""
+    inv = pm.decide(created(), pm.Issued(), T0).invoice
+    early = pm.decide(inv, pm.PollFailed(), T0 + timedelta(minutes=1))
+    assert early == pm.Step(inv)
+    late = pm.decide(inv, pm.PollFailed(), inv.expires_at)
+    assert late.invoice.state is PaymentState.EXPIRED and pm.Effect.PERSIST in late.effects
+    assert pm.next_wake(late.invoice) is None
+    after = pm.decide(late.invoice, pm.Approved("TX-9", AMOUNT), inv.expires_at)
+    assert after.invoice.state is PaymentState.APPROVED and pm.Effect.CREDIT in after.effects
