@@ -388,3 +388,30 @@ async def test_a_provider_away_is_503_and_its_invoice_is_canceled(
         states = await db.fetch("SELECT state FROM invoices WHERE client_id = $1", client)
         assert [r["state"] for r in states] == ["canceled"]
     shutdown.set()
+
+
+async def test_a_client_blocked_or_leaving_tops_up_nothing(rig: Rig, db: Database) -> None:
+    """Blocked and pending_deletion clients can't top up, by QR or by card; a payment for an
+    invoice issued before the client was blocked is not credited: the invoice keeps why, for an
+    operator (the payer's money is the provider's to return: ``cpms payments refund`` needs a
+    credit)."""
+    invoice = await rig.topup_qr("60")
+    await set_client_status(db, rig.client, "blocked")
+    await rig.sandbox.pay(invoice)
+    row = await db.fetchrow("SELECT * FROM invoices WHERE id = $1", invoice)
+    assert row is not None and row["state"] == "approved" and not row["credited"]
+    assert row["credit_error"] == "client_blocked"
+    assert await rig.topups() == []
+    audit = await db.fetch("SELECT data FROM payment_audit WHERE invoice_id = $1", invoice)
+    assert any(a["data"].get("credit_refused") == "client_blocked" for a in audit)
+    status = await rig.status(invoice)
+    assert status["can_start_charging"] is False
+    for state in ("blocked", "pending_deletion"):
+        await set_client_status(db, rig.client, state)
+        qr = await rig.http.post("/api/v1/balance/topup-qr", headers=rig.me, json={"amount": "50"})
+        by_card = await rig.http.post(
+            "/api/v1/balance/topup-card", headers=rig.me, json=card(PANS["approve"])
+        )
+        for reply in (qr, by_card):
+            assert (reply.status_code, reply.json()["error"]) == (403, f"client_{state}")
+    assert await db.fetchval("SELECT count(*) FROM invoices WHERE client_id = $1", rig.client) == 1
