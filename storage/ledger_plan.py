@@ -149,10 +149,12 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
     if client_or_none is None:
         raise NotFound(f"client {op.client_id} not found", code="client_not_found")
     client = client_or_none
-    if isinstance(op, Credit):
-        if op.entry_type == "topup":
+    if isinstance(op, Credit | Adjust):  # one entry of its own type, perhaps for an invoice
+        if isinstance(op, Adjust) and client.balance + op.amount < 0:
+            raise InsufficientBalance(required=-op.amount, available=client.balance)
+        if isinstance(op, Credit) and op.entry_type == "topup":
             _require_active(client.status)
-        if op.approval is not None:
+        if isinstance(op, Credit) and op.approval is not None:
             plan.approvals.append(op.approval)
         return _record(
             op,
@@ -161,7 +163,7 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
             client,
             [(op.entry_type, op.amount)],
             invoice_id=op.invoice_id,
-            description=op.description,
+            description=op.description if isinstance(op, Credit) else op.reason,
         )
     if isinstance(op, Recharge):
         lines = (
@@ -172,18 +174,6 @@ def _plan_one(op: LedgerOp, state: LedgerState, plan: BatchPlan) -> LedgerResult
             else []
         )
         return _record(op, plan, op.client_id, client, lines, session_id=op.session_id)
-    if isinstance(op, Adjust):
-        if client.balance + op.amount < 0:
-            raise InsufficientBalance(required=-op.amount, available=client.balance)
-        return _record(
-            op,
-            plan,
-            op.client_id,
-            client,
-            [(op.entry_type, op.amount)],
-            invoice_id=op.invoice_id,
-            description=op.reason,
-        )
     assert isinstance(op, Reserve)
     claim = op.claim
     place = None if claim is None else (claim.station_id, claim.connector_id)

@@ -32,7 +32,8 @@ from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from tests.documented import documented_client
 from tests.paysandbox import PASSWORD, POINT, SID, Tls, serve_sandbox
-from tests.tokens import SECRET, bearer, hs256
+from tests.test_payments import WEBHOOK_SECRET, payment_settings
+from tests.tokens import bearer, hs256
 
 SOON = datetime.now(UTC) + timedelta(minutes=5)
 
@@ -180,16 +181,11 @@ async def test_a_whole_cpms_on_the_http_providers(
     """QR by O!Dengi and cards by OBANK, both played by the sandbox service: the webhook it
     sends is checked and credited, a card approved and one through 3-D Secure credited; with
     no card provider configured, card top-ups are refused as unavailable."""
-    secret = "provider-webhook-secret-0123456789"
-    served = await serve_sandbox(nursery, webhook_secret=secret, tls=tls)
+    served = await serve_sandbox(nursery, webhook_secret=WEBHOOK_SECRET, tls=tls)
     assert served.https_url is not None
-    settings = Settings(
-        database_url=dsn,
-        data_dir=tmp_path,
-        http_port=0,
-        ocpp_port=0,
-        jwt_secret=SECRET,
-        payment_webhook_secret=secret,
+    settings = payment_settings(
+        dsn,
+        tmp_path,
         payment_provider="odengi",
         odengi_url=f"{served.http_url}/api/json/json.php",
         odengi_sid=SID,

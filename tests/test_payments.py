@@ -92,10 +92,9 @@ class Rig:
         return await self.http.post(path, content=raw, headers=headers)
 
 
-async def start(
-    nursery: trio.Nursery, dsn: str, tmp_path: Path, **options: Any
-) -> tuple[Endpoints, SandboxProvider, trio.Event]:
-    settings = Settings(
+def payment_settings(dsn: str, tmp_path: Path, **options: Any) -> Settings:
+    """A server on any free ports, the test database, app tokens, and the webhook secret."""
+    return Settings(
         database_url=dsn,
         data_dir=tmp_path,
         http_port=0,
@@ -104,6 +103,12 @@ async def start(
         payment_webhook_secret=WEBHOOK_SECRET,
         **options,
     )
+
+
+async def start(
+    nursery: trio.Nursery, dsn: str, tmp_path: Path, **options: Any
+) -> tuple[Endpoints, SandboxProvider, trio.Event]:
+    settings = payment_settings(dsn, tmp_path, **options)
     sandbox, shutdown = SandboxProvider(), trio.Event()
     endpoints: Endpoints = await nursery.start(
         lambda task_status: run_server(
