@@ -25,6 +25,7 @@ from cpms.kernel.payments import POLL_EVERY_S, POLL_TIMES
 from storage import Database
 from storage import payments as payments_store
 from storage.clients import ensure_client
+from tests.clock import hold_while_the_database_answers
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 TICK = 5.0
@@ -90,9 +91,13 @@ async def start_payments(
 
 @pytest.fixture
 async def rig(
-    db: Database, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    db: Database,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Rig]:
     autojump_clock.autojump_threshold = 0.02
+    hold_while_the_database_answers(db, autojump_clock, monkeypatch)
     nursery.start_soon(ticker)
     sandbox = SandboxProvider()
     registry, payments = await start_payments(nursery, db, sandbox)
@@ -137,9 +142,13 @@ async def test_an_unpaid_invoice_is_asked_20_times_and_expires(
 
 
 async def test_an_open_invoice_goes_on_after_a_restart(
-    db: Database, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    db: Database,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     autojump_clock.autojump_threshold = 0.02
+    hold_while_the_database_answers(db, autojump_clock, monkeypatch)
     nursery.start_soon(ticker)
     sandbox = SandboxProvider()
     client = uuid.uuid4()

@@ -32,6 +32,7 @@ from cpms.kernel.events import EventBus
 from cpms.ocpp.connector_state import ConnectorState
 from storage import Database
 from storage.clients import ensure_client
+from tests.clock import hold_while_the_database_answers
 from tests.ocpp_server import provision
 
 T0 = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
@@ -139,12 +140,12 @@ def answers() -> dict[str, str]:
 @pytest.fixture
 async def rig(
     db: Database, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock,
-    answers: dict[str, str],
+    answers: dict[str, str], monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Rig]:  # fmt: skip
     # The clock (the test's, so its tests ask for it too) jumps only after the run loop has been
-    # idle this long: a database answer (real time, another thread) usually comes within it;
-    # one that doesn't moves the clock at most to the ticker's next tick.
+    # idle this long, and never while a task waits for the database (real time, another thread).
     autojump_clock.autojump_threshold = 0.02
+    hold_while_the_database_answers(db, autojump_clock, monkeypatch)
     nursery.start_soon(ticker)
     await prov.add_tariff(db, prov.TariffIn(id="T1", name="DC", price_per_kwh=Decimal("15.00")))
     await provision(db, "CP-1")
