@@ -83,6 +83,8 @@ class PaySandbox:
         self._random = random.Random(self.faults.seed)
         self._nursery: trio.Nursery | None = None
         self._http: httpx.AsyncClient | None = None
+        self._idle = trio.Event()
+        self._idle.set()
 
     # -- the payer's side ---------------------------------------------------------------------
 
@@ -130,6 +132,8 @@ class PaySandbox:
         stamp = str(int(time.time()))
         for how, data in copies:
             delay = self._random.uniform(0, self.faults.delay_max)
+            if self.outstanding == 0:
+                self._idle = trio.Event()
             self.outstanding += 1
             self._nursery.start_soon(self._deliver, data, stamp if how == "replay" else None, delay)
 
@@ -168,6 +172,12 @@ class PaySandbox:
                 backoff = min(backoff * 2, 2.0)
         finally:
             self.outstanding -= 1
+            if self.outstanding == 0:
+                self._idle.set()
+
+    async def delivered(self) -> None:
+        """Wait until every webhook sent so far is delivered (or refused, or given up)."""
+        await self._idle.wait()
 
     # -- O!Dengi-style QR invoices ------------------------------------------------------------
 
@@ -363,6 +373,11 @@ class PaySandbox:
 
         @app.get("/sandbox/stats")
         async def stats() -> Response:
+            """The counters; with ``?wait=S``, answered once every webhook sent so far is
+            delivered (or refused, or given up), or after ``S`` seconds."""
+            wait = min(float(request.args.get("wait", "0") or 0), 600.0)
+            with trio.move_on_after(wait):
+                await self.delivered()
             return jsonify(
                 {
                     "invoices": len(self.invoices),

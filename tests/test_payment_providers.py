@@ -210,8 +210,9 @@ async def test_a_whole_cpms_on_the_http_providers(
         invoice = issued.json()["invoice_id"]
         served.sandbox.pay(invoice)  # the webhook tells cpms
         with trio.fail_after(10):
-            while (await status_of(http, invoice, me)) != 1:  # noqa: ASYNC110 - over HTTP
-                await trio.sleep(0.05)
+            await served.sandbox.delivered()  # answered 200 once credited
+        assert served.sandbox.counts["delivered"] == 1
+        assert await status_of(http, invoice, me) == 1
         form = {"card_holder": "TEST CARD", "card_expiry": "12/30", "card_cvv": "739"}
         approved = await http.post(
             "/api/v1/balance/topup-card",

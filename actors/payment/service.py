@@ -88,13 +88,7 @@ class Payments:
         try:
             qr = await qr_provider.create_qr(invoice, amount, expires, description)
         except ProviderError as error:
-            log.warning("invoice not issued", invoice=invoice, error=str(error))
-            await self.provider_said(
-                invoice, InvoiceStatus("canceled"), reason="not_issued", row=row
-            )
-            raise Unavailable(
-                "the payment provider is unavailable", code="payment_unavailable"
-            ) from None
+            raise await self._unreachable(row, "not_issued", error) from None
         await self._tell(invoice, Issue(qr.provider_ref, qr.qr_data), row=row)
         return {
             "invoice_id": invoice,
@@ -123,14 +117,15 @@ class Payments:
         try:
             outcome = await cards.charge_card(invoice, amount, card)
         except ProviderError as error:
-            log.warning("card not charged", invoice=invoice, error=str(error))
-            await self.provider_said(
-                invoice, InvoiceStatus("canceled"), reason="not_charged", row=row
-            )
-            raise Unavailable(
-                "the payment provider is unavailable", code="payment_unavailable"
-            ) from None
+            raise await self._unreachable(row, "not_charged", error) from None
         return invoice, outcome, await self._outcome(invoice, outcome, row)
+
+    async def _unreachable(self, row: Row, reason: str, error: ProviderError) -> Unavailable:
+        """The provider could not take a new invoice: it is canceled (nothing was paid), and the
+        caller is told to try again later."""
+        log.warning("provider unreachable", invoice=row["id"], reason=reason, error=str(error))
+        await self.provider_said(row["id"], InvoiceStatus("canceled"), reason=reason, row=row)
+        return Unavailable("the payment provider is unavailable", code="payment_unavailable")
 
     async def finish_3ds(self, md: str, pa_res: str) -> tuple[str, PaymentView | None]:
         try:
