@@ -26,8 +26,6 @@ from typing import Any
 
 import httpx
 import trio
-from quart import Response, jsonify, request
-from quart_trio import QuartTrio
 
 from cpms.kernel.payments import sandbox_card, webhook_signature
 from cpms.kernel.provider_wire import obank_parse, obank_response, odengi_signed
@@ -329,69 +327,9 @@ class PaySandbox:
 
     # -- the service --------------------------------------------------------------------------
 
-    def app(self, *, tls: bool = False) -> QuartTrio:
-        app = QuartTrio("cpms-sandbox-pay")
-
-        @app.post("/api/json/json.php")
-        async def odengi() -> Response:
-            try:
-                envelope = json.loads(await request.get_data(as_text=True))
-            except ValueError:
-                envelope = None
-            return jsonify(self.odengi(envelope))
-
-        @app.post("/obank/h2h")
-        async def obank() -> Response:
-            if tls and request.scheme != "https":  # cards only over mutual TLS
-                return Response(obank_response(5), status=403, content_type="application/xml")
-            raw = await request.get_data(as_text=False)
-            xml = self.obank(raw if isinstance(raw, bytes) else raw.encode())
-            return Response(xml, content_type="application/xml")
-
-        @app.post("/sandbox/invoices/<order>/<action>")
-        async def payer(order: str, action: str) -> Response:
-            if order not in self.invoices or action not in ("pay", "cancel"):
-                return jsonify({"error": "not_found"}), 404  # type: ignore[return-value]
-            silent = request.args.get("silent") == "1"
-            if action == "pay":
-                invoice = self.pay(
-                    order, silent=silent, reliable=request.args.get("reliable") == "1"
-                )
-            else:
-                invoice = self.cancel(order, silent=silent)
-            return jsonify(self.described(invoice))
-
-        @app.get("/sandbox/invoices")
-        async def every() -> Response:
-            return jsonify([self.described(i) for i in self.invoices.values()])
-
-        @app.get("/sandbox/invoices/<order>")
-        async def one(order: str) -> Response:
-            if order not in self.invoices:
-                return jsonify({"error": "not_found"}), 404  # type: ignore[return-value]
-            return jsonify(self.described(self.invoices[order]))
-
-        @app.get("/sandbox/stats")
-        async def stats() -> Response:
-            """The counters; with ``?wait=S``, answered once every webhook sent so far is
-            delivered (or refused, or given up), or after ``S`` seconds."""
-            wait = min(float(request.args.get("wait", "0") or 0), 600.0)
-            with trio.move_on_after(wait):
-                await self.delivered()
-            return jsonify(
-                {
-                    "invoices": len(self.invoices),
-                    "webhooks": dict(self.counts),
-                    "outstanding": self.outstanding,
-                    "polls": sum(self.polls.values()),
-                }
-            )
-
-        return app
-
     async def run(
         self,
-        app: QuartTrio,
+        app: Any,
         config: Any,
         *,
         task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,

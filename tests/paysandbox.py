@@ -16,6 +16,7 @@ import trustme
 from hypercorn.config import Config
 
 from sim.paysandbox import Faults, Merchant, PaySandbox
+from sim.paysandbox_http import sandbox_app
 
 SID, PASSWORD, POINT = "4672496329", "merchant-password-for-tests", "4354"
 MERCHANT = Merchant(SID, PASSWORD, POINT)
@@ -70,7 +71,9 @@ async def serve_sandbox(
         config.insecure_bind = ["127.0.0.1:0"]
         config.certfile, config.keyfile = str(tls.server_cert), str(tls.server_key)
         config.ca_certs, config.verify_mode = str(tls.ca), ssl.CERT_REQUIRED
-    binds: list[str] = await nursery.start(sandbox.run, sandbox.app(tls=tls is not None), config)
+    binds: list[str] = await nursery.start(
+        sandbox.run, sandbox_app(sandbox, tls=tls is not None), config
+    )
     http = next(b for b in binds if b.startswith("http://"))
     sandbox.public_url = http
     return Served(sandbox, http, next((b for b in binds if b.startswith("https://")), None))

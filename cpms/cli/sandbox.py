@@ -15,6 +15,7 @@ from rich.console import Console
 
 from cpms.settings import Settings
 from sim.paysandbox import Faults, Merchant, PaySandbox
+from sim.paysandbox_http import sandbox_app
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -92,7 +93,9 @@ def cmd_sandbox_pay(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(sandbox.run, sandbox.app(tls=all(tls_given)), config)
+            binds = await nursery.start(
+                sandbox.run, sandbox_app(sandbox, tls=all(tls_given)), config
+            )
             sandbox.public_url = next(b for b in binds if b.startswith("http://"))
             print(f"sandbox-pay listening on {' '.join(binds)}", flush=True)
 
