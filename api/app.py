@@ -22,14 +22,21 @@ from api.locations import locations_blueprint
 from api.openapi import openapi_blueprint
 from api.payments import payments_blueprint
 from api.stations import stations_blueprint
-from api.webhook_door import WebhookDoor
+from api.webhook_door import WebhookDoor, WebhookIntake
 from api.webhooks import WebhookGuard
 
 MAX_BODY = 1024 * 1024
 
 
-def create_app(core: Core, sessions: Sessions, config: ApiConfig, payments: Payments) -> QuartTrio:
-    """Build the REST facade over ``core``; handlers reach actors and storage only through it."""
+def create_app(
+    core: Core,
+    sessions: Sessions,
+    config: ApiConfig,
+    payments: Payments,
+    intake: WebhookIntake | None = None,
+) -> QuartTrio:
+    """Build the REST facade over ``core``; handlers reach actors and storage only through it.
+    ``intake``: the provider's webhooks, when shared with their own port (else one of its own)."""
     app = QuartTrio("cpms")
     app.json = DecimalJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -45,10 +52,15 @@ def create_app(core: Core, sessions: Sessions, config: ApiConfig, payments: Paym
     app.url_value_preprocessor(check_path_values)
     app.after_request(_finish_reading_the_body)
     install_error_handlers(app)
-    guard = WebhookGuard(config.webhook_secret, config.webhook_ips)
+    intake = intake or webhook_intake(config, payments)
     # Flask's (and Quart's) way to put a door in front of the app: the provider's webhooks
-    app.asgi_app = WebhookDoor(app.asgi_app, guard, payments)  # type: ignore[method-assign, assignment]
+    app.asgi_app = WebhookDoor(app.asgi_app, intake)  # type: ignore[method-assign, assignment]
     return app
+
+
+def webhook_intake(config: ApiConfig, payments: Payments) -> WebhookIntake:
+    """The provider's webhooks, answered under ``config``'s secret and addresses."""
+    return WebhookIntake(WebhookGuard(config.webhook_secret, config.webhook_ips), payments)
 
 
 async def _finish_reading_the_body(response: Response) -> Response:

@@ -8,11 +8,14 @@ body is read (at most 64 KB), the :class:`~api.webhooks.WebhookGuard` checks it,
 validated by the same model and bounds as every body (:func:`cpms.kernel.validation.validate`,
 exact money), told to the invoice's PaymentActor, and answered in the app's one error shape
 (:func:`api.errors.describe`); everything else goes on to the app untouched.
+
+The answering itself (:class:`WebhookIntake`) knows no transport: the webhooks' own port
+(:mod:`api.webhook_listener`) answers through it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -83,55 +86,80 @@ def _notice(raw: bytes) -> Webhook:
     return told
 
 
+Answer = tuple[int, dict[str, Any], dict[str, str]]
+
+
+def method_not_allowed() -> Answer:
+    return 405, error_body("method_not_allowed", "only POST is allowed here"), {"Allow": "POST"}
+
+
+def too_large() -> Answer:
+    return 413, error_body("payload_too_large", "the body is too large"), {"Connection": "close"}
+
+
+def encoded(answer: Answer) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """An answer as it goes on the wire: status, headers (with its length), the JSON body."""
+    status, body, headers = answer
+    payload = dumps(body).encode()
+    fields = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+    ]
+    return status, fields, payload
+
+
+class WebhookIntake:
+    """What a provider's notice is answered, whichever listener took it (the REST port's
+    :class:`WebhookDoor`, or the webhooks' own port, :mod:`api.webhook_listener`): one guard,
+    so a notice replayed through the other door is a replay all the same."""
+
+    def __init__(self, guard: WebhookGuard, payments: Payments) -> None:
+        self.guard, self.payments = guard, payments
+
+    async def answer(self, headers: Mapping[str, str], remote: str | None, raw: bytes) -> Answer:
+        """``headers`` by lower-case name; ``remote`` the peer's address."""
+        try:
+            return 200, await self.handle(headers, remote, raw), {}
+        except Exception as error:  # noqa: BLE001 - the app's one error shape; a bug is logged there
+            return describe(error)
+
+    async def handle(
+        self, headers: Mapping[str, str], remote: str | None, raw: bytes
+    ) -> dict[str, Any]:
+        signature = headers.get("x-webhook-signature")
+        self.guard.check(remote, headers.get("x-webhook-timestamp"), signature, raw)
+        told = _notice(raw)  # an unknown invoice or another amount: its actor says so
+        status = InvoiceStatus(told.status, told.transaction_id, told.amount)  # type: ignore[arg-type]
+        view = await self.payments.provider_said(told.invoice_id, status, reason="webhook")
+        self.guard.accepted(signature)
+        return {"success": True, "invoice_id": told.invoice_id, "status": view.state.value}
+
+
 class WebhookDoor:
-    def __init__(self, app: ASGIApp, guard: WebhookGuard, payments: Payments) -> None:
-        self.app, self.guard, self.payments = app, guard, payments
+    """The intake in front of the app on the REST port, as ASGI."""
+
+    def __init__(self, app: ASGIApp, intake: WebhookIntake) -> None:
+        self.app, self.intake = app, intake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in PATHS:
             await self.app(scope, receive, send)
             return
-        headers: dict[str, str] = {}
         if scope["method"] != "POST":
-            status, body = 405, error_body("method_not_allowed", "only POST is allowed here")
-            headers["Allow"] = "POST"
+            answer = method_not_allowed()
         else:
             try:
-                status, body = await self.handle(scope, await _read(receive))
+                raw = await _read(receive)
             except _TooLarge:
-                status, body = 413, error_body("payload_too_large", "the body is too large")
-                headers["Connection"] = "close"
-            except Exception as error:  # noqa: BLE001 - the app's one error shape; a bug is logged there
-                status, body, headers = describe(error)
-        payload = dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-                ],
-            }
-        )
+                answer = too_large()
+            else:
+                headers = {
+                    name.decode("latin-1").lower(): value.decode("latin-1")
+                    for name, value in scope["headers"]
+                }
+                client = scope.get("client")
+                answer = await self.intake.answer(headers, client and client[0], raw)
+        status, fields, payload = encoded(answer)
+        await send({"type": "http.response.start", "status": status, "headers": fields})
         await send({"type": "http.response.body", "body": payload})
-
-    async def handle(self, scope: Scope, raw: bytes) -> tuple[int, dict[str, Any]]:
-        sent = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in scope["headers"]
-        }
-        client = scope.get("client")
-        signature = sent.get("x-webhook-signature")
-        self.guard.check(
-            None if client is None else client[0],
-            sent.get("x-webhook-timestamp"),
-            signature,
-            raw,
-        )
-        told = _notice(raw)  # an unknown invoice or another amount: its actor says so
-        status = InvoiceStatus(told.status, told.transaction_id, told.amount)  # type: ignore[arg-type]
-        view = await self.payments.provider_said(told.invoice_id, status, reason="webhook")
-        self.guard.accepted(signature)
-        return 200, {"success": True, "invoice_id": told.invoice_id, "status": view.state.value}

@@ -9,6 +9,7 @@ credited, a duplicate only answered). Finally every client's balance is read bac
 must be its invoice's amount exactly (credited once, nothing else credited).
 
     python bench/payments.py                         # 2,000 invoices, 4,000 webhooks
+    python bench/payments.py --door rest             # the webhooks to the REST port instead
     python bench/payments.py --invoices 500 --concurrency 20
 """
 
@@ -27,7 +28,7 @@ from typing import Any
 import httpx
 import jwt
 import trio
-from cpms_process import RawHttp, Steal, report, serving
+from cpms_process import RawHttp, Steal, free_port, report, serving
 
 from cpms.kernel.payments import webhook_signature as sign
 
@@ -70,14 +71,21 @@ async def pooled(host: str, port: int, jobs: list[Any], work: Any, concurrency: 
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"invoices": args.invoices, "concurrency": args.concurrency}
+    result: dict[str, Any] = {
+        "invoices": args.invoices,
+        "concurrency": args.concurrency,
+        "webhook_door": args.door,
+    }
+    own = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         async with serving(
             Path(tmp),
             CPMS_JWT_SECRET=JWT_SECRET,
             CPMS_PAYMENT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            CPMS_PAYMENT_WEBHOOK_PORT=str(own),
         ) as served:
             host, port = served.http_url.removeprefix("http://").split(":")
+            hooks = own if args.door == "own" else int(port)
             clients = [uuid.uuid4() for _ in range(args.invoices)]
             amounts = {c: Decimal(10 + i % 990) for i, c in enumerate(clients)}
             invoices: dict[uuid.UUID, str] = {}
@@ -139,9 +147,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             steal = Steal()
             print("webhooks: begin", file=sys.stderr, flush=True)  # for a profiler to attach
             began = time.perf_counter()
-            await pooled(host, int(port), firsts, webhook, args.concurrency)
+            await pooled(host, hooks, firsts, webhook, args.concurrency)
             middle = time.perf_counter()
-            await pooled(host, int(port), seconds, webhook, args.concurrency)
+            await pooled(host, hooks, seconds, webhook, args.concurrency)
             print("webhooks: end", file=sys.stderr, flush=True)
             ended = time.perf_counter()
             result["webhooks"] = {
@@ -179,6 +187,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--invoices", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--door",
+        choices=["own", "rest"],
+        default="own",
+        help="webhooks to their own port (CPMS_PAYMENT_WEBHOOK_PORT) or to the REST port",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report(trio.run(bench, args), args.json)

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     payment_webhook_secret: SecretStr | None = Field(
         None, description="HMAC secret of the provider's webhooks; unset = webhooks refused"
     )
+    payment_webhook_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="a port of its own for the provider's webhooks (0 = any free); unset = "
+        "webhooks only on the REST port",
+    )
     payment_webhook_ips: str = Field(
         "127.0.0.1,::1", description="addresses webhooks are accepted from, comma separated"
     )

@@ -46,6 +46,7 @@ class Rig:
     db: Database
     sandbox: SandboxProvider
     client: uuid.UUID
+    hooks: httpx.AsyncClient  # where the provider's webhooks go: the REST port or their own
 
     @property
     def me(self) -> dict[str, str]:
@@ -89,7 +90,7 @@ class Rig:
             "X-Webhook-Timestamp": stamp,
             "X-Webhook-Signature": sign(secret, stamp, raw),
         }
-        return await self.http.post(path, content=raw, headers=headers)
+        return await self.hooks.post(path, content=raw, headers=headers)
 
 
 def payment_settings(dsn: str, tmp_path: Path, **options: Any) -> Settings:
@@ -101,6 +102,7 @@ def payment_settings(dsn: str, tmp_path: Path, **options: Any) -> Settings:
         ocpp_port=0,
         jwt_secret=SECRET,
         payment_webhook_secret=WEBHOOK_SECRET,
+        payment_webhook_port=0,
         **options,
     )
 
@@ -119,11 +121,21 @@ async def start(
 
 
 @pytest.fixture
-async def rig(db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
+async def rig(
+    request: pytest.FixtureRequest, db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> AsyncIterator[Rig]:
+    """Webhooks to the REST port, or with ``@BOTH_DOORS`` to their own port as well."""
     endpoints, sandbox, shutdown = await start(nursery, dsn, tmp_path)
-    async with documented_client(base_url=endpoints.http_url, timeout=30) as http:
-        yield Rig(http, db, sandbox, uuid.uuid4())
+    door = endpoints.webhook_url if getattr(request, "param", "rest") == "own" else None
+    async with (
+        documented_client(base_url=endpoints.http_url, timeout=30) as http,
+        documented_client(base_url=door or endpoints.http_url, timeout=30) as hooks,
+    ):
+        yield Rig(http, db, sandbox, uuid.uuid4(), hooks)
     shutdown.set()
+
+
+BOTH_DOORS = pytest.mark.parametrize("rig", ["rest", "own"], indirect=True)
 
 
 async def test_a_qr_invoice_paid_is_credited_once(rig: Rig) -> None:
@@ -201,6 +213,7 @@ async def test_an_invoice_is_shown_to_its_owner_only(rig: Rig) -> None:
     assert reply.status_code == 403
 
 
+@BOTH_DOORS
 async def test_webhook_refusals_credit_nothing(rig: Rig) -> None:
     invoice = await rig.topup_qr("300")
     told = {"invoice_id": invoice, "status": "approved", "transaction_id": "TX-9", "amount": "300"}
@@ -221,7 +234,7 @@ async def test_webhook_refusals_credit_nothing(rig: Rig) -> None:
     assert await rig.topups() == []
     accepted = await rig.webhook(told, at=time.time())
     assert accepted.status_code == 200, accepted.text
-    replayed = await rig.http.post(
+    replayed = await rig.hooks.post(
         "/api/v1/payment/webhook",
         content=accepted.request.content,
         headers=dict(accepted.request.headers),
@@ -232,6 +245,7 @@ async def test_webhook_refusals_credit_nothing(rig: Rig) -> None:
     assert await rig.topups() == [(Decimal("300.00"), invoice)]
 
 
+@BOTH_DOORS
 async def test_the_webhook_door_refuses_what_is_not_a_notice(rig: Rig) -> None:
     """The webhook is answered in front of the app: a signed body that is not a notice, the
     wrong method, a body too large, each refused in the app's one error shape."""
@@ -243,7 +257,7 @@ async def test_the_webhook_door_refuses_what_is_not_a_notice(rig: Rig) -> None:
             "X-Webhook-Timestamp": stamp,
             "X-Webhook-Signature": sign(WEBHOOK_SECRET, stamp, raw),
         }
-        return await rig.http.post("/api/v1/payment/webhook", content=raw, headers=headers)
+        return await rig.hooks.post("/api/v1/payment/webhook", content=raw, headers=headers)
 
     no_tx = json.dumps({"invoice_id": invoice, "status": "approved", "amount": "20"}).encode()
     for raw, code in [
@@ -256,12 +270,28 @@ async def test_the_webhook_door_refuses_what_is_not_a_notice(rig: Rig) -> None:
         reply = await signed(raw)
         assert (reply.status_code, reply.json()["error"]) == (400, code), (raw, reply.text)
         assert reply.json()["success"] is False and reply.json()["message"]
-    wrong_method = await rig.http.get("/api/v1/payment/webhook")
+    wrong_method = await rig.hooks.get("/api/v1/payment/webhook")
     assert (wrong_method.status_code, wrong_method.headers["Allow"]) == (405, "POST")
     huge = await signed(b'{"pad": "' + b"x" * 70_000 + b'"}')
     assert (huge.status_code, huge.json()["error"]) == (413, "payload_too_large")
     assert await rig.topups() == []
     assert (await rig.status(invoice))["status"] == 0
+
+
+@pytest.mark.parametrize("rig", ["own"], indirect=True)
+async def test_a_notice_replayed_through_the_other_door_is_a_replay(rig: Rig) -> None:
+    """The webhooks' own port and the REST port share one guard."""
+    invoice = await rig.topup_qr("70")
+    told = {"invoice_id": invoice, "status": "approved", "transaction_id": "TX-7", "amount": "70"}
+    accepted = await rig.webhook(told)
+    assert accepted.status_code == 200, accepted.text
+    replayed = await rig.http.post(
+        "/api/v1/payment/webhook",
+        content=accepted.request.content,
+        headers=dict(accepted.request.headers),
+    )
+    assert (replayed.status_code, replayed.json()["error"]) == (409, "webhook_replayed")
+    assert await rig.topups() == [(Decimal("70.00"), invoice)]
 
 
 async def test_webhooks_from_an_address_not_allowed_or_without_a_secret_are_refused(
@@ -271,7 +301,7 @@ async def test_webhooks_from_an_address_not_allowed_or_without_a_secret_are_refu
         nursery, dsn, tmp_path, payment_webhook_ips="10.9.8.7"
     )
     async with documented_client(base_url=endpoints.http_url) as http:
-        rig = Rig(http, db, _sandbox, uuid.uuid4())
+        rig = Rig(http, db, _sandbox, uuid.uuid4(), http)
         invoice = await rig.topup_qr("40")
         told = {"invoice_id": invoice, "status": "approved", "transaction_id": "T", "amount": "40"}
         reply = await rig.webhook(told)

@@ -16,8 +16,10 @@ import trio
 from actors.ledger import StorageHooks
 from actors.payment.provider import PaymentProvider
 from api import create_app, serve_api
+from api.app import webhook_intake
 from api.auth import TokenVerifier
 from api.config import ApiConfig
+from api.webhook_listener import serve_webhooks
 from cpms import __version__
 from cpms.kernel.gc_tuning import run_gc_maintenance, tune_gc
 from cpms.server.central import run_central_system
@@ -34,6 +36,7 @@ class Endpoints:
 
     http_url: str
     ocpp_url: str
+    webhook_url: str | None = None  # the webhooks' own port, when it has one
 
 
 def api_config(settings: Settings) -> ApiConfig:
@@ -88,9 +91,11 @@ async def run_server(
                     task_status=task_status,
                 )
             )
+            config = api_config(settings)
+            intake = webhook_intake(config, payments)
             http_url = await doors.start(
                 lambda task_status: serve_api(
-                    create_app(core, sessions, api_config(settings), payments),
+                    create_app(core, sessions, config, payments, intake),
                     settings.http_host,
                     settings.http_port,
                     shutdown_trigger=shutdown.wait,
@@ -98,13 +103,26 @@ async def run_server(
                     task_status=task_status,
                 )
             )
+            webhook_url = None
+            if settings.payment_webhook_port is not None:
+                webhook_url = await doors.start(
+                    lambda task_status: serve_webhooks(
+                        intake,
+                        settings.http_host,
+                        settings.payment_webhook_port,  # type: ignore[arg-type]
+                        shutdown_trigger=shutdown.wait,
+                        graceful_timeout=settings.shutdown_timeout / 2,
+                        task_status=task_status,
+                    )
+                )
             scheme = "wss" if settings.ocpp_tls_cert else "ws"
             prefix = "/" + settings.ocpp_path_prefix.strip("/")
-            endpoints = Endpoints(http_url, f"{scheme}://{settings.ocpp_host}:{ocpp_port}{prefix}")
+            ocpp_url = f"{scheme}://{settings.ocpp_host}:{ocpp_port}{prefix}"
+            endpoints = Endpoints(http_url, ocpp_url, webhook_url)
             tune_gc(settings.gc_tuning)
             if settings.gc_tuning:
                 doors.start_soon(run_gc_maintenance, shutdown)
-            log.info("ready", http=endpoints.http_url, ocpp=endpoints.ocpp_url)
+            log.info("ready", http=http_url, ocpp=ocpp_url, webhooks=webhook_url)
             task_status.started(endpoints)
         log.info("front doors closed; stopping actors and storage")
     log.info("stopped")
