@@ -102,9 +102,9 @@ class _Connection:
 
     async def _exchange(self) -> None:
         try:
-            self.idle = trio.CancelScope()
+            self.idle = trio.CancelScope(deadline=trio.current_time() + self.limits.idle_s)
             with self.idle:
-                request = await self._next(deadline=trio.current_time() + self.limits.idle_s)
+                request = await self._next()
             if self.idle.cancelled_caught:
                 raise _Closing
             assert isinstance(request, h11.Request)
@@ -115,7 +115,7 @@ class _Connection:
                 raise h11.RemoteProtocolError("the request's head is too large", 431)
             if self.http.they_are_waiting_for_100_continue:
                 await self._send(h11.InformationalResponse(status_code=100, headers=[]))
-            answer = await self._answer(request, deadline=trio.current_time() + self.limits.read_s)
+            answer = await self._answer(request)
         except h11.RemoteProtocolError as error:
             answer = _malformed(error)
         if self.closing:
@@ -125,8 +125,11 @@ class _Connection:
         response = h11.Response(status_code=status, headers=fields, reason=reason)
         await self._send(response, h11.Data(data=payload), h11.EndOfMessage())  # one write
 
-    async def _answer(self, request: h11.Request, deadline: float) -> Answer:
-        raw = await self._body(deadline)
+    async def _answer(self, request: h11.Request) -> Answer:
+        with trio.move_on_after(self.limits.read_s) as reading:
+            raw = await self._body()
+        if reading.cancelled_caught:
+            raise _Closing
         if raw is None:
             return too_large()
         path = request.target.split(b"?", 1)[0].decode("latin-1")
@@ -139,10 +142,10 @@ class _Connection:
         }
         return await self.intake.answer(headers, self.remote, raw)
 
-    async def _body(self, deadline: float) -> bytes | None:
+    async def _body(self) -> bytes | None:
         """The request's body; None when it is over :data:`MAX_BODY` (the rest unread)."""
         chunks, size = [], 0
-        while not isinstance(event := await self._next(deadline), h11.EndOfMessage):
+        while not isinstance(event := await self._next(), h11.EndOfMessage):
             assert isinstance(event, h11.Data)
             size += len(event.data)
             if size > MAX_BODY:
@@ -150,21 +153,18 @@ class _Connection:
             chunks.append(event.data)
         return b"".join(chunks)
 
-    async def _next(self, deadline: float) -> h11.Event:
-        """The next event of the request, read by ``deadline``.
+    async def _next(self) -> h11.Event:
+        """The next event of the request (the caller bounds the wait).
 
         Raises:
             h11.RemoteProtocolError: not HTTP, or a head too large.
-            _Closing: the peer left or is too slow.
+            _Closing: the peer left.
         """
         while True:
             event = self.http.next_event()
             if event is h11.NEED_DATA:
-                with trio.move_on_at(deadline):
-                    data = await self.stream.receive_some(65536)
-                    self.http.receive_data(data)
-                    continue
-                raise _Closing
+                self.http.receive_data(await self.stream.receive_some(65536))
+                continue
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 raise _Closing
             return event  # type: ignore[return-value]
