@@ -16,11 +16,14 @@ from api.config import ApiConfig
 from api.door import check_path_values
 from api.errors import install_error_handlers
 from api.health import health_blueprint
+from api.idempotency import Idempotency
 from api.identity import Identity
 from api.jsonio import DecimalJSONProvider
 from api.locations import locations_blueprint
 from api.openapi import openapi_blueprint
 from api.payments import payments_blueprint
+from api.protect import Protections
+from api.rate_limit import Limit
 from api.stations import stations_blueprint
 from api.webhook_door import WebhookDoor, WebhookIntake
 from api.webhooks import WebhookGuard
@@ -49,6 +52,15 @@ def create_app(
     app.register_blueprint(locations_blueprint(core))
     app.register_blueprint(payments_blueprint(payments, identity))
     app.register_blueprint(openapi_blueprint())
+    default, critical, _webhook = config.rate_limits
+    Protections(
+        config.verifier,
+        config.limiter,
+        (Limit("default", default), Limit("critical", critical)),
+        config.admin_token,
+        config.cors_origins,
+    ).install(app)
+    Idempotency(core.db).install(app)
     app.url_value_preprocessor(check_path_values)
     app.after_request(_finish_reading_the_body)
     install_error_handlers(app)
@@ -60,7 +72,9 @@ def create_app(
 
 def webhook_intake(config: ApiConfig, payments: Payments) -> WebhookIntake:
     """The provider's webhooks, answered under ``config``'s secret and addresses."""
-    return WebhookIntake(WebhookGuard(config.webhook_secret, config.webhook_ips), payments)
+    guard = WebhookGuard(config.webhook_secret, config.webhook_ips)
+    limit = Limit("webhook", config.rate_limits[2])
+    return WebhookIntake(guard, payments, config.limiter, limit)
 
 
 async def _finish_reading_the_body(response: Response) -> Response:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from actors.session.machine import Timings
 from api.auth import TokenVerifier
+from api.rate_limit import RateLimiter
 
 
 @dataclass(frozen=True)
@@ -13,7 +14,10 @@ class ApiConfig:
     """``admin_token``: the Bearer token of ``/api/v1/admin/*`` (None: the admin API is off);
     ``verifier``: checks the app's access tokens; ``timings``: the session deadlines the open
     sessions report measures against; ``node_id`` and ``embedded_database`` are shown by
-    ``/health``; ``webhook_secret`` and ``webhook_ips`` guard the payment webhook."""
+    ``/health``; ``webhook_secret`` and ``webhook_ips`` guard the payment webhook;
+    ``rate_limits`` are requests a minute (default, critical calls, webhooks from addresses not
+    the provider's; 0 = no limit), counted by ``limiter``; ``cors_origins`` may call from a
+    browser."""
 
     verifier: TokenVerifier
     timings: Timings
@@ -23,3 +27,6 @@ class ApiConfig:
     #: the payment provider's webhook secret (None: webhooks refused) and allowed addresses
     webhook_secret: str | None = None
     webhook_ips: frozenset[str] = frozenset({"127.0.0.1", "::1"})
+    rate_limits: tuple[int, int, int] = (60, 10, 30)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    cors_origins: frozenset[str] = frozenset()

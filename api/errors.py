@@ -18,8 +18,10 @@ from cpms.kernel.errors import (
     InvalidRequest,
     NotFound,
     PaymentRefused,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
+    Unprocessable,
 )
 from storage.errors import StorageUnavailable
 
@@ -36,6 +38,8 @@ _STATUS: list[tuple[type[CpmsError], int]] = [
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (Unprocessable, 422),
+    (TooManyRequests, 429),
     (Unavailable, 503),
 ]
 
@@ -63,6 +67,9 @@ def describe(error: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
     """What the client is answered for ``error`` (a refusal, a part of cpms briefly away, no
     answer in time, or a bug, which is logged): status, body, extra headers. Shared by the app's
     error handlers and the doors served before it (:mod:`api.webhook_door`)."""
+    if isinstance(error, TooManyRequests):
+        body = error_body(error.code, error.message, **error.details)
+        return 429, body, {"Retry-After": str(error.retry_after)}
     if isinstance(error, CpmsError):
         return status_for(error), error_body(error.code, error.message, **error.details), {}
     if isinstance(error, AskTimeout):  # an ActorError too: first

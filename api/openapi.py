@@ -307,6 +307,21 @@ def _parameters(op: Op, shared: dict[str, Any]) -> list[dict[str, Any]]:
     return params
 
 
+UNLIMITED_TAGS = frozenset({"system"})  # /health and this document
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "the same key with the same request within 24 h replays the first answer",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/Error"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     shared: dict[str, Any] = {"Error": ERROR}
@@ -334,6 +349,12 @@ def document() -> dict[str, Any]:
                 },
             },
         }
+        if op.tag not in UNLIMITED_TAGS:  # rate limited (api.protect)
+            operation["responses"].setdefault("429", _error("over the rate limit"))
+        if op.method in ("post", "patch", "delete") and op.auth is not None:
+            operation["parameters"].append(IDEMPOTENCY_KEY)  # api.idempotency
+            for code in (409, 422):
+                operation["responses"].setdefault(str(code), _error("error"))
         if op.auth is not None:
             operation["security"] = [{"appToken" if op.auth == "app" else "adminToken": []}]
         if op.body is not None:

@@ -25,9 +25,10 @@ from actors.payment.provider import InvoiceStatus
 from actors.payment.service import Payments
 from api.errors import describe, error_body
 from api.jsonio import dumps
+from api.rate_limit import Limit, RateLimiter
 from api.webhooks import WebhookGuard
 from cpms.kernel import jsontext
-from cpms.kernel.errors import InvalidRequest
+from cpms.kernel.errors import InvalidRequest, TooManyRequests
 from cpms.kernel.payments import INVOICE_ID
 from cpms.kernel.validation import validate
 
@@ -114,8 +115,15 @@ class WebhookIntake:
     :class:`WebhookDoor`, or the webhooks' own port, :mod:`api.webhook_listener`): one guard,
     so a notice replayed through the other door is a replay all the same."""
 
-    def __init__(self, guard: WebhookGuard, payments: Payments) -> None:
+    def __init__(
+        self,
+        guard: WebhookGuard,
+        payments: Payments,
+        limiter: RateLimiter | None = None,
+        limit: Limit | None = None,
+    ) -> None:
         self.guard, self.payments = guard, payments
+        self.limiter, self.limit = limiter or RateLimiter(), limit or Limit("webhook", 30)
 
     async def answer(self, headers: Mapping[str, str], remote: str | None, raw: bytes) -> Answer:
         """``headers`` by lower-case name; ``remote`` the peer's address."""
@@ -127,6 +135,10 @@ class WebhookIntake:
     async def handle(
         self, headers: Mapping[str, str], remote: str | None, raw: bytes
     ) -> dict[str, Any]:
+        if remote not in self.guard.allowed:  # the provider's own addresses are not limited
+            verdict = await self.limiter.hit(self.limit, f"ip:{remote}")
+            if not verdict.allowed:
+                raise TooManyRequests(verdict.retry_after)
         signature = headers.get("x-webhook-signature")
         self.guard.check(remote, headers.get("x-webhook-timestamp"), signature, raw)
         told = _notice(raw)  # an unknown invoice or another amount: its actor says so

@@ -35,9 +35,10 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(data: Path, **settings: str) -> AsyncIterator[Served]:
+async def serving(data: Path, log: Path | None = None, **settings: str) -> AsyncIterator[Served]:
     """``cpms serve`` on ``data`` with ``settings`` (``CPMS_`` names, none from this process's
-    environment), once ``/health`` answers; terminated on exit."""
+    environment), once ``/health`` answers; terminated on exit. Its output goes to ``log``
+    when given (else to this process's)."""
     http, ocpp = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CPMS_")},
@@ -48,7 +49,10 @@ async def serving(data: Path, **settings: str) -> AsyncIterator[Served]:
         **settings,
     }
     began = time.perf_counter()
-    server = await trio.lowlevel.open_process([sys.executable, "-m", "cpms", "serve"], env=env)
+    output = None if log is None else log.open("ab")
+    server = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "cpms", "serve"], env=env, stdout=output, stderr=output
+    )
     try:
         url = f"http://127.0.0.1:{http}"
         async with httpx.AsyncClient(base_url=url) as client:
@@ -68,6 +72,8 @@ async def serving(data: Path, **settings: str) -> AsyncIterator[Served]:
         server.terminate()
         with trio.move_on_after(60):
             await server.wait()
+        if output is not None:
+            output.close()
 
 
 class HttpClosed(Exception):
@@ -90,10 +96,16 @@ class RawHttp:
         self.buffer = bytearray()
         self.idle_since = 0.0
 
-    def request(self, path: str, headers: dict[str, str], body: dict[str, Any] | bytes) -> bytes:
+    def request(
+        self,
+        path: str,
+        headers: dict[str, str],
+        body: dict[str, Any] | bytes,
+        method: str = "POST",
+    ) -> bytes:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         lines = [
-            f"POST {path} HTTP/1.1",
+            f"{method} {path} HTTP/1.1",
             f"Host: {self.host}:{self.port}",
             "Content-Type: application/json",
             f"Content-Length: {len(data)}",
@@ -134,6 +146,11 @@ class RawHttp:
     ) -> tuple[int, Any]:
         stream = await self.ready()
         await stream.send_all(self.request(path, headers, body))
+        return await self.response(stream)
+
+    async def get(self, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        stream = await self.ready()
+        await stream.send_all(self.request(path, headers, b"", method="GET"))
         return await self.response(stream)
 
     async def _fill(self, stream: trio.SocketStream) -> None:

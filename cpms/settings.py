@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -102,6 +103,18 @@ class Settings(BaseSettings):
     payment_webhook_ips: str = Field(
         "127.0.0.1,::1", description="addresses webhooks are accepted from, comma separated"
     )
+    cors_origins: str = Field(
+        "",
+        description="browser origins allowed to call the API, comma separated "
+        "(https://app.example.com); unset = none",
+    )
+    rate_limit_default: int = Field(60, ge=0, description="requests a minute per client or address")
+    rate_limit_critical: int = Field(
+        10, ge=0, description="start, stop, top-up and sign-in calls a minute per client"
+    )
+    rate_limit_webhook: int = Field(
+        30, ge=0, description="webhooks a minute per address not in the webhook allowlist"
+    )
     session_start_timeout: float = Field(
         600.0, gt=0, description="s a session waits for StartTransaction, then refunds"
     )
@@ -158,6 +171,20 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",") if o.strip()):
+            if origin == "*":
+                raise ValueError("list the origins: a wildcard can't be used with credentials")
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
+        return value
+
+    @property
+    def cors(self) -> frozenset[str]:
+        return frozenset(o.strip() for o in self.cors_origins.split(",") if o.strip())
 
     @field_validator("database_url")
     @classmethod

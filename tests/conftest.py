@@ -116,6 +116,16 @@ async def rig(db: Database, nursery: trio.Nursery) -> LedgerRig:
     return await start_ledger(nursery, db)
 
 
+@pytest.fixture(autouse=True)
+def _no_rate_limits_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite's servers take requests as fast as its tests send them (a charging test polls
+    a session every 50 ms, the payment storm tops up 1,000 times from a hundred clients): rate
+    limits are off unless a test sets them, as ``test_api_protections`` does (and ``cli_env``,
+    which starts from an empty environment)."""
+    for name in ("DEFAULT", "CRITICAL", "WEBHOOK"):
+        monkeypatch.setenv(f"CPMS_RATE_LIMIT_{name}", "0")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _logging() -> None:
     configure_logging("INFO", "console")

@@ -131,6 +131,7 @@ async def test_a_thousand_invoices_through_an_unreliable_provider_and_a_sigkill(
         "CPMS_ODENGI_URL": f"{pay_url}/api/json/json.php",
         "CPMS_PAYMENT_INVOICE_LIFETIME": str(LIFETIME),
         "CPMS_PAYMENT_POLL_EVERY": str(POLL_EVERY),
+        "CPMS_RATE_LIMIT_CRITICAL": "0",  # each client tops up ten times within seconds
     }
     server_log = tmp_path / "server.log"
     server = serve(env, http_port, server_log)

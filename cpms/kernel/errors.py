@@ -90,6 +90,25 @@ class InsufficientBalance(CpmsError):
         self.available = available
 
 
+class Unprocessable(CpmsError):
+    """Well formed, but can't be done as sent (HTTP 422): an ``Idempotency-Key`` used before
+    with another request."""
+
+    code = "unprocessable"
+
+
+class TooManyRequests(CpmsError):
+    """Over a rate limit: try again in ``retry_after`` seconds (HTTP 429)."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many requests; try again in {retry_after} s", retry_after=retry_after
+        )
+        self.retry_after = retry_after
+
+
 class Unavailable(CpmsError):
     """A part of the system needed for this request can't answer now."""
 

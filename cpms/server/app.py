@@ -8,6 +8,8 @@ pool closes and the embedded database stops.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -19,6 +21,7 @@ from api import create_app, serve_api
 from api.app import webhook_intake
 from api.auth import TokenVerifier
 from api.config import ApiConfig
+from api.rate_limit import RateLimiter
 from api.webhook_listener import serve_webhooks
 from cpms import __version__
 from cpms.kernel.gc_tuning import run_gc_maintenance, tune_gc
@@ -39,7 +42,7 @@ class Endpoints:
     webhook_url: str | None = None  # the webhooks' own port, when it has one
 
 
-def api_config(settings: Settings) -> ApiConfig:
+def api_config(settings: Settings, clock: Callable[[], float] = time.time) -> ApiConfig:
     """The REST facade's configuration, from the settings."""
     secret, admin = settings.jwt_secret, settings.admin_token
     webhook = settings.payment_webhook_secret
@@ -56,6 +59,13 @@ def api_config(settings: Settings) -> ApiConfig:
         embedded_database=settings.database_url is None,
         webhook_secret=None if webhook is None else webhook.get_secret_value(),
         webhook_ips=frozenset(ip.strip() for ip in settings.payment_webhook_ips.split(",") if ip),
+        rate_limits=(
+            settings.rate_limit_default,
+            settings.rate_limit_critical,
+            settings.rate_limit_webhook,
+        ),
+        limiter=RateLimiter(clock),
+        cors_origins=settings.cors,
     )
 
 
@@ -65,10 +75,12 @@ async def run_server(
     *,
     storage_hooks: StorageHooks | None = None,
     payment_provider: PaymentProvider | None = None,
+    clock: Callable[[], float] = time.time,
     task_status: trio.TaskStatus[Endpoints] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run cpms until ``shutdown`` is set; reports its :class:`Endpoints` once serving.
-    ``payment_provider``: a provider to use instead of the one the settings name (tests)."""
+    ``payment_provider``: a provider to use instead of the one the settings name (tests);
+    ``clock``: the rate limits' (tests move it)."""
     log.info(
         "starting",
         version=__version__,
@@ -91,7 +103,7 @@ async def run_server(
                     task_status=task_status,
                 )
             )
-            config = api_config(settings)
+            config = api_config(settings, clock)
             intake = webhook_intake(config, payments)
             http_url = await doors.start(
                 lambda task_status: serve_api(
