@@ -20,6 +20,7 @@ from api.idempotency import Idempotency
 from api.identity import Identity
 from api.jsonio import DecimalJSONProvider
 from api.locations import locations_blueprint
+from api.metrics import metrics_blueprint
 from api.openapi import openapi_blueprint
 from api.payments import payments_blueprint
 from api.protect import Protections
@@ -52,6 +53,7 @@ def create_app(
     app.register_blueprint(locations_blueprint(core))
     app.register_blueprint(payments_blueprint(payments, identity))
     app.register_blueprint(openapi_blueprint())
+    app.register_blueprint(metrics_blueprint(core, config))
     default, critical, _webhook = config.rate_limits
     Protections(
         config.verifier,

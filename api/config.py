@@ -30,3 +30,4 @@ class ApiConfig:
     rate_limits: tuple[int, int, int] = (60, 10, 30)
     limiter: RateLimiter = field(default_factory=RateLimiter)
     cors_origins: frozenset[str] = frozenset()
+    metrics_token: str | None = None  # GET /metrics asks for it when set

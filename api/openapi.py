@@ -48,6 +48,7 @@ class Op:
     params: tuple[str, ...] = field(default=())
     #: what it answers on success, with which status, and other statuses with that body
     response: type[BaseModel] = OpenApiDocument
+    media: str = "application/json"  # the success body's type (text for /metrics)
     status: int = 200
     same_body_on: tuple[int, ...] = ()
 
@@ -64,6 +65,14 @@ def _operations() -> list[Op]:
             same_body_on=(503,),
         ),
         Op("get", "/api/v1/openapi.json", "This document", "system", response=R.OpenApiDocument),
+        Op(
+            "get",
+            "/metrics",
+            "Prometheus metrics, text format (a Bearer token when CPMS_METRICS_TOKEN is set)",
+            "system",
+            errors=(401,),
+            media="text/plain",
+        ),
         Op(
             "get",
             "/api/v1/station/status/{station_id}",
@@ -295,6 +304,12 @@ def _schema(model: type[BaseModel], shared: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _body(op: Op, shared: dict[str, Any]) -> dict[str, Any]:
+    if op.media != "application/json":
+        return {"type": "string"}
+    return _schema(op.response, shared)
+
+
 def _parameters(op: Op, shared: dict[str, Any]) -> list[dict[str, Any]]:
     params = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -334,7 +349,7 @@ def document() -> dict[str, Any]:
                 **{
                     str(code): {
                         "description": "OK" if code < 400 else "not ready",
-                        "content": {"application/json": {"schema": _schema(op.response, shared)}},
+                        "content": {op.media: {"schema": _body(op, shared)}},
                     }
                     for code in (op.status, *op.same_body_on)
                 },

@@ -12,8 +12,8 @@ CORS, the rate limits, the security headers, ``X-API-Version``, and one line in 
 * **Rate limits** (:mod:`api.rate_limit`): per client where the request's token proves one, per
   address otherwise; the critical calls (:data:`CRITICAL`) have their own, lower limit. Every
   limited answer carries ``X-RateLimit-Limit/Remaining/Reset``; a refused one is 429
-  ``rate_limit_exceeded`` with ``Retry-After``. ``/health``, the OpenAPI document, CORS
-  preflights and the admin API called with its token are not limited.
+  ``rate_limit_exceeded`` with ``Retry-After``. ``/health``, ``/metrics``, the OpenAPI
+  document, CORS preflights and the admin API called with its token are not limited.
 * **Request log**: ``method``, ``route`` (the rule, ``/api/v1/charging/status/<session_id>``,
   not the path), ``status``, ``duration_ms``, ``client``, ``ip``, ``request_id``; never a
   header's or a body's content.
@@ -27,7 +27,6 @@ import re
 import time
 import uuid
 
-import structlog
 from quart import Quart, Response, current_app, g, request
 
 from api.auth import TokenVerifier
@@ -35,15 +34,15 @@ from api.errors import error_response
 from api.rate_limit import Limit, RateLimiter, Verdict
 from cpms import __version__
 from cpms.kernel.errors import TooManyRequests, Unauthorized
-
-log = structlog.stdlib.get_logger("api.request")
+from cpms.loglines import hot_line
+from cpms.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 #: endpoints whose every call costs the driver money or a sign-in attempt
 CRITICAL = frozenset(
     {"charging.start", "charging.stop", "payments.topup_qr", "payments.topup_card"}
 )
-UNLIMITED_BLUEPRINTS = frozenset({"health", "openapi"})
+UNLIMITED_BLUEPRINTS = frozenset({"health", "openapi", "metrics"})
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -74,6 +73,8 @@ class Protections:
         self.verifier, self.limiter, self.admin_token = verifier, limiter, admin_token
         self.default, self.critical = limits
         self.cors_origins = cors_origins
+        #: every answer's own headers, the same each time
+        self.constant = (("X-API-Version", __version__), *SECURITY_HEADERS.items())
 
     def install(self, app: Quart) -> None:
         app.before_request(self.before)
@@ -128,35 +129,42 @@ class Protections:
         return self.admin_token is not None and hmac.compare_digest(sent, expected)
 
     async def after(self, response: Response) -> Response:
-        headers = response.headers
         request_id = g.get("request_id") or uuid.uuid4().hex
-        headers["X-Request-ID"] = request_id
-        headers["X-API-Version"] = __version__
-        for name, value in SECURITY_HEADERS.items():
-            headers.setdefault(name, value)
-        if "Authorization" in request.headers:
-            headers.setdefault("Cache-Control", "no-store")
+        present = response.headers
+        fields = [("X-Request-ID", request_id), *self.constant]
+        if "Authorization" in request.headers and "Cache-Control" not in present:
+            fields.append(("Cache-Control", "no-store"))
         if self.cors_origins:
-            headers.add("Vary", "Origin")
+            fields.append(("Vary", "Origin"))
             origin = request.headers.get("Origin")
             if origin in self.cors_origins:
-                headers["Access-Control-Allow-Origin"] = origin
-                headers["Access-Control-Allow-Credentials"] = "true"
-                headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
+                fields += [
+                    ("Access-Control-Allow-Origin", origin),
+                    ("Access-Control-Allow-Credentials", "true"),
+                    ("Access-Control-Expose-Headers", CORS_EXPOSED),
+                ]
         verdict: Verdict | None = g.get("rate")
         if verdict is not None and verdict.limit:
-            headers["X-RateLimit-Limit"] = str(verdict.limit)
-            headers["X-RateLimit-Remaining"] = str(verdict.remaining)
-            headers["X-RateLimit-Reset"] = str(verdict.reset_at)
-            if not verdict.allowed:
-                headers["Retry-After"] = str(verdict.retry_after)
-        began = g.get("began")
-        log.info(
+            fields += [
+                ("X-RateLimit-Limit", str(verdict.limit)),
+                ("X-RateLimit-Remaining", str(verdict.remaining)),
+                ("X-RateLimit-Reset", str(verdict.reset_at)),
+            ]
+            if not verdict.allowed and "Retry-After" not in present:
+                fields.append(("Retry-After", str(verdict.retry_after)))
+        for name, value in fields:  # added, not set: set and setdefault scan every header
+            present.add(name, value)
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        took = time.perf_counter() - g.get("began", time.perf_counter())
+        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        HTTP_DURATION.labels(request.method, route).observe(took)
+        hot_line(
+            "api.request",
             "request",
             method=request.method,
-            route=request.url_rule.rule if request.url_rule is not None else None,
+            route=route,
             status=response.status_code,
-            duration_ms=None if began is None else round((time.perf_counter() - began) * 1e3, 2),
+            duration_ms=round(took * 1e3, 2),
             client=g.get("client"),
             ip=request.remote_addr,
             request_id=request_id,

@@ -1,6 +1,7 @@
 """What the app's request machinery costs a request: ``GET /api/v1/balance/get`` and ``POST
 /api/v1/charging/start`` one after the other from one client (no queueing: each figure is one
-request's own time, client to server and back), p50 and p99.
+request's own time, client to server and back), p50 and p99; and the server's CPU time per
+request (its process's, every thread: on a shared two-core machine the steadier figure).
 
 The start names a station that does not exist (404): the driver's start itself is measured by
 ``bench/start_latency.py``; here every part a request passes through before and after its
@@ -14,6 +15,7 @@ Run it on two commits back to back to see what a change adds per request.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import uuid
@@ -25,6 +27,12 @@ import trio
 from cpms_process import RawHttp, Steal, report, serving
 
 SECRET = "bench-jwt-secret-0123456789-0123456789"
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time the process has used (user + system), from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -66,13 +74,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 for _ in range(200):  # warm: the client's record, caches, the JIT-less paths
                     await call()
                 steal, samples, wrong = Steal(), [], 0
+                cpu = cpu_seconds(served.pid)
                 for _ in range(args.requests):
                     began = time.perf_counter()
                     status = await call()
                     samples.append(time.perf_counter() - began)
                     wrong += status != expected
+                used = cpu_seconds(served.pid) - cpu
                 result[name] = {
                     **percentiles(samples),
+                    "server_cpu_ms_per_request": round(used / args.requests * 1000, 3),
                     "unexpected_status": wrong,
                     "machine_steal_pct": steal.percent(),
                 }

@@ -14,23 +14,8 @@ from typing import Any
 
 import structlog
 
-SECRET_KEYS = frozenset(
-    {
-        "password",
-        "token",
-        "access_token",
-        "refresh_token",
-        "authorization",
-        "secret",
-        "jwt_secret",
-        "card_pan",
-        "card_number",
-        "card_cvv",
-        "cvv",
-        "database_url",
-        "redis_url",
-    }
-)
+from cpms import loglines
+from cpms.loglines import SECRET_KEYS
 
 
 def _mask_secrets(
@@ -78,7 +63,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
     handler = _StderrHandler()
     handler.setFormatter(
@@ -87,6 +72,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    loglines.render_json = fmt == "json"
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

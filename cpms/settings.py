@@ -64,6 +64,9 @@ class Settings(BaseSettings):
         None, description="Bearer token for /api/v1/admin/*; unset = admin API disabled"
     )
     jwt_secret: SecretStr | None = Field(None, description="HS256 secret for app tokens")
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token GET /metrics asks for; unset = /metrics open"
+    )
     payment_provider: Literal["sandbox", "odengi"] = Field(
         "sandbox",
         description="who issues QR invoices: the in-process sandbox (no real money) or an "
@@ -273,6 +276,7 @@ _SECRET_FIELDS = {
     "database_url",
     "jwt_secret",
     "admin_token",
+    "metrics_token",
     "payment_webhook_secret",
     "odengi_password",
 }

@@ -327,3 +327,17 @@ async def counts_since(db: Database, since: datetime) -> Row:
     )
     assert row is not None  # an aggregate always has its row
     return row
+
+
+OPEN_STATES = ("reserved", "starting", "charging", "stopping")
+
+
+async def open_session_counts(db: Database) -> dict[str, int]:
+    """How many sessions are in each open state (every open state named, 0 when none)."""
+    rows = await db.fetch(
+        "SELECT status, count(*) AS n FROM charging_sessions"
+        " WHERE status IN ('reserved', 'starting', 'charging', 'stopping') GROUP BY status"
+    )
+    counts = dict.fromkeys(OPEN_STATES, 0)
+    counts.update({row["status"]: row["n"] for row in rows})
+    return counts

@@ -46,6 +46,7 @@ from actors.session.messages import RfidSessions
 from cpms.kernel.errors import Conflict
 from cpms.kernel.events import EventBus
 from cpms.kernel.passwords import verify_password
+from cpms.metrics import STATIONS_CONNECTED
 from cpms.ocpp import websocket_close
 from cpms.ocpp.endpoint import EndpointConfig
 from storage import Database
@@ -291,6 +292,7 @@ async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> Non
     ws = await request.accept(subprotocol=OCPP_SUBPROTOCOL)
     link = _Link(ws)
     log.info("charger connected", station=station, remote=str(ws.remote))
+    STATIONS_CONNECTED.inc()
     try:
         await actor.tell(Attach(link))
         await link.released.wait()  # the actor reads the connection until it lets it go
@@ -301,6 +303,7 @@ async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> Non
             contextlib.suppress(ActorUnavailable),
         ):
             await actor.tell(Detach(link))
+        STATIONS_CONNECTED.dec()
         log.info("charger disconnected", station=station)
 
 

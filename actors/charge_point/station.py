@@ -39,6 +39,7 @@ from cpms.kernel.errors import Unavailable
 from cpms.kernel.events import ConnectorShown, EventBus, StationStatusChanged
 from cpms.kernel.status import StationStatus, station_status
 from cpms.kernel.timeutil import iso_now
+from cpms.metrics import OCPP_MESSAGES
 from cpms.ocpp.endpoint import (
     FRAME_EVENTS,
     Answered,
@@ -60,6 +61,7 @@ from cpms.ocpp.link_state import (
     SilenceElapsed,
     transition,
 )
+from cpms.ocpp.schemas import FROM_CHARGER
 from storage import stations as store
 
 log = structlog.stdlib.get_logger("actors.charge_point")
@@ -139,9 +141,12 @@ class StationActor:
             await self._apply(FrameArrived(now))
         match event:
             case CallReceived(call, raw):
+                OCPP_MESSAGES.labels(call.action, "in").inc()
                 self.ctx.log_message("in", call, call.action, raw)
                 await self._answer(call)
             case CallRefused(call, error, raw):
+                action = call.action if call.action in FROM_CHARGER else "unknown"
+                OCPP_MESSAGES.labels(action, "in").inc()  # a label per name sent would be unbounded
                 self.ctx.log_message("in", call, call.action, raw)
                 log.info(
                     "bad frame", station=self.station_id, code=error.code, why=error.description
@@ -253,6 +258,7 @@ class StationActor:
                 message.timeout,
             )
             self.pending = envelope
+            OCPP_MESSAGES.labels(message.action, "out").inc()
             await self._send(call)
 
     def _failed(self, failed: Failed) -> None:

@@ -11,6 +11,7 @@ retry with the same idempotency keys.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -20,6 +21,7 @@ import structlog
 import trio
 
 from actors.runtime import Address, ChildSpec, Envelope, Mailbox, Restart
+from cpms.metrics import LEDGER_BATCH, LEDGER_BATCH_SIZE
 from storage.database import Database
 from storage.ledger_ops import LedgerOp, LedgerResult
 from storage.ledger_plan import Outcome
@@ -89,6 +91,7 @@ async def _apply(
     envelopes: list[Envelope[LedgerOp]],
     hooks: StorageHooks,
 ) -> None:
+    began = time.perf_counter()
     await db.run_on(
         conn,
         _commit,
@@ -97,6 +100,8 @@ async def _apply(
         hooks.after_commit,
         answer=partial(_answer, envelopes),
     )
+    LEDGER_BATCH.observe(time.perf_counter() - began)
+    LEDGER_BATCH_SIZE.observe(len(envelopes))
 
 
 async def _commit(

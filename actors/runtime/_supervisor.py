@@ -13,6 +13,7 @@ from actors.runtime._address import Address
 from actors.runtime._mailbox import LocalRef, Mailbox
 from actors.runtime._registry import Registry
 from actors.runtime.errors import ActorCrashed, ChildRetired, SupervisorEscalation
+from cpms.metrics import ACTOR_RESTARTS
 
 M = TypeVar("M")
 log = structlog.stdlib.get_logger("actors.supervisor")
@@ -228,6 +229,7 @@ class Supervisor:
                     await trio.sleep(backoff)
                     backoff = min(backoff * 2, self.intensity.backoff_max)
                     child.restarts += 1
+                    ACTOR_RESTARTS.inc()
                     log.info("actor restarting", actor=str(spec.address), restarts=child.restarts)
         finally:
             self._forget(child)

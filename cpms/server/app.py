@@ -45,7 +45,7 @@ class Endpoints:
 def api_config(settings: Settings, clock: Callable[[], float] = time.time) -> ApiConfig:
     """The REST facade's configuration, from the settings."""
     secret, admin = settings.jwt_secret, settings.admin_token
-    webhook = settings.payment_webhook_secret
+    webhook, metrics = settings.payment_webhook_secret, settings.metrics_token
     return ApiConfig(
         verifier=TokenVerifier(
             secret=None if secret is None else secret.get_secret_value(),
@@ -66,6 +66,7 @@ def api_config(settings: Settings, clock: Callable[[], float] = time.time) -> Ap
         ),
         limiter=RateLimiter(clock),
         cors_origins=settings.cors,
+        metrics_token=None if metrics is None else metrics.get_secret_value(),
     )
 
 

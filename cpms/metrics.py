@@ -1,0 +1,58 @@
+"""What cpms counts for Prometheus (``GET /metrics``, prometheus-client's text format).
+
+The metrics live in one registry of their own (not the library's global one, which also carries
+the process collector's per-scrape ``/proc`` reads); every layer records into them, this module
+imports nothing of cpms. Labels are bounded: an HTTP route is its rule
+(``/api/v1/charging/status/<session_id>``, never a path with ids), an OCPP action one of the
+protocol's.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HTTP_REQUESTS = Counter(
+    "cpms_http_requests",
+    "REST requests answered, by method, route and status",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_DURATION = Histogram(
+    "cpms_http_request_duration_seconds",
+    "Time from a request's start to its answer, by method and route",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+OCPP_MESSAGES = Counter(
+    "cpms_ocpp_messages",
+    "OCPP CALLs by action and direction (received from chargers, sent to them)",
+    ["action", "direction"],
+    registry=REGISTRY,
+)
+STATIONS_CONNECTED = Gauge(
+    "cpms_stations_connected", "Chargers connected to this node now", registry=REGISTRY
+)
+SESSIONS = Gauge(
+    "cpms_sessions",
+    "Charging sessions not yet settled, by state (read from the database at each scrape)",
+    ["state"],
+    registry=REGISTRY,
+)
+LEDGER_BATCH = Histogram(
+    "cpms_ledger_batch_seconds",
+    "Time to apply and commit one batch of ledger operations",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+LEDGER_BATCH_SIZE = Histogram(
+    "cpms_ledger_batch_operations",
+    "Ledger operations per committed batch",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+    registry=REGISTRY,
+)
+ACTOR_RESTARTS = Counter(
+    "cpms_actor_restarts", "Actors restarted by their supervisor after a crash", registry=REGISTRY
+)
