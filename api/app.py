@@ -15,6 +15,7 @@ from api.charging import charging_blueprint
 from api.config import ApiConfig
 from api.door import check_path_values
 from api.errors import install_error_handlers
+from api.favorites import favorites_blueprint
 from api.health import health_blueprint
 from api.idempotency import Idempotency
 from api.identity import Identity
@@ -51,6 +52,7 @@ def create_app(
     app.register_blueprint(balance_blueprint(core, identity))
     app.register_blueprint(charging_blueprint(sessions, identity))
     app.register_blueprint(locations_blueprint(core))
+    app.register_blueprint(favorites_blueprint(core, identity))
     app.register_blueprint(payments_blueprint(payments, identity))
     app.register_blueprint(openapi_blueprint())
     app.register_blueprint(metrics_blueprint(core, config))

@@ -67,7 +67,17 @@ def balance_blueprint(core: Core, identity: Identity) -> Blueprint:
 
     @bp.get("/history")
     async def history() -> Response:
-        client_id = await identity.client_id()
+        return await history_of(await identity.client_id())
+
+    @bp.get("/history/<client_id>")
+    async def history_by_id(client_id: str) -> Response:
+        """Seed 003's path: the same ledger, for its owner only."""
+        caller = await identity.client_id()
+        if client_id != str(caller):
+            raise Forbidden("a client can read only its own history", code="client_mismatch")
+        return await history_of(caller)
+
+    async def history_of(client_id: UUID) -> Response:
         params = query(HistoryQuery)
         types = list(TYPE_GROUPS[params.type]) if params.type else None
         rows, total = await wallets.history(

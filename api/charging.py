@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from quart import Blueprint, Response, jsonify
@@ -71,7 +72,7 @@ def charging_blueprint(sessions: Sessions, identity: Identity) -> Blueprint:
     async def status(session_id: str) -> Response:
         caller = await identity.client_id()
         view = await sessions.status(_session_id(session_id), caller)
-        return jsonify({"success": True, "session": view})
+        return jsonify({"success": True, "session": view, **flat_status(view)})
 
     @bp.post("/stop")
     async def stop() -> Response:
@@ -82,7 +83,17 @@ def charging_blueprint(sessions: Sessions, identity: Identity) -> Blueprint:
 
     @bp.get("/history")
     async def history() -> Response:
+        return await history_of(await identity.client_id())
+
+    @bp.get("/history/<client_id>")
+    async def history_by_id(client_id: str) -> Response:
+        """Seed 003's path: the same history, for its owner only."""
         caller = await identity.client_id()
+        if client_id != str(caller):
+            raise Forbidden("a client can read only its own history", code="client_mismatch")
+        return await history_of(caller)
+
+    async def history_of(caller: uuid.UUID) -> Response:
         params = query(HistoryQuery)
         rows, total = await sessions_store.history(
             sessions.deps.db,
@@ -104,6 +115,30 @@ def charging_blueprint(sessions: Sessions, identity: Identity) -> Blueprint:
         )
 
     return bp
+
+
+OPEN = frozenset({"reserved", "starting", "charging", "stopping"})
+
+
+def flat_status(view: dict[str, Any]) -> dict[str, Any]:
+    """Seed 001's flat answer of ``/charging/status``: ``started`` until the session has ended,
+    then ``stopped`` with its final cost and refund."""
+    flat = {
+        "session_id": view["id"],
+        "status": "started" if view["status"] in OPEN else "stopped",
+        "reserved_amount": view["reserved_amount"],
+        "current_cost": view["current_cost"],
+        "energy_consumed": view["energy_consumed"],
+        "rate_per_kwh": view["rate_per_kwh"],
+        "limit_type": view["limit_type"],
+        "limit_value": view["limit_value"],
+        "limit_percentage": view["progress_percent"],
+        "duration_minutes": view["charging_duration_minutes"],
+    }
+    if flat["status"] == "stopped":
+        flat["final_cost"] = view["final_cost"]
+        flat["refunded_amount"] = view["refunded_amount"]
+    return flat
 
 
 def _session_id(text: str) -> uuid.UUID:

@@ -1,6 +1,7 @@
 """Public map data: ``GET /api/v1/locations`` and ``GET /api/v1/locations/{id}``.
 
-Filters: ``location_id``, ``city`` (any case), ``connector_type`` and ``min_power`` (a location
+Filters: ``location_id``, ``city`` (any case), ``search`` (a part of the name, address or city,
+any case), ``connector_type`` and ``min_power`` (a location
 qualifies, and its stations are listed, when a connector matches), ``include_stations``. Answers
 are cached for 30 seconds and dropped as soon as any station or location status event is
 published (``cached`` says which one you got).
@@ -32,6 +33,7 @@ class LocationsQuery(BaseModel):
     city: str | None = None
     connector_type: str | None = None
     min_power: Decimal | None = Field(None, ge=0, allow_inf_nan=False)
+    search: str | None = Field(None, min_length=1, max_length=100)
 
 
 class _Cache:
@@ -67,6 +69,13 @@ async def build(core: Core, query: LocationsQuery) -> list[dict[str, Any]]:
     if query.city is not None:  # compared here: the database's collation may not fold Cyrillic
         city = query.city.casefold()
         locations = [row for row in locations if (row["city"] or "").casefold() == city]
+    if query.search is not None:  # any part of the name, address or city, in any case
+        words = query.search.casefold()
+        locations = [
+            row
+            for row in locations
+            if any(words in (row[k] or "").casefold() for k in ("name", "address", "city"))
+        ]
     ids = [row["id"] for row in locations]
     stations = await network.stations_at(db, ids)
     connectors = await store.connectors_of(db, [s["id"] for s in stations])

@@ -15,34 +15,34 @@ Number = Annotated[Decimal, WithJsonSchema({"type": "number"})]
 Stamp = datetime
 
 
-class _Out(BaseModel):
+class Reply(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     success: Literal[True]
 
 
-class _Part(BaseModel):
+class Part(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 # -- system -----------------------------------------------------------------------------------
 
 
-class HealthDatabase(_Part):
+class HealthDatabase(Part):
     ok: bool
     latency_ms: float | None
     embedded: bool
     pool_size: int
 
 
-class HealthGc(_Part):
+class HealthGc(Part):
     collections: int
     full_collections: int
     long_pauses: int
     longest_ms: float
 
 
-class HealthActors(_Part):
+class HealthActors(Part):
     ok: bool
     storage_actor: Literal["running", "down"]
     registered: dict[str, int]
@@ -74,7 +74,7 @@ class OpenApiDocument(BaseModel):
 # -- stations and locations --------------------------------------------------------------------
 
 
-class StationConnector(_Part):
+class StationConnector(Part):
     connector_id: int
     status: str
     connector_type: str | None
@@ -82,7 +82,7 @@ class StationConnector(_Part):
     error_code: str | None
 
 
-class StationStatus(_Out):
+class StationStatus(Reply):
     station_id: str
     status: Literal["available", "occupied", "offline", "maintenance"]
     is_online: bool
@@ -93,7 +93,7 @@ class StationStatus(_Out):
     firmware_version: str | None
 
 
-class ConnectorCounts(_Part):
+class ConnectorCounts(Part):
     available: int
     occupied: int
     faulted: int
@@ -103,7 +103,7 @@ class ConnectorsSummary(ConnectorCounts):
     total: int
 
 
-class StationsSummary(_Part):
+class StationsSummary(Part):
     total: int
     available: int
     occupied: int
@@ -111,20 +111,20 @@ class StationsSummary(_Part):
     maintenance: int
 
 
-class TariffShown(_Part):
+class TariffShown(Part):
     price_per_kwh: Number
     session_fee: Number
     currency: str
 
 
-class ConnectorShown(_Part):
+class ConnectorShown(Part):
     connector_id: int
     connector_type: str | None
     power_kw: Number | None
     status: str
 
 
-class StationShown(_Part):
+class StationShown(Part):
     id: str
     serial_number: str | None
     model: str | None
@@ -137,12 +137,12 @@ class StationShown(_Part):
     connectors: list[ConnectorShown]
 
 
-class Coordinates(_Part):
+class Coordinates(Part):
     latitude: Number | None
     longitude: Number | None
 
 
-class Location(_Part):
+class Location(Part):
     id: str
     name: str
     address: str | None
@@ -156,20 +156,20 @@ class Location(_Part):
     stations: list[StationShown] | None = None
 
 
-class Locations(_Out):
+class Locations(Reply):
     locations: list[Location]
     total_locations: int
     cached: bool
 
 
-class OneLocation(_Out):
+class OneLocation(Reply):
     location: Location
 
 
 # -- wallet --------------------------------------------------------------------------------------
 
 
-class Balance(_Out):
+class Balance(Reply):
     client_id: str
     balance: Number
     reserved: Number
@@ -178,7 +178,7 @@ class Balance(_Out):
     status: str
 
 
-class LedgerLine(_Part):
+class LedgerLine(Part):
     id: int
     type: str
     amount: Number
@@ -190,7 +190,7 @@ class LedgerLine(_Part):
     created_at: Stamp
 
 
-class BalanceHistory(_Out):
+class BalanceHistory(Reply):
     transactions: list[LedgerLine]
     total: int
     limit: int
@@ -200,7 +200,7 @@ class BalanceHistory(_Out):
 # -- top-ups -------------------------------------------------------------------------------------
 
 
-class QrIssued(_Out):
+class QrIssued(Reply):
     invoice_id: str
     qr_code: str  # base64 PNG
     qr_code_url: str
@@ -210,7 +210,7 @@ class QrIssued(_Out):
     invoice_expires_at: Stamp
 
 
-class CardCharged(_Out):
+class CardCharged(Reply):
     """Approved: ``new_balance`` and ``card_mask``; or 3-D Secure is needed: ``requires_3ds``,
     ``acs_url``, ``pa_req``, ``md``, ``term_url`` (the bank returns the payer there)."""
 
@@ -228,14 +228,14 @@ class CardCharged(_Out):
     term_url: str | None = None
 
 
-class ThreeDsDone(_Out):
+class ThreeDsDone(Reply):
     invoice_id: str
     status: str
     amount: Number
     new_balance: Number | None
 
 
-class PaymentStatus(_Out):
+class PaymentStatus(Reply):
     invoice_id: str
     status: Literal[0, 1, 2]
     status_text: Literal["created", "pending", "approved", "canceled", "expired"]
@@ -244,7 +244,7 @@ class PaymentStatus(_Out):
     can_start_charging: bool
 
 
-class PaymentLine(_Part):
+class PaymentLine(Part):
     invoice_id: str
     method: Literal["qr", "card"]
     provider: str
@@ -257,14 +257,14 @@ class PaymentLine(_Part):
     paid_at: Stamp | None
 
 
-class PaymentHistory(_Out):
+class PaymentHistory(Reply):
     payments: list[PaymentLine]
     total: int
     limit: int
     offset: int
 
 
-class WebhookTaken(_Out):
+class WebhookTaken(Reply):
     invoice_id: str
     status: str
 
@@ -272,7 +272,7 @@ class WebhookTaken(_Out):
 # -- charging ------------------------------------------------------------------------------------
 
 
-class Started(_Out):
+class Started(Reply):
     session_id: str
     reserved_amount: Number
     limit_type: Literal["energy", "amount", "none"]
@@ -283,7 +283,7 @@ class Started(_Out):
     status: str | None = None
 
 
-class Session(_Part):
+class Session(Part):
     id: str
     status: str
     station_id: str
@@ -310,11 +310,26 @@ class Session(_Part):
     error: str | None
 
 
-class SessionStatus(_Out):
+class SessionStatus(Reply):
+    """Both app generations' shape: seed 000's nested ``session``, and seed 001's flat fields
+    (``status`` ``started`` while the session runs, ``stopped`` once it has ended)."""
+
     session: Session
+    session_id: str
+    status: Literal["started", "stopped"]
+    reserved_amount: Number
+    current_cost: Number | None
+    energy_consumed: Number
+    rate_per_kwh: Number | None
+    limit_type: Literal["energy", "amount", "none"]
+    limit_value: Number | None
+    limit_percentage: Number
+    duration_minutes: int
+    final_cost: Number | None = None
+    refunded_amount: Number | None = None
 
 
-class Stopped(_Out):
+class Stopped(Reply):
     session_id: str
     status: str
     final_cost: Number | None
@@ -324,67 +339,34 @@ class Stopped(_Out):
     message: str | None = None
 
 
-class ChargingHistory(_Out):
+class ChargingHistory(Reply):
     sessions: list[Session]
     total: int
     limit: int
     offset: int
 
 
-# -- admin ---------------------------------------------------------------------------------------
+# -- favourites ----------------------------------------------------------------------------------
 
 
-class CommandAnswered(_Out):
-    station_id: str
-    action: str
-    response: dict[str, Any]
+class Favorite(Part):
+    location_id: str
+    name: str
+    address: str | None
+    city: str | None
+    added_at: Stamp
 
 
-class Credited(_Out):
-    client_id: str
-    balance: Number
-    replayed: bool
+class Favorites(Reply):
+    favorites: list[Favorite]
+    total: int
 
 
-class OcppMessage(_Part):
-    id: int
-    direction: Literal["in", "out"]
-    message_type: int
-    unique_id: str
-    action: str | None
-    payload: Any
-    created_at: Stamp
+class FavoriteAdded(Reply):
+    location_id: str
+    added: bool  # false: it was a favourite already
 
 
-class Messages(_Out):
-    station_id: str
-    messages: list[OcppMessage]
-
-
-class OpenSession(_Part):
-    id: str
-    client_id: str
-    station_id: str
-    connector_id: int
-    status: str
-    origin: str
-    reserved_amount: Number
-    created_at: Stamp
-    age_seconds: int
-    stop_reason: str | None
-    stop_asks: int
-    offline_since: Stamp | None
-    next_deadline: Stamp | None
-    overdue: bool
-    actor: bool
-
-
-class OpenSessions(_Out):
-    sessions: list[OpenSession]
-
-
-def provisioned(key: str) -> type[BaseModel]:
-    """The answer to creating or changing a provisioned record: its id under ``key``."""
-    from pydantic import create_model
-
-    return create_model(f"Provisioned_{key}", __base__=_Out, **{key: (str, ...)})  # type: ignore[call-overload, no-any-return]
+class FavoriteRemoved(Reply):
+    location_id: str
+    removed: Literal[True]
