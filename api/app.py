@@ -9,6 +9,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from actors.core import Core
 from actors.payment.service import Payments
 from actors.session.service import Sessions
+from api.accounts import accounts_blueprint
 from api.admin import admin_blueprint
 from api.balance import balance_blueprint
 from api.charging import charging_blueprint
@@ -27,6 +28,7 @@ from api.payments import payments_blueprint
 from api.protect import Protections
 from api.rate_limit import Limit
 from api.stations import stations_blueprint
+from api.tokens import TokenIssuer
 from api.webhook_door import WebhookDoor, WebhookIntake
 from api.webhooks import WebhookGuard
 
@@ -53,6 +55,10 @@ def create_app(
     app.register_blueprint(charging_blueprint(sessions, identity))
     app.register_blueprint(locations_blueprint(core))
     app.register_blueprint(favorites_blueprint(core, identity))
+    issuer = config.issuer or TokenIssuer(None, config.verifier.audience)
+    app.register_blueprint(
+        accounts_blueprint(core, identity, issuer, config.sms, config.purge_after_days)
+    )
     app.register_blueprint(payments_blueprint(payments, identity))
     app.register_blueprint(openapi_blueprint())
     app.register_blueprint(metrics_blueprint(core, config))

@@ -1,6 +1,8 @@
 """Who is calling: ``Authorization: Bearer <JWT>`` → the client id (the token's ``sub``).
 
-Two kinds of tokens are accepted, so the app's existing Supabase tokens keep working:
+cpms's own tokens (ES256 under its signing key's ``kid``, issuer ``cpms``: :mod:`api.tokens`)
+are accepted, and two kinds of tokens of another issuer, so the app's existing Supabase tokens
+keep working:
 
 * HS256 signed with ``CPMS_JWT_SECRET``;
 * RS256 / ES256 signed with a key from the JWKS document at ``CPMS_JWT_JWKS_URL`` (an
@@ -30,6 +32,7 @@ from cpms.kernel.errors import Unauthorized
 log = structlog.stdlib.get_logger("api.auth")
 
 ASYMMETRIC = ("RS256", "ES256")
+OWN_ISSUER = "cpms"  # the issuer of the tokens cpms signs itself (api.tokens)
 JWKS_TTL = 600.0
 JWKS_RETRY = 60.0
 #: tokens already verified, kept until they expire: the app sends the same token with every
@@ -45,11 +48,14 @@ class TokenVerifier:
         audience: str,
         issuer: str | None = None,
         jwks_source: str | None = None,
+        own_key: tuple[str, Any] | None = None,
     ) -> None:
         self.secret = secret
         self.audience = audience
         self.issuer = issuer
         self.jwks_source = jwks_source
+        #: cpms's own signing key (its kid, its public key): the tokens it issues (api.tokens)
+        self.own_key = own_key
         self._keys: dict[str, Any] = {}
         self._fetched_at = -JWKS_TTL
         self._lock = trio.Lock()
@@ -71,7 +77,12 @@ class TokenVerifier:
             raise Unauthorized("the token is not a JWT", code="invalid_token") from None
         algorithm = header.get("alg")
         key: Any
-        if algorithm == "HS256":
+        issuer = self.issuer
+        if self.own_key is not None and header.get("kid") == self.own_key[0]:
+            if algorithm != "ES256":
+                raise Unauthorized("cpms's tokens are ES256", code="invalid_token")
+            key, issuer = self.own_key[1], OWN_ISSUER
+        elif algorithm == "HS256":
             if self.secret is None:
                 raise Unauthorized("HS256 tokens are not accepted here", code="invalid_token")
             key = self.secret
@@ -87,7 +98,7 @@ class TokenVerifier:
                 key,
                 algorithms=[algorithm],
                 audience=self.audience,
-                issuer=self.issuer,
+                issuer=issuer,
                 options={"require": ["exp", "sub"]},
             )
         except jwt.ExpiredSignatureError:

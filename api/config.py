@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from actors.session.machine import Timings
 from api.auth import TokenVerifier
 from api.rate_limit import RateLimiter
+from api.sms import ConsoleSms, SmsSender
+from api.tokens import TokenIssuer
 
 
 @dataclass(frozen=True)
@@ -31,3 +33,7 @@ class ApiConfig:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     cors_origins: frozenset[str] = frozenset()
     metrics_token: str | None = None  # GET /metrics asks for it when set
+    #: cpms's own tokens, the sign-in codes' delivery, days before a deleted account is erased
+    issuer: TokenIssuer | None = None
+    sms: SmsSender = field(default_factory=ConsoleSms)
+    purge_after_days: int = 30

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, jsonify
 
 from api.operations import Op, operations
+from api.operations_auth import auth_operations
 from cpms import __version__
 
 ERROR = {
@@ -68,7 +69,7 @@ def _error(description: str) -> dict[str, Any]:
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     shared: dict[str, Any] = {"Error": ERROR}
-    for op in operations():
+    for op in [*operations(), *auth_operations()]:
         operation: dict[str, Any] = {
             "summary": op.summary,
             "tags": [op.tag],

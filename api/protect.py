@@ -40,9 +40,20 @@ from cpms.metrics import HTTP_DURATION, HTTP_REQUESTS
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 #: endpoints whose every call costs the driver money or a sign-in attempt
 CRITICAL = frozenset(
-    {"charging.start", "charging.stop", "payments.topup_qr", "payments.topup_card"}
+    {
+        "charging.start",
+        "charging.stop",
+        "payments.topup_qr",
+        "payments.topup_card",
+        "accounts.otp_request",
+        "accounts.otp_verify",
+        "accounts.register",
+        "accounts.login",
+        "accounts.refresh",
+    }
 )
 UNLIMITED_BLUEPRINTS = frozenset({"health", "openapi", "metrics"})
+UNLIMITED_ENDPOINTS = frozenset({"accounts.jwks"})
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -118,6 +129,8 @@ class Protections:
 
     def _limit(self) -> Limit | None:
         if request.method == "OPTIONS" or request.blueprint in UNLIMITED_BLUEPRINTS:
+            return None
+        if request.endpoint in UNLIMITED_ENDPOINTS:
             return None
         if g.owner == "admin":
             return None

@@ -77,7 +77,8 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries that narrate every step at INFO are kept to warnings.
-    for noisy in ("pgserver", "trio-websocket", "hypercorn.access", "asyncio"):
+    # httpx names every URL it asks, and a URL may carry a secret (an SMS gateway's text).
+    for noisy in ("pgserver", "trio-websocket", "hypercorn.access", "asyncio", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

@@ -64,6 +64,22 @@ class Settings(BaseSettings):
         None, description="Bearer token for /api/v1/admin/*; unset = admin API disabled"
     )
     jwt_secret: SecretStr | None = Field(None, description="HS256 secret for app tokens")
+    auth_signing_key: SecretStr | None = Field(
+        None,
+        description="EC P-256 private key (PEM) cpms signs its own tokens with; unset = a new "
+        "key at each start (development: tokens do not outlive a restart)",
+    )
+    sms_gateway_url: str | None = Field(
+        None,
+        description="SMS gateway URL template with {phone} and {text}; unset = codes printed "
+        "to standard output (development)",
+    )
+    sms_gateway_method: Literal["GET", "POST"] = Field("GET", description="how it is called")
+    sms_gateway_user: str | None = Field(None, description="HTTP Basic user of the SMS gateway")
+    sms_gateway_password: SecretStr | None = Field(None, description="and its password")
+    account_purge_days: int = Field(
+        30, ge=0, description="days after DELETE /auth/me before the personal data is erased"
+    )
     metrics_token: SecretStr | None = Field(
         None, description="Bearer token GET /metrics asks for; unset = /metrics open"
     )
@@ -277,6 +293,8 @@ _SECRET_FIELDS = {
     "jwt_secret",
     "admin_token",
     "metrics_token",
+    "auth_signing_key",
+    "sms_gateway_password",
     "payment_webhook_secret",
     "odengi_password",
 }

@@ -1,4 +1,4 @@
-"""A driver's favourite locations (``favorites``, migration 0013)."""
+"""A driver's favourite locations (``favourites``, made by the first migration)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ async def favorites_of(db: Database, client_id: UUID) -> list[Row]:
     """The client's favourites, newest first, with the location's name, address and city."""
     return await db.fetch(
         "SELECT f.location_id, l.name, l.address, l.city, f.created_at"
-        " FROM favorites f JOIN locations l ON l.id = f.location_id"
+        " FROM favourites f JOIN locations l ON l.id = f.location_id"
         " WHERE f.client_id = $1 ORDER BY f.created_at DESC, f.location_id",
         client_id,
     )
@@ -25,9 +25,9 @@ async def add_favorite(db: Database, client_id: UUID, location_id: str) -> str:
     outcome: str = await db.fetchval(
         """
         WITH place AS (SELECT id FROM locations WHERE id = $2 AND status = 'active'),
-             mine AS (SELECT count(*) AS n FROM favorites WHERE client_id = $1),
+             mine AS (SELECT count(*) AS n FROM favourites WHERE client_id = $1),
              added AS (
-                 INSERT INTO favorites (client_id, location_id)
+                 INSERT INTO favourites (client_id, location_id)
                  SELECT $1, id FROM place, mine WHERE mine.n < $3
                  ON CONFLICT DO NOTHING
                  RETURNING 1
@@ -35,7 +35,7 @@ async def add_favorite(db: Database, client_id: UUID, location_id: str) -> str:
         SELECT CASE
             WHEN EXISTS (SELECT 1 FROM added) THEN 'added'
             WHEN NOT EXISTS (SELECT 1 FROM place) THEN 'no_location'
-            WHEN EXISTS (SELECT 1 FROM favorites WHERE client_id = $1 AND location_id = $2)
+            WHEN EXISTS (SELECT 1 FROM favourites WHERE client_id = $1 AND location_id = $2)
                 THEN 'already'
             ELSE 'full'
         END
@@ -50,6 +50,6 @@ async def add_favorite(db: Database, client_id: UUID, location_id: str) -> str:
 async def remove_favorite(db: Database, client_id: UUID, location_id: str) -> bool:
     """Whether it was a favourite."""
     done = await db.execute(
-        "DELETE FROM favorites WHERE client_id = $1 AND location_id = $2", client_id, location_id
+        "DELETE FROM favourites WHERE client_id = $1 AND location_id = $2", client_id, location_id
     )
     return done.endswith(" 1")

@@ -84,7 +84,7 @@ async def test_favourites_are_each_drivers_own(http: httpx.AsyncClient, db: Data
         MAX_FAVORITES,
     )
     await db.execute(
-        "INSERT INTO favorites (client_id, location_id)"
+        "INSERT INTO favourites (client_id, location_id)"
         " SELECT $1, 'X-' || n FROM generate_series(1, $2) n",
         client,
         MAX_FAVORITES,

@@ -102,9 +102,11 @@ class TooManyRequests(CpmsError):
 
     code = "rate_limit_exceeded"
 
-    def __init__(self, retry_after: int) -> None:
+    def __init__(self, retry_after: int, *, code: str | None = None) -> None:
         super().__init__(
-            f"too many requests; try again in {retry_after} s", retry_after=retry_after
+            f"too many requests; try again in {retry_after} s",
+            code=code,
+            retry_after=retry_after,
         )
         self.retry_after = retry_after
 

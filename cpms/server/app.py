@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 import trio
@@ -22,6 +23,8 @@ from api.app import webhook_intake
 from api.auth import TokenVerifier
 from api.config import ApiConfig
 from api.rate_limit import RateLimiter
+from api.sms import ConsoleSms, HttpSms, SmsSender
+from api.tokens import TokenIssuer
 from api.webhook_listener import serve_webhooks
 from cpms import __version__
 from cpms.kernel.gc_tuning import run_gc_maintenance, tune_gc
@@ -29,8 +32,13 @@ from cpms.server.central import run_central_system
 from cpms.server.core import open_core, session_timings
 from cpms.server.payments import run_payments
 from cpms.settings import Settings
+from storage import Database
+from storage.accounts import purge_deleted
+from storage.errors import StorageUnavailable
 
 log = structlog.stdlib.get_logger("cpms.server.app")
+
+PURGE_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,15 @@ class Endpoints:
 def api_config(settings: Settings, clock: Callable[[], float] = time.time) -> ApiConfig:
     """The REST facade's configuration, from the settings."""
     secret, admin = settings.jwt_secret, settings.admin_token
+    signing = settings.auth_signing_key
+    issuer = TokenIssuer(
+        None if signing is None else signing.get_secret_value(), settings.jwt_audience
+    )
+    if issuer.ephemeral:
+        log.warning(
+            "no CPMS_AUTH_SIGNING_KEY: tokens signed with a key made now, not accepted after"
+            " a restart"
+        )
     webhook, metrics = settings.payment_webhook_secret, settings.metrics_token
     return ApiConfig(
         verifier=TokenVerifier(
@@ -52,6 +69,7 @@ def api_config(settings: Settings, clock: Callable[[], float] = time.time) -> Ap
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             jwks_source=settings.jwt_jwks_url,
+            own_key=(issuer.kid, issuer.key.public_key()),
         ),
         timings=session_timings(settings),
         admin_token=None if admin is None else admin.get_secret_value(),
@@ -67,6 +85,35 @@ def api_config(settings: Settings, clock: Callable[[], float] = time.time) -> Ap
         limiter=RateLimiter(clock),
         cors_origins=settings.cors,
         metrics_token=None if metrics is None else metrics.get_secret_value(),
+        issuer=issuer,
+        sms=sms_sender(settings),
+        purge_after_days=settings.account_purge_days,
+    )
+
+
+async def purge_deleted_accounts(db: Database, days: int, shutdown: trio.Event) -> None:
+    """Once an hour until shutdown: the personal data of accounts deleted ``days`` ago erased."""
+    while not shutdown.is_set():
+        try:
+            purged = await purge_deleted(db, timedelta(days=days))
+            if purged:
+                log.info("deleted accounts purged", accounts=purged)
+        except StorageUnavailable as error:
+            log.warning("purging deleted accounts failed; next hour", error=str(error))
+        with trio.move_on_after(PURGE_EVERY_S):
+            await shutdown.wait()
+
+
+def sms_sender(settings: Settings) -> SmsSender:
+    """The gateway the settings name, or the console."""
+    if settings.sms_gateway_url is None:
+        return ConsoleSms()
+    password = settings.sms_gateway_password
+    return HttpSms(
+        settings.sms_gateway_url,
+        method=settings.sms_gateway_method,
+        user=settings.sms_gateway_user,
+        password=None if password is None else password.get_secret_value(),
     )
 
 
@@ -132,6 +179,7 @@ async def run_server(
             prefix = "/" + settings.ocpp_path_prefix.strip("/")
             ocpp_url = f"{scheme}://{settings.ocpp_host}:{ocpp_port}{prefix}"
             endpoints = Endpoints(http_url, ocpp_url, webhook_url)
+            doors.start_soon(purge_deleted_accounts, core.db, settings.account_purge_days, shutdown)
             tune_gc(settings.gc_tuning)
             if settings.gc_tuning:
                 doors.start_soon(run_gc_maintenance, shutdown)

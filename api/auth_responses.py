@@ -1,0 +1,55 @@
+"""What sign-in and the account endpoints answer with success, as models (:mod:`api.accounts`;
+the rest: :mod:`api.responses`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict
+
+from api.responses import Number, Part, Reply, Stamp
+
+
+class Profile(Part):
+    client_id: str
+    phone: str | None
+    email: str | None
+    name: str | None
+    status: Literal["active", "blocked", "pending_deletion"]
+    balance: Number
+    created_at: Stamp
+
+
+class Me(Reply, Profile):
+    pass
+
+
+class Tokens(Reply):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+
+
+class SignedIn(Tokens):
+    client: Profile
+
+
+class CodeSent(Reply):
+    expires_in: int
+    resend_in: int
+
+
+class SignedOut(Reply):
+    pass
+
+
+class Deleted(Reply):
+    status: Literal["pending_deletion"]
+    purge_after_days: int
+
+
+class Jwks(Part):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[dict[str, Any]]
