@@ -81,7 +81,7 @@ def describe(error: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
         )
         return 503, body, {"Retry-After": str(RETRY_AFTER)}
     log.exception("unhandled error", exc_info=error)
-    return 500, error_body("internal_error", "Внутренняя ошибка сервера"), {}
+    return 500, error_body("internal_error", "internal server error"), {}
 
 
 def _described(error: Exception) -> Response:

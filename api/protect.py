@@ -14,6 +14,8 @@ CORS, the rate limits, the security headers, ``X-API-Version``, and one line in 
   limited answer carries ``X-RateLimit-Limit/Remaining/Reset``; a refused one is 429
   ``rate_limit_exceeded`` with ``Retry-After``. ``/health``, ``/metrics``, the OpenAPI
   document, CORS preflights and the admin API called with its token are not limited.
+* **Language**: with ``Accept-Language``, an error's message is in English, Russian or Kyrgyz
+  (:mod:`api.i18n`; the code unchanged), and the answer says ``Content-Language``.
 * **Request log**: ``method``, ``route`` (the rule, ``/api/v1/charging/status/<session_id>``,
   not the path), ``status``, ``duration_ms``, ``client``, ``ip``, ``request_id``; never a
   header's or a body's content.
@@ -31,8 +33,11 @@ from quart import Quart, Response, current_app, g, request
 
 from api.auth import TokenVerifier
 from api.errors import error_response
+from api.i18n import Language, language, translated
+from api.jsonio import dumps
 from api.rate_limit import Limit, RateLimiter, Verdict
 from cpms import __version__
+from cpms.kernel import jsontext
 from cpms.kernel.errors import TooManyRequests, Unauthorized
 from cpms.loglines import hot_line
 from cpms.metrics import HTTP_DURATION, HTTP_REQUESTS
@@ -70,6 +75,16 @@ CORS_EXPOSED = (
     "X-RateLimit-Reset"
 )
 CORS_MAX_AGE = "600"
+
+
+async def _translate(response: Response, lang: Language) -> None:
+    """The error's message in ``lang`` (:mod:`api.i18n`); the code and fields unchanged."""
+    try:
+        body = jsontext.loads(await response.get_data(as_text=True), exact=True)
+    except ValueError:
+        return
+    if isinstance(body, dict):
+        response.set_data(dumps(translated(body, lang)))
 
 
 class Protections:
@@ -165,6 +180,12 @@ class Protections:
             ]
             if not verdict.allowed and "Retry-After" not in present:
                 fields.append(("Retry-After", str(verdict.retry_after)))
+        accept = request.headers.get("Accept-Language")
+        if accept is not None:
+            lang = language(accept)
+            fields += [("Content-Language", lang), ("Vary", "Accept-Language")]
+            if response.status_code >= 400 and response.mimetype == "application/json":
+                await _translate(response, lang)
         for name, value in fields:  # added, not set: set and setdefault scan every header
             present.add(name, value)
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import trio
 
+from api.i18n import language
 from api.rate_limit import Limit, RateLimiter
 from cpms import __version__
 from cpms.kernel.payments import webhook_signature as sign
@@ -231,3 +232,36 @@ async def test_every_answer_has_its_request_id_headers_and_log_line(
     assert "app-42.retry:1" in text and str(client) in text
     assert "/api/v1/locations/<location_id>" in text  # the route, not the path
     assert token not in text
+
+
+def test_the_language_is_the_best_of_ours_in_accept_language() -> None:
+    assert language("ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7") == "ru"
+    assert language("ky-KG") == "ky"
+    assert language("de, ky;q=0.5, ru;q=0.4") == "ky"
+    assert language("en-GB, ru;q=0.9") == "en"
+    for none_of_ours in (None, "", "fr", "*", "ru;q=0", "ru;q=abc", ";;;", "x" * 300):
+        assert language(none_of_ours) == "en", none_of_ours
+
+
+async def test_error_messages_in_the_callers_language(rig: Rig) -> None:
+    answers = {}
+    for accept in ("ru", "ky-KG,ky;q=0.9", "en", None):
+        headers = {} if accept is None else {"Accept-Language": accept}
+        reply = await rig.http.get("/api/v1/balance/get", headers=headers)
+        assert (reply.status_code, reply.json()["error"]) == (401, "unauthorized")
+        answers[accept] = reply
+    assert answers["ru"].json()["message"] == "Требуется вход в систему"
+    assert answers["ru"].headers["Content-Language"] == "ru"
+    assert answers["ky-KG,ky;q=0.9"].json()["message"] == "Системага кирүү талап кылынат"
+    assert answers["en"].json()["message"] == answers[None].json()["message"]
+    assert answers["en"].json()["message"].isascii()
+
+    me = {**bearer(hs256(uuid.uuid4())), "Accept-Language": "ru"}
+    body = {"station_id": "NOWHERE", "connector_id": 1, "amount_som": 20}
+    for _ in range(10):
+        await rig.http.post("/api/v1/charging/start", headers=me, json=body)
+    limited = await rig.http.post("/api/v1/charging/start", headers=me, json=body)
+    wait = limited.json()["retry_after"]
+    assert limited.json()["message"] == f"Слишком много запросов. Попробуйте через {wait} с"
+    fine = await rig.http.get("/health", headers={"Accept-Language": "ru"})
+    assert fine.status_code == 200 and fine.json()["success"] is True  # answers untouched

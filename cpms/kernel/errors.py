@@ -82,7 +82,7 @@ class InsufficientBalance(CpmsError):
 
     def __init__(self, required: Decimal, available: Decimal) -> None:
         super().__init__(
-            f"Недостаточно средств. Баланс: {available} сом, требуется: {required} сом",
+            f"insufficient balance: {available} som, {required} som needed",
             required_amount=required,
             current_balance=available,
         )
