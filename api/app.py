@@ -41,9 +41,12 @@ def create_app(
     config: ApiConfig,
     payments: Payments,
     intake: WebhookIntake | None = None,
+    idempotency: Idempotency | None = None,
 ) -> QuartTrio:
     """Build the REST facade over ``core``; handlers reach actors and storage only through it.
-    ``intake``: the provider's webhooks, when shared with their own port (else one of its own)."""
+    ``intake``: the provider's webhooks, when shared with their own port (else one of its own);
+    ``idempotency``: the server's, with its keys loaded and its writer running (else one that
+    asks the database and writes each answer at once)."""
     app = QuartTrio("cpms")
     app.json = DecimalJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -70,7 +73,7 @@ def create_app(
         config.admin_token,
         config.cors_origins,
     ).install(app)
-    Idempotency(core.db).install(app)
+    (idempotency or Idempotency(core.db)).install(app)
     app.url_value_preprocessor(check_path_values)
     app.after_request(_finish_reading_the_body)
     install_error_handlers(app)

@@ -5,7 +5,8 @@ request (its process's, every thread: on a shared two-core machine the steadier 
 
 The start names a station that does not exist (404): the driver's start itself is measured by
 ``bench/start_latency.py``; here every part a request passes through before and after its
-handler is (token, rate limit, request log, headers), with the handler's own work small.
+handler is (token, rate limit, request log, metrics, headers, and on the start an
+``Idempotency-Key``: looked up, then its answer kept), with the handler's own work small.
 Run it on two commits back to back to see what a change adds per request.
 
     python bench/api_overhead.py                  # 3,000 of each
@@ -67,8 +68,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             async def balance() -> int:
                 return (await http.get("/api/v1/balance/get", headers))[0]
 
-            async def charge() -> int:
-                return (await http.post("/api/v1/charging/start", headers, start))[0]
+            async def charge() -> int:  # each a new Idempotency-Key: looked up, then kept
+                keyed = {**headers, "Idempotency-Key": uuid.uuid4().hex}
+                return (await http.post("/api/v1/charging/start", keyed, start))[0]
 
             for name, call, expected in [("balance_get", balance, 200), ("start", charge, 404)]:
                 for _ in range(200):  # warm: the client's record, caches, the JIT-less paths

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+import asyncpg
 
 from storage.database import Database
 
@@ -59,3 +61,36 @@ async def forget_expired_answers(db: Database) -> int:
         "DELETE FROM idempotency_keys WHERE created_at <= now() - $1::interval", KEPT
     )
     return int(done.split()[-1])
+
+
+Keyed = list[tuple[str, str, StoredAnswer]]  # owner, key, answer
+
+
+async def keep_answers(db: Database, answers: Keyed) -> None:
+    """Keep many answers in one round trip (``owner``, ``key``, answer each); as
+    :func:`keep_answer` for each."""
+    await db.run_with_connection(_keep_many, answers)
+
+
+async def _keep_many(
+    conn: asyncpg.Connection, answers: list[tuple[str, str, StoredAnswer]]
+) -> None:
+    await conn.executemany(
+        "INSERT INTO idempotency_keys (owner, key, fingerprint, status, body, media_type)"
+        " VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (owner, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
+        " status = EXCLUDED.status, body = EXCLUDED.body, media_type = EXCLUDED.media_type,"
+        " created_at = now()"
+        " WHERE idempotency_keys.created_at <= now() - interval '24 hours'",
+        [(o, k, a.fingerprint, a.status, a.body, a.media_type) for o, k, a in answers],
+    )
+
+
+async def kept_keys(db: Database) -> list[tuple[str, str, datetime]]:
+    """Every key with an answer kept in the last 24 hours, and when it was kept."""
+    rows = await db.fetch(
+        "SELECT owner, key, created_at FROM idempotency_keys"
+        " WHERE created_at > now() - $1::interval",
+        KEPT,
+    )
+    return [(r["owner"], r["key"], r["created_at"]) for r in rows]

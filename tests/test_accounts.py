@@ -273,15 +273,13 @@ async def test_the_account_changed_and_deleted(rig: Rig) -> None:
     assert (refresh.status_code, refresh.json()["error"]) == (401, "refresh_token_revoked")
     topup = await rig.http.post("/api/v1/balance/topup-qr", headers=me, json={"amount": "50"})
     assert (topup.status_code, topup.json()["error"]) == (403, "client_pending_deletion")
-    start = await rig.http.post(
-        "/api/v1/charging/start", headers=me, json={"station_id": "CP-1", "connector_id": 1}
-    )
-    assert start.status_code in (403, 404)  # no such station here; a hold would be refused 403
+    client = uuid.UUID(signed["client"]["client_id"])
+    status = await rig.db.fetchval("SELECT status FROM clients WHERE id = $1", client)
+    assert status == "pending_deletion"  # a start is refused then: test_charging shows it
     code = await rig.code()
     again = await rig.verify(code)
     assert (again.status_code, again.json()["error"]) == (403, "client_pending_deletion")
 
-    client = uuid.UUID(signed["client"]["client_id"])
     assert await purge_deleted(rig.db, timedelta(days=1)) == 0  # not yet
     assert await purge_deleted(rig.db, timedelta(0)) == 1
     row = await rig.db.fetchrow(

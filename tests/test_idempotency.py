@@ -4,6 +4,7 @@ each client's own."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,8 +12,11 @@ import httpx
 import pytest
 import trio
 
+from cpms.server.app import Endpoints, run_server
+from cpms.settings import Settings
 from storage import Database
 from tests.test_charging import Rig, open_rig, until
+from tests.tokens import SECRET, bearer, hs256
 
 START = {"station_id": "CP-1", "connector_id": 1, "amount_som": 40}
 
@@ -120,3 +124,37 @@ async def test_malformed_keys_and_refusals_are_not_kept(rig: Rig) -> None:
     retried = await rig.http.post("/api/v1/charging/start", headers=keyed, json=START)
     assert retried.status_code == 503 and "Idempotent-Replayed" not in retried.headers
     assert await rig.db.fetchval("SELECT count(*) FROM holds") == 0
+
+
+async def test_an_answer_outlives_a_restart(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Answers are written behind the request, in batches; a stop writes what waits, and the
+    next server knows the keys: the retry after the restart is replayed from the database."""
+    client = uuid.uuid4()
+    keyed = {**bearer(hs256(client)), "Idempotency-Key": "topup-after-restart"}
+    body = {"station_id": "CP-404", "connector_id": 1, "amount_som": 40}
+
+    async def one_server(
+        task_status: trio.TaskStatus[httpx.Response] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        settings = Settings(
+            database_url=dsn, data_dir=tmp_path, http_port=0, ocpp_port=0, jwt_secret=SECRET
+        )
+        shutdown = trio.Event()
+        async with trio.open_nursery() as inner:
+            endpoints: Endpoints = await inner.start(run_server, settings, shutdown)
+            async with httpx.AsyncClient(base_url=endpoints.http_url) as http:
+                reply = await http.post("/api/v1/charging/start", headers=keyed, json=body)
+            shutdown.set()
+        task_status.started(reply)  # the server has stopped
+
+    first: httpx.Response = await nursery.start(one_server)
+    assert (first.status_code, first.json()["error"]) == (404, "station_not_found")
+    kept = await db.fetchval(
+        "SELECT count(*) FROM idempotency_keys WHERE key = $1", keyed["Idempotency-Key"]
+    )
+    assert kept == 1
+    second: httpx.Response = await nursery.start(one_server)
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.json() == first.json()

@@ -22,6 +22,7 @@ from api import create_app, serve_api
 from api.app import webhook_intake
 from api.auth import TokenVerifier
 from api.config import ApiConfig
+from api.idempotency import Idempotency
 from api.rate_limit import RateLimiter
 from api.sms import ConsoleSms, HttpSms, SmsSender
 from api.tokens import TokenIssuer
@@ -136,6 +137,7 @@ async def run_server(
         embedded_db=settings.database_url is None,
     )
     async with open_core(settings, storage_hooks=storage_hooks) as core:
+        idempotency = Idempotency(core.db)
         async with trio.open_nursery() as doors:
             _central, ocpp_port, sessions = await doors.start(
                 lambda task_status: run_central_system(
@@ -153,9 +155,11 @@ async def run_server(
             )
             config = api_config(settings, clock)
             intake = webhook_intake(config, payments)
+            await idempotency.load()
+            doors.start_soon(idempotency.write_behind, shutdown)
             http_url = await doors.start(
                 lambda task_status: serve_api(
-                    create_app(core, sessions, config, payments, intake),
+                    create_app(core, sessions, config, payments, intake, idempotency),
                     settings.http_host,
                     settings.http_port,
                     shutdown_trigger=shutdown.wait,
@@ -185,5 +189,7 @@ async def run_server(
                 doors.start_soon(run_gc_maintenance, shutdown)
             log.info("ready", http=http_url, ocpp=ocpp_url, webhooks=webhook_url)
             task_status.started(endpoints)
+        with trio.move_on_after(settings.shutdown_timeout / 2):
+            await idempotency.flush()  # the answers of the last requests
         log.info("front doors closed; stopping actors and storage")
     log.info("stopped")
