@@ -8,6 +8,7 @@ from uuid import UUID
 from quart import request
 
 from api.auth import TokenVerifier
+from cpms.kernel.errors import Forbidden
 from storage import Database
 from storage.clients import ensure_client
 
@@ -26,3 +27,11 @@ class Identity:
             await ensure_client(self.db, client_id)
             self._known.add(client_id)
         return client_id
+
+    async def owner_of(self, client_id: str) -> UUID:
+        """The caller, when ``client_id`` (from a path) is the caller; else 403
+        ``client_mismatch``: a client reads only its own records."""
+        caller = await self.client_id()
+        if client_id != str(caller):
+            raise Forbidden("a client can read only its own records", code="client_mismatch")
+        return caller

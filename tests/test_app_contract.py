@@ -19,7 +19,7 @@ from cpms.settings import Settings
 from storage import Database
 from storage.favorites import MAX_FAVORITES
 from tests.documented import documented_client
-from tests.test_charging import Rig, open_rig
+from tests.test_charging import Rig, running_rig
 from tests.tokens import SECRET, bearer, hs256
 
 
@@ -115,10 +115,8 @@ async def test_search_finds_a_location_by_any_part_of_its_name_address_or_city(
 
 @pytest.fixture
 async def rig(db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
-    rig = await open_rig(db, dsn, tmp_path, nursery)
-    yield rig
-    await rig.http.aclose()
-    rig.shutdown.set()
+    async with running_rig(db, dsn, tmp_path, nursery) as rig:
+        yield rig
 
 
 async def test_status_in_both_shapes_and_history_under_the_client_path(rig: Rig) -> None:

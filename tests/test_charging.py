@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -124,12 +125,23 @@ async def open_rig(
     return Rig(endpoints, http, db, ledger_rig.ledger, shutdown)
 
 
+@asynccontextmanager
+async def running_rig(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery, **overrides: Any
+) -> AsyncIterator[Rig]:
+    """:func:`open_rig`, stopped on exit."""
+    rig = await open_rig(db, dsn, tmp_path, nursery, **overrides)
+    try:
+        yield rig
+    finally:
+        await rig.http.aclose()
+        rig.shutdown.set()
+
+
 @pytest.fixture
 async def rig(db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
-    rig = await open_rig(db, dsn, tmp_path, nursery)
-    yield rig
-    await rig.http.aclose()
-    rig.shutdown.set()
+    async with running_rig(db, dsn, tmp_path, nursery) as rig:
+        yield rig
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:

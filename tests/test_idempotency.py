@@ -15,7 +15,7 @@ import trio
 from cpms.server.app import Endpoints, run_server
 from cpms.settings import Settings
 from storage import Database
-from tests.test_charging import Rig, open_rig, until
+from tests.test_charging import Rig, running_rig, until
 from tests.tokens import SECRET, bearer, hs256
 
 START = {"station_id": "CP-1", "connector_id": 1, "amount_som": 40}
@@ -23,10 +23,8 @@ START = {"station_id": "CP-1", "connector_id": 1, "amount_som": 40}
 
 @pytest.fixture
 async def rig(db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
-    rig = await open_rig(db, dsn, tmp_path, nursery)
-    yield rig
-    await rig.http.aclose()
-    rig.shutdown.set()
+    async with running_rig(db, dsn, tmp_path, nursery) as rig:
+        yield rig
 
 
 async def test_a_start_sent_three_times_and_again_is_one_session(rig: Rig) -> None:

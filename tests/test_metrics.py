@@ -13,17 +13,16 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from storage import Database
-from tests.test_charging import Rig, open_rig, until
+from tests.test_charging import Rig, running_rig, until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture
 async def rig(db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
-    rig = await open_rig(db, dsn, tmp_path, nursery, metrics_token="scrape-token-0123456789")
-    yield rig
-    await rig.http.aclose()
-    rig.shutdown.set()
+    token = "scrape-token-0123456789"
+    async with running_rig(db, dsn, tmp_path, nursery, metrics_token=token) as rig:
+        yield rig
 
 
 async def scrape(rig: Rig) -> Samples:
