@@ -35,7 +35,16 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 from quart import Blueprint, Response, jsonify
 
 from actors.core import Core
-from api.door import body
+from api.cookies import (
+    CSRF_HEADER,
+    clear_cookies,
+    cookie_mode,
+    new_csrf_token,
+    refresh_cookie,
+    set_csrf_cookie,
+    set_refresh_cookie,
+)
+from api.door import body, optional_body
 from api.identity import Identity
 from api.sms import SmsFailed, SmsSender
 from api.tokens import Issued, TokenIssuer, new_refresh_token, refresh_hash
@@ -99,12 +108,44 @@ class PasswordSignIn(_Body):
 
 
 class RefreshBody(_Body):
-    refresh_token: Annotated[str, StringConstraints(min_length=16, max_length=200)]
+    #: absent in cookie mode (:mod:`api.cookies`): the cookie's is used
+    refresh_token: Annotated[str, StringConstraints(min_length=16, max_length=200)] | None = None
 
 
 class ProfileChange(_Body):
     name: Name | None = None
     email: Email | None = None
+
+
+def tokens_answer(issued: Issued, by_cookie: bool, **more: Any) -> Response:
+    """The sign-in's answer: the tokens in its body, or in cookie mode the refresh token only
+    as its httpOnly cookie (:mod:`api.cookies`)."""
+    answer = {"success": True, **issued.answer(), **more}
+    if not by_cookie:
+        return jsonify(answer)
+    del answer["refresh_token"]
+    response = jsonify(answer)
+    set_refresh_cookie(response, issued.refresh_token, issued.refresh_expires_at)
+    return response
+
+
+async def refresh_token_sent() -> tuple[str, bool]:
+    """The refresh token of the body, or else of the cookie (CSRF-checked); and whether it
+    came by cookie.
+
+    Raises:
+        InvalidRequest: ``refresh_token_missing`` when there is neither.
+    """
+    sent = (await optional_body(RefreshBody)).refresh_token
+    if sent is not None:
+        return sent, False
+    kept = refresh_cookie()
+    if kept is None:
+        raise InvalidRequest(
+            "send the refresh_token, in the body or (cookie mode) as its cookie",
+            code="refresh_token_missing",
+        )
+    return kept, True
 
 
 def accounts_blueprint(
@@ -127,8 +168,8 @@ def accounts_blueprint(
         await store.keep_refresh_token(
             core.db, issued.refresh_hash, client_id, issued.refresh_expires_at, family=uuid4()
         )
-        answer = {"success": True, **issued.answer(), "client": await _profile(client_id)}
-        response = jsonify(answer)
+        profile = await _profile(client_id)
+        response = tokens_answer(issued, cookie_mode(), client=profile)
         response.status_code = status
         return response
 
@@ -215,9 +256,16 @@ def accounts_blueprint(
             await store.set_password_hash(core.db, row["id"], rehashed)
         return await signed_in(row["id"])
 
+    @bp.get("/api/v1/auth/csrf")
+    async def csrf() -> Response:
+        token = new_csrf_token()
+        response = jsonify({"success": True, "csrf_token": token, "header": CSRF_HEADER})
+        set_csrf_cookie(response, token)
+        return response
+
     @bp.post("/api/v1/auth/refresh")
     async def refresh() -> Response:
-        token = (await body(RefreshBody)).refresh_token
+        token, by_cookie = await refresh_token_sent()
         successor, successor_hash, expires_at = new_refresh_token()
         outcome, client_id = await store.rotate_refresh_token(
             core.db, refresh_hash(token), successor_hash, expires_at
@@ -234,13 +282,15 @@ def accounts_blueprint(
         status = (await store.profile(core.db, client_id))["status"]
         may_sign_in(status)
         issued = Issued(issuer.access_token(client_id), successor, successor_hash, expires_at)
-        return jsonify({"success": True, **issued.answer()})
+        return tokens_answer(issued, by_cookie or cookie_mode())
 
     @bp.post("/api/v1/auth/logout")
     async def logout() -> Response:
-        token = (await body(RefreshBody)).refresh_token
+        token, _by_cookie = await refresh_token_sent()
         await store.revoke_family_of(core.db, refresh_hash(token))
-        return jsonify({"success": True})
+        response = jsonify({"success": True})
+        clear_cookies(response)
+        return response
 
     @bp.get("/api/v1/auth/me")
     async def me() -> Response:

@@ -26,13 +26,18 @@ class Me(Reply, Profile):
 
 class Tokens(Reply):
     access_token: str
-    refresh_token: str
+    refresh_token: str | None = None  # absent in cookie mode: set as the httpOnly cookie
     token_type: Literal["bearer"]
     expires_in: int
 
 
 class SignedIn(Tokens):
     client: Profile
+
+
+class Csrf(Reply):
+    csrf_token: str
+    header: Literal["X-CSRF-Token"]
 
 
 class CodeSent(Reply):

@@ -58,11 +58,21 @@ def auth_operations() -> list[Op]:
         Op(
             "post",
             "/api/v1/auth/refresh",
-            "A new access token for a refresh token, which is replaced (each works once)",
+            "A new access token for a refresh token, which is replaced (each works once); in "
+            "cookie mode (X-Auth-Mode: cookie) the refresh token is the httpOnly cpms_refresh "
+            "cookie, with X-CSRF-Token",
             "auth",
             body=RefreshBody,
             errors=refused,
             response=A.Tokens,
+        ),
+        Op(
+            "get",
+            "/api/v1/auth/csrf",
+            "A CSRF token, also set as the cpms_csrf cookie: cookie mode's refresh and sign-out "
+            "send it back as X-CSRF-Token",
+            "auth",
+            response=A.Csrf,
         ),
         Op(
             "post",

@@ -215,6 +215,103 @@ async def test_refresh_rotates_and_a_reused_token_revokes_the_sign_in(rig: Rig) 
     assert (old.status_code, old.json()["error"]) == (401, "refresh_token_expired")
 
 
+def set_cookies(response: httpx.Response) -> dict[str, str]:
+    """Each cookie the answer sets → its whole ``Set-Cookie`` line."""
+    lines = response.headers.get_list("set-cookie")
+    return {line.split("=", 1)[0]: line for line in lines}
+
+
+def cookie_value(line: str) -> str:
+    return line.split(";", 1)[0].split("=", 1)[1]
+
+
+async def test_cookie_mode_keeps_the_refresh_token_from_the_page(rig: Rig) -> None:
+
+    async def post(path: str, **sent: Any) -> httpx.Response:
+        rig.http.cookies.clear()  # the cookies are sent by hand, each on purpose
+        return await rig.http.post(path, **sent)
+
+    page = {"Origin": "http://localhost:5173"}  # a PWA in development: plain HTTP
+    csrf = await rig.http.get("/api/v1/auth/csrf", headers=page)
+    token = csrf.json()["csrf_token"]
+    csrf_line = set_cookies(csrf)["cpms_csrf"]
+    assert cookie_value(csrf_line) == token and csrf.json()["header"] == "X-CSRF-Token"
+    assert "SameSite=Lax" in csrf_line and "Secure" not in csrf_line
+    assert "HttpOnly" not in csrf_line  # the page reads it to send it back
+
+    code = await rig.code()
+    signed = await post(
+        "/api/v1/auth/otp/verify",
+        json={"phone": PHONE, "code": code},
+        headers={**page, "X-Auth-Mode": "cookie"},
+    )
+    assert signed.status_code == 200 and "refresh_token" not in signed.json()
+    assert (
+        await rig.http.get("/api/v1/auth/me", headers=bearer(signed.json()["access_token"]))
+    ).status_code == 200
+    line = set_cookies(signed)["cpms_refresh"]
+    assert "HttpOnly" in line and "Path=/api/v1/auth" in line and "SameSite=Lax" in line
+    refresh = cookie_value(line)
+    jar = f"cpms_refresh={refresh}; cpms_csrf={token}"
+
+    refusals: list[dict[str, str | bytes]] = [
+        {},
+        {"X-CSRF-Token": "forged-" + token},
+        {"X-CSRF-Token": "é".encode("latin-1")},
+    ]
+    for refused in refusals:
+        forged = await post("/api/v1/auth/refresh", headers={**page, "Cookie": jar, **refused})
+        assert (forged.status_code, forged.json()["error"]) == (403, "csrf_failed")
+    missing = await post("/api/v1/auth/refresh", headers=page)
+    assert (missing.status_code, missing.json()["error"]) == (400, "refresh_token_missing")
+
+    rotated = await post(  # the refused tries spent nothing: the token still works
+        "/api/v1/auth/refresh", headers={**page, "Cookie": jar, "X-CSRF-Token": token}
+    )
+    assert rotated.status_code == 200, rotated.text
+    assert "refresh_token" not in rotated.json() and rotated.json()["access_token"]
+    successor = cookie_value(set_cookies(rotated)["cpms_refresh"])
+    assert successor != refresh
+    reused = await post(
+        "/api/v1/auth/refresh", headers={**page, "Cookie": jar, "X-CSRF-Token": token}
+    )
+    assert (reused.status_code, reused.json()["error"]) == (401, "refresh_token_reused")
+
+    production = {"Origin": "https://app.example.kg"}  # another origin, over HTTPS
+    elsewhere = await post(
+        "/api/v1/auth/otp/verify",
+        json={"phone": PHONE, "code": await rig.code("+996700123457")},
+        headers={**production, "X-Auth-Mode": "cookie"},
+    )
+    assert elsewhere.status_code == 400  # the code was for another phone: nothing set
+    assert "set-cookie" not in elsewhere.headers
+    signed_there = await post(
+        "/api/v1/auth/login",
+        json={"phone": PHONE, "password": "not-set-yet"},
+        headers={**production, "X-Auth-Mode": "cookie"},
+    )
+    assert signed_there.status_code == 401 and "set-cookie" not in signed_there.headers
+    registered = await post(
+        "/api/v1/auth/register",
+        json={"email": "pwa@example.kg", "password": "correct horse battery"},
+        headers={**production, "X-Auth-Mode": "cookie"},
+    )
+    line = set_cookies(registered)["cpms_refresh"]
+    assert "SameSite=None" in line and "Secure" in line and "HttpOnly" in line
+    there = f"cpms_refresh={cookie_value(line)}; cpms_csrf={token}"
+    out = await post(
+        "/api/v1/auth/logout", headers={**production, "Cookie": there, "X-CSRF-Token": token}
+    )
+    assert out.status_code == 200
+    cleared = set_cookies(out)
+    assert cookie_value(cleared["cpms_refresh"]) == "" and "Max-Age=0" in cleared["cpms_refresh"]
+    assert "Max-Age=0" in cleared["cpms_csrf"]
+    gone = await post(
+        "/api/v1/auth/refresh", headers={**production, "Cookie": there, "X-CSRF-Token": token}
+    )
+    assert (gone.status_code, gone.json()["error"]) == (401, "refresh_token_revoked")
+
+
 async def test_tokens_that_prove_nothing_are_refused(rig: Rig) -> None:
     signed = await rig.signed_in()
     kid = jwt.get_unverified_header(signed["access_token"])["kid"]
