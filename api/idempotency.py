@@ -31,8 +31,9 @@ import time
 
 import structlog
 import trio
-from quart import Quart, Response, current_app, g, request
+from quart import Quart, Response, current_app, g
 
+from api.protect import bound
 from cpms.kernel.errors import Conflict, InvalidRequest, Unprocessable
 from storage import Database
 from storage.errors import StorageUnavailable
@@ -81,9 +82,10 @@ class Idempotency:
         app.teardown_request(self.teardown)
 
     async def before(self) -> Response | None:
-        key = request.headers.get("Idempotency-Key")
-        owner = g.get("owner")
-        if key is None or owner is None or request.method not in CHANGING:
+        req, here = bound()
+        key = req.headers.get("Idempotency-Key")
+        owner = here.get("owner")
+        if key is None or owner is None or req.method not in CHANGING:
             return None
         if not KEY.match(key):
             raise InvalidRequest(
@@ -97,14 +99,14 @@ class Idempotency:
                 code="request_in_progress",
             )
         self.in_flight.add(slot)
-        g.idempotency_slot = slot
-        body = await request.get_data(as_text=False)  # kept for the handler
+        here.idempotency_slot = slot
+        body = await req.get_data(as_text=False)  # kept for the handler
         assert isinstance(body, bytes)
-        target = request.full_path.rstrip("?").encode()
-        fingerprint = hashlib.sha256(request.method.encode() + b" " + target + b"\n" + body)
+        target = req.full_path.rstrip("?").encode()
+        fingerprint = hashlib.sha256(req.method.encode() + b" " + target + b"\n" + body)
         stored = await self._answered(slot)
         if stored is None:
-            g.idempotency_fingerprint = fingerprint.digest()
+            here.idempotency_fingerprint = fingerprint.digest()
             return None
         if stored.fingerprint != fingerprint.digest():
             raise Unprocessable(
@@ -126,10 +128,11 @@ class Idempotency:
         return await find_answer(self.db, *slot)
 
     async def after(self, response: Response) -> Response:
-        fingerprint = g.get("idempotency_fingerprint")
+        here = bound()[1]
+        fingerprint = here.get("idempotency_fingerprint")
         if fingerprint is None or response.status_code >= 500:
             return response
-        slot: Slot = g.idempotency_slot
+        slot: Slot = here.idempotency_slot
         answer = StoredAnswer(
             fingerprint,
             response.status_code,

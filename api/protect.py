@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import itertools
 import re
+import secrets
 import time
-import uuid
 
-from quart import Quart, Response, current_app, g, request
+from quart import Quart, Request, Response, current_app, g, request
+from quart.ctx import _AppCtxGlobals
 
+from api.asgi import ASGIApp, Message, Receive, Scope, Send
 from api.auth import TokenVerifier
 from api.errors import error_response
 from api.i18n import Language, language, translated
@@ -40,9 +43,25 @@ from cpms import __version__
 from cpms.kernel import jsontext
 from cpms.kernel.errors import TooManyRequests, Unauthorized
 from cpms.loglines import hot_line
-from cpms.metrics import HTTP_DURATION, HTTP_REQUESTS
+from cpms.metrics import count_request
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+#: a new request's id: this process's random prefix and a counter (unique, and cheaper than
+#: a UUID on every request)
+_PREFIX = secrets.token_hex(6)
+_SEQUENCE = itertools.count(1)
+
+
+def bound() -> tuple[Request, _AppCtxGlobals]:
+    """The request and ``g`` themselves, not their proxies (each pass through a proxy costs a
+    context lookup; a hook that reads them a dozen times binds them once)."""
+    return request._get_current_object(), g._get_current_object()  # type: ignore[attr-defined]
+
+
+def new_request_id() -> str:
+    return f"{_PREFIX}-{next(_SEQUENCE):x}"
+
+
 #: endpoints whose every call costs the driver money or a sign-in attempt
 CRITICAL = frozenset(
     {
@@ -69,7 +88,10 @@ SECURITY_HEADERS = {
 
 
 CORS_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
-CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-ID, Accept-Language"
+CORS_HEADERS = (
+    "Authorization, Content-Type, Idempotency-Key, X-Request-ID, Accept-Language, X-Auth-Mode, "
+    "X-CSRF-Token"
+)
 CORS_EXPOSED = (
     "X-Request-ID, X-API-Version, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, "
     "X-RateLimit-Reset"
@@ -99,33 +121,35 @@ class Protections:
         self.verifier, self.limiter, self.admin_token = verifier, limiter, admin_token
         self.default, self.critical = limits
         self.cors_origins = cors_origins
-        #: every answer's own headers, the same each time
-        self.constant = (("X-API-Version", __version__), *SECURITY_HEADERS.items())
 
     def install(self, app: Quart) -> None:
         app.before_request(self.before)
         app.after_request(self.after)
+        constant = {"X-API-Version": __version__, **SECURITY_HEADERS}
+        app.asgi_app = ConstantHeaders(app.asgi_app, constant)  # type: ignore[method-assign, assignment]
 
     async def before(self) -> Response | None:
-        g.began = time.perf_counter()
-        sent = request.headers.get("X-Request-ID", "")
-        g.request_id = sent if REQUEST_ID.match(sent) else uuid.uuid4().hex
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        req, here = bound()
+        here.began = time.perf_counter()
+        headers = req.headers
+        sent = headers.get("X-Request-ID", "")
+        here.request_id = sent if REQUEST_ID.match(sent) else new_request_id()
+        if req.method == "OPTIONS" and "Access-Control-Request-Method" in headers:
             return self._preflight()
-        g.client = g.owner = None
-        authorization = request.headers.get("Authorization")
-        if request.blueprint == "admin":
-            g.owner = "admin" if self._admin() else None
+        here.client = here.owner = None
+        authorization = headers.get("Authorization")
+        if req.blueprint == "admin":
+            here.owner = "admin" if self._admin() else None
         elif authorization:
             with contextlib.suppress(Unauthorized):  # the handler refuses it; limited by address
-                g.client = str(await self.verifier.client_id(authorization))
-                g.owner = f"client:{g.client}"
-        limit = self._limit()
+                here.client = str(await self.verifier.client_id(authorization))
+                here.owner = f"client:{here.client}"
+        limit = self._limit(req.method, req.blueprint, req.endpoint, here.owner)
         if limit is None:
             return None
-        key = f"client:{g.client}" if g.client else f"ip:{request.remote_addr}"
+        key = f"client:{here.client}" if here.client else f"ip:{req.remote_addr}"
         verdict = await self.limiter.hit(limit, key)
-        g.rate = verdict
+        here.rate = verdict
         if not verdict.allowed:
             raise TooManyRequests(verdict.retry_after)
         return None
@@ -142,14 +166,14 @@ class Protections:
         response.headers["Access-Control-Max-Age"] = CORS_MAX_AGE
         return response
 
-    def _limit(self) -> Limit | None:
-        if request.method == "OPTIONS" or request.blueprint in UNLIMITED_BLUEPRINTS:
+    def _limit(
+        self, method: str, blueprint: str | None, endpoint: str | None, owner: str | None
+    ) -> Limit | None:
+        if method == "OPTIONS" or blueprint in UNLIMITED_BLUEPRINTS:
             return None
-        if request.endpoint in UNLIMITED_ENDPOINTS:
+        if endpoint in UNLIMITED_ENDPOINTS or owner == "admin":
             return None
-        if g.owner == "admin":
-            return None
-        return self.critical if request.endpoint in CRITICAL else self.default
+        return self.critical if endpoint in CRITICAL else self.default
 
     def _admin(self) -> bool:
         sent = request.headers.get("Authorization", "")
@@ -157,21 +181,23 @@ class Protections:
         return self.admin_token is not None and hmac.compare_digest(sent, expected)
 
     async def after(self, response: Response) -> Response:
-        request_id = g.get("request_id") or uuid.uuid4().hex
+        req, here = bound()
+        headers = req.headers
+        request_id = here.get("request_id") or new_request_id()
         present = response.headers
-        fields = [("X-Request-ID", request_id), *self.constant]
-        if "Authorization" in request.headers and "Cache-Control" not in present:
+        fields = [("X-Request-ID", request_id)]
+        if "Authorization" in headers and "Cache-Control" not in present:
             fields.append(("Cache-Control", "no-store"))
         if self.cors_origins:
             fields.append(("Vary", "Origin"))
-            origin = request.headers.get("Origin")
+            origin = headers.get("Origin")
             if origin in self.cors_origins:
                 fields += [
                     ("Access-Control-Allow-Origin", origin),
                     ("Access-Control-Allow-Credentials", "true"),
                     ("Access-Control-Expose-Headers", CORS_EXPOSED),
                 ]
-        verdict: Verdict | None = g.get("rate")
+        verdict: Verdict | None = here.get("rate")
         if verdict is not None and verdict.limit:
             fields += [
                 ("X-RateLimit-Limit", str(verdict.limit)),
@@ -180,7 +206,7 @@ class Protections:
             ]
             if not verdict.allowed and "Retry-After" not in present:
                 fields.append(("Retry-After", str(verdict.retry_after)))
-        accept = request.headers.get("Accept-Language")
+        accept = headers.get("Accept-Language")
         if accept is not None:
             lang = language(accept)
             fields += [("Content-Language", lang), ("Vary", "Accept-Language")]
@@ -188,19 +214,42 @@ class Protections:
                 await _translate(response, lang)
         for name, value in fields:  # added, not set: set and setdefault scan every header
             present.add(name, value)
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        took = time.perf_counter() - g.get("began", time.perf_counter())
-        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        HTTP_DURATION.labels(request.method, route).observe(took)
+        rule = req.url_rule
+        route = rule.rule if rule is not None else "unmatched"
+        took = time.perf_counter() - here.get("began", time.perf_counter())
+        status = response.status_code
+        count_request(req.method, route, status, took)
         hot_line(
             "api.request",
             "request",
-            method=request.method,
+            method=req.method,
             route=route,
-            status=response.status_code,
+            status=status,
             duration_ms=round(took * 1e3, 2),
-            client=g.get("client"),
-            ip=request.remote_addr,
+            client=here.get("client"),
+            ip=req.remote_addr,
             request_id=request_id,
         )
         return response
+
+
+class ConstantHeaders:
+    """Every HTTP answer's constant headers (``X-API-Version``, the security headers), added
+    as ASGI bytes where the answer starts: the same for every answer, so not worth a pass
+    through each response's header checks."""
+
+    def __init__(self, app: ASGIApp, fields: dict[str, str]) -> None:
+        self.app = app
+        self.fields = [(name.lower().encode(), value.encode()) for name, value in fields.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *self.fields]}
+            await send(message)
+
+        await self.app(scope, receive, sending)

@@ -15,7 +15,7 @@ The answering itself (:class:`WebhookIntake`) knows no transport: the webhooks' 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from actors.payment.provider import InvoiceStatus
 from actors.payment.service import Payments
+from api.asgi import ASGIApp, Receive, Scope, Send
 from api.errors import describe, error_body
 from api.jsonio import dumps
 from api.rate_limit import Limit, RateLimiter
@@ -31,12 +32,6 @@ from cpms.kernel import jsontext
 from cpms.kernel.errors import InvalidRequest, TooManyRequests
 from cpms.kernel.payments import INVOICE_ID
 from cpms.kernel.validation import validate
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[..., Awaitable[None]]
 
 PATHS = frozenset({"/api/v1/payment/webhook", "/payment/webhook"})
 MAX_BODY = 64 * 1024

@@ -34,11 +34,15 @@ SECRET_KEYS = frozenset(
 
 #: set by :func:`cpms.logs.configure_logging`
 render_json = False
+_LOGGERS: dict[str, logging.Logger] = {}
 
 
 def hot_line(logger: str, event: str, **fields: Any) -> None:
     """One INFO line of ``logger`` (unless that logger's level is above INFO)."""
-    if not logging.getLogger(logger).isEnabledFor(logging.INFO):
+    known = _LOGGERS.get(logger)
+    if known is None:
+        known = _LOGGERS[logger] = logging.getLogger(logger)
+    if not known.isEnabledFor(logging.INFO):  # cached by logging itself, per level
         return
     for key in fields.keys() & SECRET_KEYS:
         fields[key] = "***"

@@ -9,6 +9,8 @@ protocol's.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -56,3 +58,21 @@ LEDGER_BATCH_SIZE = Histogram(
 ACTOR_RESTARTS = Counter(
     "cpms_actor_restarts", "Actors restarted by their supervisor after a crash", registry=REGISTRY
 )
+
+
+_HTTP_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def count_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One REST request answered: its count and its duration. The labelled children are kept
+    (a route is a rule and a status one of a few, so the keys are bounded): ``labels()`` costs
+    more than the counting itself."""
+    children = _HTTP_CHILDREN.get((method, route, status))
+    if children is None:
+        children = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_DURATION.labels(method, route),
+        )
+        _HTTP_CHILDREN[(method, route, status)] = children
+    children[0].inc()
+    children[1].observe(seconds)
