@@ -21,6 +21,8 @@ from api.health import health_blueprint
 from api.idempotency import Idempotency
 from api.identity import Identity
 from api.jsonio import DecimalJSONProvider
+from api.live_hub import LiveHub
+from api.live_socket import live_blueprint
 from api.locations import locations_blueprint
 from api.metrics import metrics_blueprint
 from api.openapi import openapi_blueprint
@@ -42,11 +44,13 @@ def create_app(
     payments: Payments,
     intake: WebhookIntake | None = None,
     idempotency: Idempotency | None = None,
+    hub: LiveHub | None = None,
 ) -> QuartTrio:
     """Build the REST facade over ``core``; handlers reach actors and storage only through it.
     ``intake``: the provider's webhooks, when shared with their own port (else one of its own);
     ``idempotency``: the server's, with its keys loaded and its writer running (else one that
-    asks the database and writes each answer at once)."""
+    asks the database and writes each answer at once); ``hub``: the app socket's, following the
+    bus (else one that is not: its sockets hear nothing but their own answers)."""
     app = QuartTrio("cpms")
     app.json = DecimalJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -63,9 +67,11 @@ def create_app(
         accounts_blueprint(core, identity, issuer, config.sms, config.purge_after_days)
     )
     app.register_blueprint(payments_blueprint(payments, identity))
+    app.register_blueprint(live_blueprint(hub or LiveHub(core), config.verifier))
     app.register_blueprint(openapi_blueprint())
     app.register_blueprint(metrics_blueprint(core, config))
     default, critical, _webhook = config.rate_limits
+    app.before_request(check_path_values)
     Protections(
         config.verifier,
         config.limiter,
@@ -74,7 +80,6 @@ def create_app(
         config.cors_origins,
     ).install(app)
     (idempotency or Idempotency(core.db)).install(app)
-    app.url_value_preprocessor(check_path_values)
     app.after_request(_finish_reading_the_body)
     install_error_handlers(app)
     intake = intake or webhook_intake(config, payments)

@@ -65,11 +65,15 @@ class TokenVerifier:
         """The client a request's ``Authorization`` header proves, or :class:`Unauthorized`."""
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("Authorization: Bearer <token> is required")
-        token = authorization[7:].strip()
+        return (await self.proven(authorization[7:].strip()))[0]
+
+    async def proven(self, token: str) -> tuple[UUID, float]:
+        """The client a token proves and when the proof expires (Unix time), or
+        :class:`Unauthorized`."""
         known = self._verified.get(token)
         if known is not None:
             if time.time() < known[1]:
-                return known[0]
+                return known
             del self._verified[token]
         try:
             header = jwt.get_unverified_header(token)
@@ -116,7 +120,7 @@ class TokenVerifier:
         if len(self._verified) >= VERIFIED_TOKENS:
             self._verified.clear()
         self._verified[token] = (client_id, float(claims["exp"]))
-        return client_id
+        return client_id, float(claims["exp"])
 
     async def _public_key(self, kid: object) -> Any:
         if self.jwks_source is None:

@@ -71,13 +71,15 @@ def query(model: type[M]) -> M:
     return validate(model, request.args.to_dict())
 
 
-def check_path_values(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    """Every value taken from the path is a short printable string (``url_value_preprocessor``).
+async def check_path_values() -> None:
+    """Every value taken from the path is a short printable string (the first
+    ``before_request``: Quart runs an app's ``url_value_preprocessor`` for WebSockets too, and
+    there it fails asking the request for its endpoint).
 
     Raises:
         InvalidRequest: ``validation_error`` naming the value.
     """
-    for name, value in (values or {}).items():
+    for name, value in (request.view_args or {}).items():
         if isinstance(value, str) and (len(value) > MAX_PATH_VALUE or not value.isprintable()):
             raise InvalidRequest(
                 f"{name} must be at most {MAX_PATH_VALUE} printable characters",

@@ -55,6 +55,19 @@ LEDGER_BATCH_SIZE = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
     registry=REGISTRY,
 )
+WS_CLIENTS = Gauge(
+    "cpms_ws_clients",
+    "App WebSocket clients connected now (/api/v1/ws/locations)",
+    registry=REGISTRY,
+)
+WS_SENT = Counter(
+    "cpms_ws_messages_sent", "Messages queued for app WebSocket clients", registry=REGISTRY
+)
+WS_DROPPED = Counter(
+    "cpms_ws_clients_dropped",
+    "App WebSocket clients dropped for reading too slowly (their outbox full)",
+    registry=REGISTRY,
+)
 ACTOR_RESTARTS = Counter(
     "cpms_actor_restarts", "Actors restarted by their supervisor after a crash", registry=REGISTRY
 )

@@ -134,6 +134,24 @@ class Settings(BaseSettings):
     rate_limit_webhook: int = Field(
         30, ge=0, description="webhooks a minute per address not in the webhook allowlist"
     )
+    ws_ping_interval: float = Field(
+        30.0, gt=0, le=3600, description="s between the app socket's ping messages"
+    )
+    ws_full_update_interval: float = Field(
+        60.0, gt=0, le=3600, description="s between the app socket's full stations_update"
+    )
+    ws_idle_timeout: float = Field(
+        90.0, gt=0, le=86400, description="s without a message from an app socket, then closed"
+    )
+    ws_outbox: int = Field(
+        512, ge=1, le=100_000, description="messages waiting for one app socket; more: dropped"
+    )
+    http_stall_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="s a REST or app-socket peer may take no data before the kernel cuts it off",
+    )
     session_start_timeout: float = Field(
         600.0, gt=0, description="s a session waits for StartTransaction, then refunds"
     )

@@ -183,3 +183,22 @@ async def connector_statuses(db: Database) -> list[Row]:
            FROM stations s LEFT JOIN connectors c ON c.station_id = s.id
            GROUP BY s.id, s.location_id"""
     )
+
+
+async def station_board(db: Database) -> list[Row]:
+    """Every station in service with its location and its connectors (``connector_ids``,
+    ``statuses``, ``powers``, ``types``, in connector order), for the app's live view."""
+    return await db.fetch(
+        """SELECT s.id, s.location_id,
+                  coalesce(array_agg(c.connector_id ORDER BY c.connector_id)
+                           FILTER (WHERE c.connector_id IS NOT NULL), '{}') AS connector_ids,
+                  coalesce(array_agg(c.status ORDER BY c.connector_id)
+                           FILTER (WHERE c.connector_id IS NOT NULL), '{}') AS statuses,
+                  coalesce(array_agg(c.power_kw ORDER BY c.connector_id)
+                           FILTER (WHERE c.connector_id IS NOT NULL), '{}') AS powers,
+                  coalesce(array_agg(c.connector_type ORDER BY c.connector_id)
+                           FILTER (WHERE c.connector_id IS NOT NULL), '{}') AS types
+           FROM stations s LEFT JOIN connectors c ON c.station_id = s.id
+           WHERE s.admin_status <> 'inactive'
+           GROUP BY s.id, s.location_id ORDER BY s.id"""
+    )

@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
+from cpms.kernel.errors import NotFound
 from storage.database import Database, Row
 
 #: The ledger entry types of charging.
@@ -26,6 +27,23 @@ async def held(db: Database, client_id: UUID) -> Decimal:
         client_id,
     )
     return Decimal(value).quantize(Decimal("0.01"))
+
+
+async def wallet(db: Database, client_id: UUID) -> tuple[Decimal, Decimal]:
+    """The client's balance and what is on hold for it, in one read.
+
+    Raises:
+        NotFound: ``client_not_found``.
+    """
+    row = await db.fetchrow(
+        """SELECT c.balance, (SELECT coalesce(sum(h.amount), 0) FROM holds h
+                              WHERE h.client_id = c.id AND h.status = 'held') AS held
+           FROM clients c WHERE c.id = $1""",
+        client_id,
+    )
+    if row is None:
+        raise NotFound(f"client {client_id} not found", code="client_not_found")
+    return Decimal(row["balance"]), Decimal(row["held"]).quantize(Decimal("0.01"))
 
 
 async def entries(

@@ -315,7 +315,7 @@ class StationActor:
 
     def publish(self) -> None:
         shown = tuple(
-            ConnectorShown(n, c.status, c.power_kw)
+            ConnectorShown(n, c.status, c.power_kw, c.connector_type)
             for n, c in sorted(self.ctx.connectors.items())
             if c.configured
         )

@@ -21,6 +21,7 @@ import structlog
 import trio
 
 from actors.runtime import Address, ChildSpec, Envelope, Mailbox, Restart
+from cpms.kernel.events import BalanceChanged, EventBus
 from cpms.metrics import LEDGER_BATCH, LEDGER_BATCH_SIZE
 from storage.database import Database
 from storage.ledger_ops import LedgerOp, LedgerResult
@@ -41,12 +42,18 @@ class StorageHooks:
 
 
 def storage_actor_spec(
-    db: Database, *, batch: int = 64, inbox: int = 1024, hooks: StorageHooks | None = None
+    db: Database,
+    *,
+    batch: int = 64,
+    inbox: int = 1024,
+    hooks: StorageHooks | None = None,
+    bus: EventBus | None = None,
 ) -> ChildSpec[LedgerOp]:
-    """The child spec to start the StorageActor under a supervisor (permanent)."""
+    """The child spec to start the StorageActor under a supervisor (permanent); with a
+    ``bus``, each committed entry of a client is published there (:class:`BalanceChanged`)."""
     return ChildSpec(
         address=STORAGE_ADDRESS,
-        run=partial(run_storage_actor, db=db, batch=batch, hooks=hooks or StorageHooks()),
+        run=partial(run_storage_actor, db=db, batch=batch, hooks=hooks or StorageHooks(), bus=bus),
         restart=Restart.PERMANENT,
         inbox=inbox,
     )
@@ -58,6 +65,7 @@ async def run_storage_actor(
     db: Database,
     batch: int,
     hooks: StorageHooks,
+    bus: EventBus | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with db.connection() as conn:
@@ -70,7 +78,7 @@ async def run_storage_actor(
             except trio.EndOfChannel:
                 return
             _take_batch(mailbox, envelopes, batch)
-            await _apply(db, conn, cache, envelopes, hooks)
+            await _apply(db, conn, cache, envelopes, hooks, bus)
 
 
 def _take_batch(
@@ -90,6 +98,7 @@ async def _apply(
     cache: LedgerCache,
     envelopes: list[Envelope[LedgerOp]],
     hooks: StorageHooks,
+    bus: EventBus | None,
 ) -> None:
     began = time.perf_counter()
     await db.run_on(
@@ -98,7 +107,7 @@ async def _apply(
         [e.message for e in envelopes],
         cache,
         hooks.after_commit,
-        answer=partial(_answer, envelopes),
+        answer=partial(_answer, envelopes, bus),
     )
     LEDGER_BATCH.observe(time.perf_counter() - began)
     LEDGER_BATCH_SIZE.observe(len(envelopes))
@@ -117,11 +126,15 @@ async def _commit(
     return outcomes
 
 
-def _answer(envelopes: list[Envelope[LedgerOp]], outcomes: list[Outcome]) -> None:
+def _answer(
+    envelopes: list[Envelope[LedgerOp]], bus: EventBus | None, outcomes: list[Outcome]
+) -> None:
     for envelope, outcome in zip(envelopes, outcomes, strict=True):
         if isinstance(outcome, LedgerResult):
             envelope.respond(outcome)
             if not outcome.replayed:
+                if bus is not None:
+                    bus.publish(BalanceChanged(str(outcome.client_id)))
                 log.debug(
                     "ledger",
                     op=envelope.message.kind,

@@ -152,7 +152,7 @@ class SessionActor:
         elif effect is Effect.PERSIST:
             await self.persist()
         else:
-            self.deps.bus.publish(SessionChanged(str(s.client_id), self.view()))
+            self.publish()
 
     def _billed_cost(self) -> Decimal:
         """The cost on the meter's last counted reading (the stop's, once judged)."""
@@ -312,6 +312,7 @@ class SessionActor:
                     await self.apply(sm.LimitReached())
                 if s.phase is Phase.CHARGING:
                     await self.persist()
+                    self.publish()  # energy, cost, power and progress moved
             case ChargerStopped(meter_stop, at, reason):
                 if s.phase in (Phase.RESERVED, Phase.STARTING) and not (
                     await self._started_from_row()
@@ -379,3 +380,8 @@ class SessionActor:
     def view(self) -> dict[str, Any]:
         assert self.s is not None
         return record_view(self.s)
+
+    def publish(self) -> None:
+        """The session's view on the event bus (its owner's app sees it live)."""
+        assert self.s is not None
+        self.deps.bus.publish(SessionChanged(str(self.s.client_id), self.view()))

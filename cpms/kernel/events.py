@@ -25,6 +25,15 @@ class ConnectorShown:
     connector_id: int
     status: str
     power_kw: Decimal | None
+    connector_type: str | None = None
+
+    def shown(self) -> dict[str, Any]:
+        return {
+            "connector_id": self.connector_id,
+            "type": self.connector_type,
+            "status": self.status,
+            "power_kw": self.power_kw,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +53,7 @@ class StationStatusChanged:
                 "station_id": self.station_id,
                 "location_id": self.location_id,
                 "status": self.status,
-                "connectors": [
-                    {"connector_id": c.connector_id, "status": c.status, "power_kw": c.power_kw}
-                    for c in self.connectors
-                ],
+                "connectors": [c.shown() for c in self.connectors],
                 "timestamp": self.timestamp,
             },
         }
@@ -90,16 +96,24 @@ class LocationStatusChanged:
 
 @dataclass(frozen=True, slots=True)
 class SessionChanged:
-    """A charging session's view (as ``GET /charging/status`` shows it) after a change."""
+    """A charging session's view (as ``GET /charging/status`` shows it) after a change: its
+    start, each meter reading while it charges, its stop and its settlement."""
 
     client_id: str
     view: dict[str, Any]
 
     def message(self) -> dict[str, Any]:
-        return {"type": "session_update", "data": self.view}
+        return {"type": "charging_update", "data": {"session_id": self.view["id"], **self.view}}
 
 
-Event = StationStatusChanged | LocationStatusChanged | SessionChanged
+@dataclass(frozen=True, slots=True)
+class BalanceChanged:
+    """A ledger entry of this client was committed (its balance or holds moved)."""
+
+    client_id: str
+
+
+Event = StationStatusChanged | LocationStatusChanged | SessionChanged | BalanceChanged
 
 
 class EventBus:

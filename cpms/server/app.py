@@ -23,6 +23,7 @@ from api.app import webhook_intake
 from api.auth import TokenVerifier
 from api.config import ApiConfig
 from api.idempotency import Idempotency
+from api.live_hub import LiveHub, LiveTimings
 from api.rate_limit import RateLimiter
 from api.sms import ConsoleSms, HttpSms, SmsSender
 from api.tokens import TokenIssuer
@@ -138,7 +139,18 @@ async def run_server(
     )
     async with open_core(settings, storage_hooks=storage_hooks) as core:
         idempotency = Idempotency(core.db)
+        hub = LiveHub(
+            core,
+            LiveTimings(
+                ping_every=settings.ws_ping_interval,
+                refresh_every=settings.ws_full_update_interval,
+                first_refresh=min(2.0, settings.ws_full_update_interval),
+                idle=settings.ws_idle_timeout,
+                outbox=settings.ws_outbox,
+            ),
+        )
         async with trio.open_nursery() as doors:
+            await doors.start(hub.run, shutdown)  # following the bus before any station speaks
             _central, ocpp_port, sessions = await doors.start(
                 lambda task_status: run_central_system(
                     core, settings, shutdown_trigger=shutdown.wait, task_status=task_status
@@ -159,11 +171,12 @@ async def run_server(
             doors.start_soon(idempotency.write_behind, shutdown)
             http_url = await doors.start(
                 lambda task_status: serve_api(
-                    create_app(core, sessions, config, payments, intake, idempotency),
+                    create_app(core, sessions, config, payments, intake, idempotency, hub),
                     settings.http_host,
                     settings.http_port,
                     shutdown_trigger=shutdown.wait,
                     graceful_timeout=settings.shutdown_timeout / 2,
+                    stall_timeout=settings.http_stall_timeout,
                     task_status=task_status,
                 )
             )

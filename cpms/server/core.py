@@ -40,15 +40,17 @@ async def open_core(
                 registry,
                 Intensity(restarts=10, period=10.0, waits_for=(StorageUnavailable,)),
             )
+            bus = EventBus()
             storage_ref = await supervisor.start_child(
                 storage_actor_spec(
                     db,
                     batch=settings.storage_batch,
                     inbox=settings.storage_inbox,
                     hooks=storage_hooks,
+                    bus=bus,
                 )
             )
-            yield Core(db, registry, supervisor, Ledger(storage_ref, db), EventBus())
+            yield Core(db, registry, supervisor, Ledger(storage_ref, db), bus)
             nursery.cancel_scope.cancel()
 
 
