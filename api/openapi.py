@@ -66,6 +66,42 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+WEBSOCKETS = {
+    "/api/v1/ws/locations": {
+        "summary": "Live station and location status; with a token, the client's balance and "
+        "charging (api/live_socket.py)",
+        "query": {"client_id": "the client's UUID (optional)", "token": "a JWT (optional)"},
+        "client_messages": [
+            {"action": "subscribe", "channel": "all | location:<id> | location_stations:<id>"},
+            {"action": "unsubscribe", "channel": "..."},
+            {"action": "ping"},
+            {"action": "auth", "token": "<JWT>"},
+            {"type": "pong"},
+        ],
+        "server_messages": [
+            "connection",
+            "subscription",
+            "pong",
+            "ping",
+            "location_status_update",
+            "station_status_update",
+            "stations_update",
+            "auth",
+            "balance_update",
+            "charging_update",
+            "error",
+        ],
+        "close_codes": {
+            "1000": "idle",
+            "1001": "server stopping",
+            "1008": "bad client_id",
+            "1009": "message over 16 KB",
+            "1013": "too slow",
+        },
+    }
+}
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     shared: dict[str, Any] = {"Error": ERROR}
@@ -111,6 +147,7 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "cpms", "version": __version__},
         "paths": paths,
+        "x-websockets": WEBSOCKETS,  # OpenAPI describes no WebSockets: the messages, briefly
         "components": {
             "schemas": shared,
             "securitySchemes": {

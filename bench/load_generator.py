@@ -324,10 +324,13 @@ class GeneratorProcess:
 
     @classmethod
     async def start(cls, host: str, port: int, prefix: str = "/ws") -> GeneratorProcess:
+        return await cls.start_command([sys.executable, __file__, host, str(port), prefix])
+
+    @classmethod
+    async def start_command(cls, argv: list[str]) -> GeneratorProcess:
+        """Another program answering the same way (``bench/app_ws.py``'s load)."""
         process = await trio.lowlevel.open_process(
-            [sys.executable, __file__, host, str(port), prefix],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         return cls(process)
 

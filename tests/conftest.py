@@ -49,6 +49,11 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
     pg_dir: Path = tmp_path_factory.mktemp("pg") / "data"
     server = get_server(pg_dir, cleanup_mode="delete")
     cluster = PgCluster(server)
+    # a throwaway cluster: no fsync (its data need not outlive a crash of this machine, only
+    # of PostgreSQL, which the WAL in the page cache still covers); a test database is made
+    # and each ledger batch committed without waiting for the disk
+    cluster.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET full_page_writes = off;")
+    cluster.psql("SELECT pg_reload_conf();")
     cluster.psql(f"CREATE DATABASE {TEMPLATE};")
 
     async def prepare() -> None:

@@ -29,6 +29,9 @@ def served_routes(settings: Settings) -> set[tuple[str, str]]:
         if rule.endpoint == "static":
             continue
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+        if rule.websocket:  # documented apart: OpenAPI has no WebSockets
+            routes.add(("WEBSOCKET", path))
+            continue
         routes |= {(m, path) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
     return routes | {("POST", path) for path in webhook_door.PATHS}  # served before the app
 
@@ -46,6 +49,7 @@ async def test_openapi_lists_every_route_and_only_those(
     spec = reply.json()
     assert spec["openapi"].startswith("3.")
     documented = {(m.upper(), path) for path, ops in spec["paths"].items() for m in ops}
+    documented |= {("WEBSOCKET", path) for path in spec["x-websockets"]}
     assert documented == served_routes(settings)
     start = spec["paths"]["/api/v1/charging/start"]["post"]
     body = start["requestBody"]["content"]["application/json"]["schema"]

@@ -1,0 +1,349 @@
+"""The app's live socket under load: N app WebSocket clients connected while M chargers report
+status changes at a rate; how long a charger's StatusNotification takes to reach the app clients
+subscribed to its location, what an app client costs the server in memory, and what the app
+clients cost the chargers' round trips.
+
+``cpms serve`` runs in its own process on a temporary embedded database with M stations, S per
+location; the chargers and the app clients are driven from one load process (raw sockets on one
+epoll loop, as ``bench/load_generator.py``), so a status change and its arrival are timed on one
+clock. Each app client leaves the default ``all`` channel and subscribes to one location's
+``location_stations:`` and ``location:`` channels (``--on-all`` of them stay on ``all``: every
+update of the network); app clients answer the server's pings as seed 000's app does.
+
+Phases: (1) the chargers alone, status changes at ``--rate``: the OCPP round trips; (2) the app
+clients connect: the server's RSS before and after; (3) status changes at ``--rate`` again: the
+round trips, and the delay from each StatusNotification sent to its ``station_status_update``
+received by each subscribed client.
+
+    python bench/app_ws.py                                   # 10,000 apps, 5,000 chargers, 500/s
+    python bench/app_ws.py --apps 2000 --chargers 1000 --rate 100 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import errno
+import gc
+import heapq
+import json
+import os
+import random
+import select
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+from cpms_process import Steal, report, serving
+from load_generator import NOW, Closed, Generator, GeneratorProcess, _Conn
+
+STATUSES = ("Available", "Preparing")
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    values = sorted(values)
+
+    def pct(p: float) -> float:
+        return round(values[min(len(values) - 1, int(len(values) * p))] * 1000, 2)
+
+    if not values:
+        return {"count": 0}
+    return {"count": len(values), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
+
+
+class Load(Generator):
+    """The chargers (:class:`Generator`) and the app clients, on one epoll."""
+
+    def __init__(self, host: str, ocpp_port: int, http_port: int) -> None:
+        super().__init__(host, ocpp_port, "/ws")
+        self.http_port = http_port
+        self.apps: dict[int, _Conn] = {}
+        self.sent_at: dict[str, float] = {}  # station → when its last status change was sent
+
+    # -- app clients ------------------------------------------------------------------------
+
+    def connect_apps(
+        self, count: int, locations: list[str], on_all: int, parallel: int
+    ) -> dict[str, Any]:
+        began = time.perf_counter()
+        pending = list(range(count))
+        opening: dict[int, tuple[_Conn, list[str]]] = {}
+        failures = 0
+        while pending or opening:
+            while pending and len(opening) < parallel:
+                n = pending.pop()
+                sock = socket.socket()
+                sock.setblocking(False)
+                if sock.connect_ex((self.host, self.http_port)) not in (0, errno.EINPROGRESS):
+                    sock.close()
+                    failures += 1
+                    continue
+                place = locations[n % len(locations)]
+                wanted = [] if n < on_all else [f"location_stations:{place}", f"location:{place}"]
+                opening[sock.fileno()] = (_Conn(f"app-{n}", sock), wanted)
+                self.epoll.register(sock.fileno(), select.EPOLLOUT)
+            for fd, events in self.epoll.poll(0.5):
+                if fd not in opening:
+                    continue
+                app, wanted = opening[fd]
+                try:
+                    if not app.handshaken and events & select.EPOLLOUT:
+                        self._app_handshake(app)
+                        self.epoll.modify(fd, select.EPOLLIN)
+                    elif self._read(app) and self._app_ready(app, wanted):
+                        del opening[fd]
+                        self.apps[fd] = app
+                except (OSError, Closed):
+                    del opening[fd]
+                    self.epoll.unregister(fd)
+                    app.sock.close()
+                    failures += 1
+        return {
+            "connected": len(self.apps),
+            "failures": failures,
+            "seconds": round(time.perf_counter() - began, 1),
+        }
+
+    def _app_handshake(self, app: _Conn) -> None:
+        key = base64.b64encode(os.urandom(16)).decode()
+        app.sock.send(
+            (
+                f"GET /api/v1/ws/locations?client_id={uuid.uuid4()} HTTP/1.1\r\n"
+                f"Host: {self.host}:{self.http_port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        app.handshaken = True
+
+    def _app_ready(self, app: _Conn, wanted: list[str]) -> bool:
+        """101 → greeting → (unsubscribe all, subscribe each wanted) → every ack. True then."""
+        if app.next_id == 1:
+            head, sep, rest = bytes(app.buffer).partition(b"\r\n\r\n")
+            if not sep:
+                return False
+            if not head.startswith(b"HTTP/1.1 101"):
+                raise Closed(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+            app.buffer = bytearray(rest)
+            asks = [{"action": "subscribe", "channel": c} for c in wanted]
+            if wanted:
+                asks.insert(0, {"action": "unsubscribe", "channel": "all"})
+            for ask in asks:
+                send_text(app.sock, json.dumps(ask))
+            app.next_id = 2 + len(asks)  # the acks still to come, counted down below
+        for text in app.frames():
+            if '"subscription"' in text:
+                app.next_id -= 1
+        return app.next_id == 2
+
+    # -- status changes ---------------------------------------------------------------------
+
+    def statuses(self, rate: float, seconds: float) -> dict[str, Any]:
+        """Each charger flips connector 1 between Available and Preparing every
+        len(chargers)/rate seconds; round trips, and the delivery delay to the app clients."""
+        period = len(self.conns) / rate
+        began = time.perf_counter()
+        deadline = began + period + seconds
+        due = [(began + random.random() * period, fd) for fd in self.conns]
+        heapq.heapify(due)
+        rtts: list[float] = []
+        delivered: list[float] = []
+        other = errors = 0
+        self.in_flight = 0
+        self.sent_at.clear()
+        drain_until = deadline + 5.0  # updates still arriving after the last change
+        while time.perf_counter() < drain_until and (due or self.in_flight or self.apps):
+            now = time.perf_counter()
+            while due and due[0][0] <= now:
+                at, fd = heapq.heappop(due)
+                conn = self.conns.get(fd)
+                if conn is None:
+                    continue
+                if at + period < deadline:
+                    heapq.heappush(due, (at + period, fd))
+                if conn.waiting:
+                    conn.due = True
+                else:
+                    self._status_call(conn)
+            timeout = max(0.0, due[0][0] - time.perf_counter()) if due else 0.05
+            for fd, _events in self.epoll.poll(min(timeout, 0.05)):
+                if fd in self.apps:
+                    other += self._app_frames(fd, delivered)
+                    continue
+                conn = self.conns.get(fd)
+                if conn is None:
+                    continue
+                try:
+                    if not self._read(conn):
+                        continue
+                    for text in conn.frames():
+                        rtts.append(conn.reply(text))
+                        self.in_flight -= 1
+                    if conn.due and conn.waiting is None:
+                        conn.due = False
+                        self._status_call(conn)
+                except (OSError, Closed, ValueError):
+                    errors += 1
+                    self.in_flight -= conn.waiting is not None
+                    self._drop(fd)
+        return {
+            "status_changes": len(rtts),
+            "achieved_rate": round(len(rtts) / (seconds + period)),
+            "ocpp_round_trip": percentiles(rtts),
+            "app_updates_received": len(delivered),
+            "app_update_delay": percentiles(delivered),
+            "app_other_messages": other,
+            "apps_connected_after": len(self.apps),
+            "errors": errors,
+        }
+
+    def _status_call(self, conn: _Conn) -> None:
+        self.in_flight += 1
+        conn.energy += 1
+        status = STATUSES[conn.energy % 2]
+        payload = {"connectorId": 1, "errorCode": "NoError", "status": status, "timestamp": NOW}
+        conn.call("StatusNotification", payload)
+        self.sent_at[conn.station] = conn.sent_at
+
+    def _app_frames(self, fd: int, delivered: list[float]) -> int:
+        app = self.apps[fd]
+        other = 0
+        try:
+            if not self._read(app):
+                return 0
+            now = time.perf_counter()
+            for text in app.frames():
+                if text.startswith('{"type": "station_status_update"'):
+                    station = json.loads(text)["data"]["station_id"]
+                    sent = self.sent_at.get(station)
+                    if sent is not None:
+                        delivered.append(now - sent)
+                elif '"type": "ping"' in text:
+                    send_text(app.sock, '{"type": "pong"}')
+                else:
+                    other += 1
+        except (OSError, Closed):
+            del self.apps[fd]
+            self.epoll.unregister(fd)
+            app.sock.close()
+        return other
+
+
+def send_text(sock: socket.socket, text: str) -> None:
+    data = text.encode()
+    head = bytes((0x81, 0x80 | len(data))) if len(data) < 126 else None
+    if head is None:
+        head = bytes((0x81, 0xFE)) + len(data).to_bytes(2, "big")
+    sock.send(head + b"\0\0\0\0" + data)  # a zero mask key leaves the payload as it is
+
+
+def child(host: str, ocpp_port: int, http_port: int) -> int:
+    gc.disable()  # nothing here builds cycles; a collection would add pauses to the timings
+    load = Load(host, ocpp_port, http_port)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if "chargers" in command:
+            prefix, first, count = command["chargers"]
+            names = [f"{prefix}{n:05d}" for n in range(first, first + count)]
+            answer: dict[str, Any] = load.connect(names, command.get("parallel", 200))
+        elif "apps" in command:
+            answer = load.connect_apps(
+                command["apps"], command["locations"], command["on_all"], command["parallel"]
+            )
+        elif "statuses" in command:
+            answer = load.statuses(command["statuses"], command["seconds"])
+        else:
+            answer = {"error": f"unknown command {command}"}
+        print(json.dumps(answer), flush=True)
+    return 0
+
+
+async def provision(data: Path, chargers: int, per_location: int) -> list[str]:
+    from storage import open_storage
+
+    places = [f"LOC-{n:04d}" for n in range(1, chargers // per_location + 1)]
+    async with open_storage(database_url=None, pg_dir=data / "pg") as db:
+        await db.execute(
+            "INSERT INTO locations (id, name) SELECT unnest($1::text[]), 'bench'", places
+        )
+        await db.execute(
+            """INSERT INTO stations (id, location_id, connectors_count)
+               SELECT 'BENCH-' || lpad(n::text, 5, '0'),
+                      'LOC-' || lpad(((n - 1) / $2 + 1)::text, 4, '0'), 2
+               FROM generate_series(1, $1) n""",
+            chargers,
+            per_location,
+        )
+        await db.execute(
+            """INSERT INTO connectors (station_id, connector_id, connector_type, power_kw)
+               SELECT s.id, c, 'Type2', 22 FROM stations s, generate_series(1, 2) c"""
+        )
+    return places
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "apps": args.apps,
+        "chargers": args.chargers,
+        "rate": args.rate,
+        "on_all": args.on_all,
+    }
+    with tempfile.TemporaryDirectory(prefix="cpms-app-ws-bench-") as tmp:
+        data = Path(tmp)
+        places = await provision(data, args.chargers, args.per_location)
+        async with serving(data) as server:
+            proc = psutil.Process(server.pid)
+            http_port = int(server.http_url.rsplit(":", 1)[1])
+            load = await GeneratorProcess.start_command(
+                [sys.executable, __file__, "--child", str(server.ocpp_port), str(http_port)]
+            )
+            try:
+                result["chargers_connect"] = await load.ask(
+                    chargers=["BENCH-", 1, args.chargers], parallel=200
+                )
+                steal = Steal()
+                alone = await load.ask(statuses=args.rate, seconds=args.seconds)
+                result["chargers_alone"] = {**alone, "machine_steal_pct": steal.percent()}
+                print(json.dumps(result["chargers_alone"]), flush=True)
+                before = proc.memory_info().rss
+                result["apps_connect"] = await load.ask(
+                    apps=args.apps, locations=places, on_all=args.on_all, parallel=200
+                )
+                await trio.sleep(2)
+                after = proc.memory_info().rss
+                result["server_rss_mb"] = {"before_apps": before >> 20, "with_apps": after >> 20}
+                connected = max(1, result["apps_connect"]["connected"])
+                result["server_kb_per_app"] = round((after - before) / connected / 1024, 1)
+                print(json.dumps(result["apps_connect"]), flush=True)
+                steal = Steal()
+                loaded = await load.ask(statuses=args.rate, seconds=args.seconds)
+                result["with_apps"] = {**loaded, "machine_steal_pct": steal.percent()}
+            finally:
+                await load.aclose()
+    return result
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return child("127.0.0.1", int(sys.argv[2]), int(sys.argv[3]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--apps", type=int, default=10_000)
+    parser.add_argument("--chargers", type=int, default=5_000)
+    parser.add_argument("--per-location", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--on-all", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    report(trio.run(bench, args), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
