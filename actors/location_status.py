@@ -44,8 +44,12 @@ async def run_location_status(
 ) -> None:
     """Publish location updates until cancelled; ready once subscribed."""
     stations: dict[str, _Station] = {}
+    #: each location's stations (a location is summed from its own, never from all of them)
+    at: dict[str | None, dict[str, _Station]] = {}
     for row in await network.connector_statuses(db):
-        stations[row["id"]] = _Station(row["location_id"], "offline", list(row["connectors"]))
+        station = _Station(row["location_id"], "offline", list(row["connectors"]))
+        stations[row["id"]] = station
+        at.setdefault(station.location_id, {})[row["id"]] = station
     last: dict[str, LocationCounts] = {}
     with bus.subscribe(capacity=10_000) as events:
         task_status.started()
@@ -53,14 +57,15 @@ async def run_location_status(
             if not isinstance(event, StationStatusChanged):
                 continue
             station = stations.setdefault(event.station_id, _Station(event.location_id))
+            at.get(station.location_id, {}).pop(event.station_id, None)
             station.location_id = event.location_id
+            at.setdefault(station.location_id, {})[event.station_id] = station
             station.status = event.status
             station.connectors = [c.status for c in event.connectors]
             location = station.location_id
             if location is None:
                 continue
-            members = [s for s in stations.values() if s.location_id == location]
-            current = summary(location, members)
+            current = summary(location, list(at[location].values()))
             if last.get(location) != current:
                 last[location] = current
                 bus.publish(LocationStatusChanged(current, iso_now()))

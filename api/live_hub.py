@@ -67,6 +67,7 @@ class LiveTimings:
     first_refresh: float = 2.0  # time to narrow the channels before the first full picture
     idle: float = 90.0  # nothing heard from the app for this long: closed
     outbox: int = OUTBOX
+    max_clients: int = 20_000  # more at once are turned away (each costs about 55 KB)
 
 
 @dataclass(eq=False)

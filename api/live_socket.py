@@ -17,7 +17,8 @@ wallet at once) and ``charging_update`` messages until the token expires (then
 
 Closed with 1000 after 90 s without a word from the app (``CPMS_WS_IDLE_TIMEOUT``), 1001 when
 the server stops, 1008 for a ``client_id`` that is no client id, 1009 (by hypercorn) for a
-message over 16 KB, and 1013 for a client too slow to take its updates (:mod:`api.live_hub`).
+message over 16 KB, and 1013 for a client too slow to take its updates (:mod:`api.live_hub`) or
+one over ``CPMS_WS_MAX_CLIENTS`` at once.
 """
 
 from __future__ import annotations
@@ -177,6 +178,10 @@ def live_blueprint(hub: LiveHub, verifier: TokenVerifier) -> Blueprint:
                 await websocket.send(error("invalid_client_id", "client_id is a client's UUID"))
                 await websocket.close(1008, "client_id is not a client id")
                 return
+        if len(hub.clients) >= hub.timings.max_clients:
+            await websocket.send(error("server_full", "too many app sockets now; retry later"))
+            await websocket.close(1013, "too many app sockets")
+            return
         client, outbox = hub.connect(client_id)
         talk = LiveSocket(hub, verifier, client)
         try:

@@ -46,6 +46,33 @@ from load_generator import NOW, Closed, Generator, GeneratorProcess, _Conn
 STATUSES = ("Available", "Preparing")
 
 
+class Cpu:
+    """CPU seconds used since made: the server's (all threads, and its trio thread) and the
+    load's, as shares of one core over the wall time."""
+
+    def __init__(self, server: psutil.Process, load: psutil.Process) -> None:
+        self.server, self.load = server, load
+        self.began = time.perf_counter()
+        self.at = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        main = next(t for t in self.server.threads() if t.id == self.server.pid)
+        server, load = self.server.cpu_times(), self.load.cpu_times()
+        return (
+            server.user + server.system,
+            main.user_time + main.system_time,
+            load.user + load.system,
+        )
+
+    def used(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.began
+        now = self._now()
+        server, main, load = (
+            round((b - a) / wall * 100) for a, b in zip(self.at, now, strict=True)
+        )
+        return {"server_cpu_pct": server, "server_trio_thread_pct": main, "load_cpu_pct": load}
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     values = sorted(values)
 
@@ -89,6 +116,9 @@ class Load(Generator):
                 opening[sock.fileno()] = (_Conn(f"app-{n}", sock), wanted)
                 self.epoll.register(sock.fileno(), select.EPOLLOUT)
             for fd, events in self.epoll.poll(0.5):
+                if fd in self.apps:  # connected already: answer its pings meanwhile
+                    self._app_frames(fd, [])
+                    continue
                 if fd not in opening:
                     continue
                 app, wanted = opening[fd]
@@ -293,11 +323,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "chargers": args.chargers,
         "rate": args.rate,
         "on_all": args.on_all,
+        "gc_tuning": args.gc_tuning,
     }
     with tempfile.TemporaryDirectory(prefix="cpms-app-ws-bench-") as tmp:
         data = Path(tmp)
         places = await provision(data, args.chargers, args.per_location)
-        async with serving(data) as server:
+        tuning = "true" if args.gc_tuning else "false"
+        async with serving(data, CPMS_GC_TUNING=tuning) as server:
             proc = psutil.Process(server.pid)
             http_port = int(server.http_url.rsplit(":", 1)[1])
             load = await GeneratorProcess.start_command(
@@ -307,9 +339,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 result["chargers_connect"] = await load.ask(
                     chargers=["BENCH-", 1, args.chargers], parallel=200
                 )
-                steal = Steal()
+                generator = psutil.Process(load.process.pid)
+                steal, cpu = Steal(), Cpu(proc, generator)
                 alone = await load.ask(statuses=args.rate, seconds=args.seconds)
-                result["chargers_alone"] = {**alone, "machine_steal_pct": steal.percent()}
+                result["chargers_alone"] = {
+                    **alone,
+                    **cpu.used(),
+                    "machine_steal_pct": steal.percent(),
+                }
                 print(json.dumps(result["chargers_alone"]), flush=True)
                 before = proc.memory_info().rss
                 result["apps_connect"] = await load.ask(
@@ -321,9 +358,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 connected = max(1, result["apps_connect"]["connected"])
                 result["server_kb_per_app"] = round((after - before) / connected / 1024, 1)
                 print(json.dumps(result["apps_connect"]), flush=True)
-                steal = Steal()
+                steal, cpu = Steal(), Cpu(proc, generator)
                 loaded = await load.ask(statuses=args.rate, seconds=args.seconds)
-                result["with_apps"] = {**loaded, "machine_steal_pct": steal.percent()}
+                result["with_apps"] = {**loaded, **cpu.used(), "machine_steal_pct": steal.percent()}
             finally:
                 await load.aclose()
     return result
@@ -339,6 +376,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--on-all", type=int, default=0)
+    parser.add_argument("--no-gc-tuning", dest="gc_tuning", action="store_false")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report(trio.run(bench, args), args.json)

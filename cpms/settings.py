@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     ws_outbox: int = Field(
         512, ge=1, le=100_000, description="messages waiting for one app socket; more: dropped"
     )
+    ws_max_clients: int = Field(
+        20_000, ge=1, le=1_000_000, description="app sockets at once; more are closed with 1013"
+    )
     http_stall_timeout: float = Field(
         30.0,
         gt=0,

@@ -147,6 +147,7 @@ async def run_server(
                 first_refresh=min(2.0, settings.ws_full_update_interval),
                 idle=settings.ws_idle_timeout,
                 outbox=settings.ws_outbox,
+                max_clients=settings.ws_max_clients,
             ),
         )
         async with trio.open_nursery() as doors:
