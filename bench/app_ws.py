@@ -22,15 +22,8 @@ received by each subscribed client.
 from __future__ import annotations
 
 import argparse
-import base64
-import errno
 import gc
-import heapq
 import json
-import os
-import random
-import select
-import socket
 import sys
 import tempfile
 import time
@@ -92,80 +85,50 @@ class Load(Generator):
         self.http_port = http_port
         self.apps: dict[int, _Conn] = {}
         self.sent_at: dict[str, float] = {}  # station → when its last status change was sent
+        self.wanted: dict[str, list[str]] = {}  # app → the channels it subscribes to
 
     # -- app clients ------------------------------------------------------------------------
 
     def connect_apps(
         self, count: int, locations: list[str], on_all: int, parallel: int
     ) -> dict[str, Any]:
-        began = time.perf_counter()
-        pending = list(range(count))
-        opening: dict[int, tuple[_Conn, list[str]]] = {}
-        failures = 0
-        while pending or opening:
-            while pending and len(opening) < parallel:
-                n = pending.pop()
-                sock = socket.socket()
-                sock.setblocking(False)
-                if sock.connect_ex((self.host, self.http_port)) not in (0, errno.EINPROGRESS):
-                    sock.close()
-                    failures += 1
-                    continue
-                place = locations[n % len(locations)]
-                wanted = [] if n < on_all else [f"location_stations:{place}", f"location:{place}"]
-                opening[sock.fileno()] = (_Conn(f"app-{n}", sock), wanted)
-                self.epoll.register(sock.fileno(), select.EPOLLOUT)
-            for fd, events in self.epoll.poll(0.5):
-                if fd in self.apps:  # connected already: answer its pings meanwhile
-                    self._app_frames(fd, [])
-                    continue
-                if fd not in opening:
-                    continue
-                app, wanted = opening[fd]
-                try:
-                    if not app.handshaken and events & select.EPOLLOUT:
-                        self._app_handshake(app)
-                        self.epoll.modify(fd, select.EPOLLIN)
-                    elif self._read(app) and self._app_ready(app, wanted):
-                        del opening[fd]
-                        self.apps[fd] = app
-                except (OSError, Closed):
-                    del opening[fd]
-                    self.epoll.unregister(fd)
-                    app.sock.close()
-                    failures += 1
-        return {
-            "connected": len(self.apps),
-            "failures": failures,
-            "seconds": round(time.perf_counter() - began, 1),
-        }
+        """``count`` app clients, the first ``on_all`` on ``all``, the others each on one
+        location's channels (in turn)."""
+        self.wanted = {}
+        for n in range(count):
+            place = locations[n % len(locations)]
+            mine = [f"location_stations:{place}", f"location:{place}"]
+            self.wanted[f"app-{n}"] = [] if n < on_all else mine
+
+        def meanwhile(fd: int) -> None:  # connected already: answer its pings
+            if fd in self.apps:
+                self._app_frames(fd, [])
+
+        return self.open_many(
+            list(self.wanted),
+            self.http_port,
+            parallel,
+            self._app_handshake,
+            self._app_ready,
+            self.apps,
+            other=meanwhile,
+        )
 
     def _app_handshake(self, app: _Conn) -> None:
-        key = base64.b64encode(os.urandom(16)).decode()
-        app.sock.send(
-            (
-                f"GET /api/v1/ws/locations?client_id={uuid.uuid4()} HTTP/1.1\r\n"
-                f"Host: {self.host}:{self.http_port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        app.handshaken = True
+        path = f"/api/v1/ws/locations?client_id={uuid.uuid4()}"
+        app.upgrade(f"{self.host}:{self.http_port}", path)
 
-    def _app_ready(self, app: _Conn, wanted: list[str]) -> bool:
+    def _app_ready(self, app: _Conn) -> bool:
         """101 → greeting → (unsubscribe all, subscribe each wanted) → every ack. True then."""
+        wanted = self.wanted[app.station]
         if app.next_id == 1:
-            head, sep, rest = bytes(app.buffer).partition(b"\r\n\r\n")
-            if not sep:
+            if not app.upgraded():
                 return False
-            if not head.startswith(b"HTTP/1.1 101"):
-                raise Closed(head.split(b"\r\n", 1)[0].decode(errors="replace"))
-            app.buffer = bytearray(rest)
             asks = [{"action": "subscribe", "channel": c} for c in wanted]
             if wanted:
                 asks.insert(0, {"action": "unsubscribe", "channel": "all"})
             for ask in asks:
-                send_text(app.sock, json.dumps(ask))
+                app.send_text(json.dumps(ask))
             app.next_id = 2 + len(asks)  # the acks still to come, counted down below
         for text in app.frames():
             if '"subscription"' in text:
@@ -177,51 +140,25 @@ class Load(Generator):
     def statuses(self, rate: float, seconds: float) -> dict[str, Any]:
         """Each charger flips connector 1 between Available and Preparing every
         len(chargers)/rate seconds; round trips, and the delivery delay to the app clients."""
-        period = len(self.conns) / rate
-        began = time.perf_counter()
-        deadline = began + period + seconds
-        due = [(began + random.random() * period, fd) for fd in self.conns]
-        heapq.heapify(due)
         rtts: list[float] = []
         delivered: list[float] = []
-        other = errors = 0
-        self.in_flight = 0
+        other = 0
         self.sent_at.clear()
-        drain_until = deadline + 5.0  # updates still arriving after the last change
-        while time.perf_counter() < drain_until and (due or self.in_flight or self.apps):
-            now = time.perf_counter()
-            while due and due[0][0] <= now:
-                at, fd = heapq.heappop(due)
-                conn = self.conns.get(fd)
-                if conn is None:
-                    continue
-                if at + period < deadline:
-                    heapq.heappush(due, (at + period, fd))
-                if conn.waiting:
-                    conn.due = True
-                else:
-                    self._status_call(conn)
-            timeout = max(0.0, due[0][0] - time.perf_counter()) if due else 0.05
-            for fd, _events in self.epoll.poll(min(timeout, 0.05)):
-                if fd in self.apps:
-                    other += self._app_frames(fd, delivered)
-                    continue
-                conn = self.conns.get(fd)
-                if conn is None:
-                    continue
-                try:
-                    if not self._read(conn):
-                        continue
-                    for text in conn.frames():
-                        rtts.append(conn.reply(text))
-                        self.in_flight -= 1
-                    if conn.due and conn.waiting is None:
-                        conn.due = False
-                        self._status_call(conn)
-                except (OSError, Closed, ValueError):
-                    errors += 1
-                    self.in_flight -= conn.waiting is not None
-                    self._drop(fd)
+
+        def app_event(fd: int) -> None:
+            nonlocal other
+            if fd in self.apps:
+                other += self._app_frames(fd, delivered)
+
+        errors = self.pace(
+            rate,
+            seconds,
+            self._status_call,
+            rtts.append,
+            other=app_event,
+            linger=5.0 if self.apps else 0.0,  # updates still arriving after the last change
+        )
+        period = len(self.conns) / rate
         return {
             "status_changes": len(rtts),
             "achieved_rate": round(len(rtts) / (seconds + period)),
@@ -234,7 +171,6 @@ class Load(Generator):
         }
 
     def _status_call(self, conn: _Conn) -> None:
-        self.in_flight += 1
         conn.energy += 1
         status = STATUSES[conn.energy % 2]
         payload = {"connectorId": 1, "errorCode": "NoError", "status": status, "timestamp": NOW}
@@ -255,7 +191,7 @@ class Load(Generator):
                     if sent is not None:
                         delivered.append(now - sent)
                 elif '"type": "ping"' in text:
-                    send_text(app.sock, '{"type": "pong"}')
+                    app.send_text('{"type": "pong"}')
                 else:
                     other += 1
         except (OSError, Closed):
@@ -263,14 +199,6 @@ class Load(Generator):
             self.epoll.unregister(fd)
             app.sock.close()
         return other
-
-
-def send_text(sock: socket.socket, text: str) -> None:
-    data = text.encode()
-    head = bytes((0x81, 0x80 | len(data))) if len(data) < 126 else None
-    if head is None:
-        head = bytes((0x81, 0xFE)) + len(data).to_bytes(2, "big")
-    sock.send(head + b"\0\0\0\0" + data)  # a zero mask key leaves the payload as it is
 
 
 def child(host: str, ocpp_port: int, http_port: int) -> int:

@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,14 +59,47 @@ class _Conn:
     def call(self, action: str, payload: dict[str, Any]) -> None:
         unique_id = str(self.next_id)
         self.next_id += 1
-        data = json.dumps([2, unique_id, action, payload]).encode()
+        self.send_text(json.dumps([2, unique_id, action, payload]))
+        self.waiting, self.sent_at = unique_id, time.perf_counter()
+
+    def send_text(self, text: str) -> None:
+        """One text frame (a few hundred bytes: never a partial send), masked with a zero key
+        that leaves the payload as it is."""
+        data = text.encode()
         size = len(data)
         if size < 126:
             head = bytes((0x81, 0x80 | size))
         else:
             head = bytes((0x81, 0xFE)) + size.to_bytes(2, "big")
-        self.sock.send(head + b"\0\0\0\0" + data)  # a few hundred bytes: never a partial send
-        self.waiting, self.sent_at = unique_id, time.perf_counter()
+        self.sock.send(head + b"\0\0\0\0" + data)
+
+    def upgrade(self, host: str, path: str, subprotocol: str | None = None) -> None:
+        """Send the WebSocket handshake."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        asked = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
+        self.sock.send(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{asked}\r\n"
+            ).encode()
+        )
+        self.handshaken = True
+
+    def upgraded(self) -> bool:
+        """The handshake's 101 has come (the buffer keeps what followed it); False while it is
+        still coming.
+
+        Raises:
+            Closed: another answer.
+        """
+        head, sep, rest = bytes(self.buffer).partition(b"\r\n\r\n")
+        if not sep:
+            return False
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise Closed(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+        self.buffer = bytearray(rest)
+        return True
 
     def frames(self) -> list[str]:
         """Complete text frames in the buffer (consumed)."""
@@ -110,6 +143,24 @@ class Generator:
     # -- connecting ------------------------------------------------------------------------
 
     def connect(self, names: list[str], parallel: int, timeout: float = 60.0) -> dict[str, Any]:
+        return self.open_many(
+            names, self.port, parallel, self._send_handshake, self._opened, self.conns, timeout
+        )
+
+    def open_many(
+        self,
+        names: list[str],
+        port: int,
+        parallel: int,
+        handshake: Callable[[_Conn], None],
+        opened: Callable[[_Conn], bool],
+        into: dict[int, _Conn],
+        timeout: float = 60.0,
+        other: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Open a connection for each name to ``port``, ``parallel`` at a time: ``handshake``
+        once writable, then ``opened`` on each read until it says done; done ones go ``into``.
+        Events of other descriptors (connected before) go to ``other`` meanwhile."""
         began = time.perf_counter()
         pending = list(reversed(names))
         opening: dict[int, tuple[_Conn, float]] = {}
@@ -124,58 +175,48 @@ class Generator:
 
         while pending or opening:
             while pending and len(opening) < parallel:
-                station = pending.pop()
+                name = pending.pop()
                 sock = socket.socket()
                 sock.setblocking(False)
-                code = sock.connect_ex((self.host, self.port))
+                code = sock.connect_ex((self.host, port))
                 if code not in (0, errno.EINPROGRESS):
                     sock.close()
                     failures += 1
                     continue
-                opening[sock.fileno()] = (_Conn(station, sock), time.monotonic())
+                opening[sock.fileno()] = (_Conn(name, sock), time.monotonic())
                 self.epoll.register(sock.fileno(), _OUT)
             for fd, events in self.epoll.poll(0.5):
                 if fd not in opening:
+                    if other is not None:
+                        other(fd)
                     continue
                 conn, _ = opening[fd]
                 try:
                     if events & _OUT and not conn.handshaken:
-                        self._send_handshake(conn)
+                        handshake(conn)
                         self.epoll.modify(fd, _IN)
-                    elif events & _IN and self._read(conn) and self._opened(conn):
+                    elif events & _IN and self._read(conn) and opened(conn):
                         del opening[fd]
-                        self.conns[fd] = conn
+                        into[fd] = conn
                 except (OSError, Closed):
                     fail(fd)
             stale = time.monotonic() - timeout
             for fd in [fd for fd, (_, at) in opening.items() if at < stale]:
                 fail(fd)
         return {
-            "connected": len(self.conns),
+            "connected": len(into),
             "failures": failures,
             "seconds": round(time.perf_counter() - began, 1),
         }
 
     def _send_handshake(self, conn: _Conn) -> None:
-        key = base64.b64encode(os.urandom(16)).decode()
-        conn.sock.send(
-            (
-                f"GET {self.prefix}/{conn.station} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
-            ).encode()
-        )
-        conn.handshaken = True
+        conn.upgrade(f"{self.host}:{self.port}", f"{self.prefix}/{conn.station}", "ocpp1.6")
 
     def _opened(self, conn: _Conn) -> bool:
         """Advance a new connection: 101 → BootNotification → Accepted. True once booted."""
         if conn.next_id == 1:
-            head, sep, rest = bytes(conn.buffer).partition(b"\r\n\r\n")
-            if not sep:
+            if not conn.upgraded():
                 return False
-            if not head.startswith(b"HTTP/1.1 101"):
-                raise Closed(head.split(b"\r\n", 1)[0].decode(errors="replace"))
-            conn.buffer = bytearray(rest)
             conn.call("BootNotification", {"chargePointVendor": "bench", "chargePointModel": "raw"})
         for text in conn.frames():
             conn.reply(text)
@@ -200,48 +241,19 @@ class Generator:
         period = len(self.conns) / rate
         began = time.perf_counter()
         steady_from, deadline = began + period, began + period + seconds
-        due = [(began + random.random() * period, fd) for fd in self.conns]
-        heapq.heapify(due)
         rtts: list[float] = []
         slow: dict[int, list[float]] = {}  # second of the run → round trips over SLOW_S
-        steady = errors = 0
-        self.in_flight = 0
-        while due or self.in_flight:
-            now = time.perf_counter()
-            while due and due[0][0] <= now:
-                at, fd = heapq.heappop(due)
-                conn = self.conns.get(fd)
-                if conn is None:
-                    continue
-                if at + period < deadline:
-                    heapq.heappush(due, (at + period, fd))
-                if conn.waiting:
-                    conn.due = True
-                else:
-                    self._load_call(conn)
-            timeout = max(0.0, due[0][0] - time.perf_counter()) if due else 0.2
-            for fd, _events in self.epoll.poll(timeout):
-                conn = self.conns.get(fd)
-                if conn is None:
-                    continue
-                try:
-                    if not self._read(conn):
-                        continue
-                    for text in conn.frames():
-                        rtt = conn.reply(text)
-                        rtts.append(rtt)
-                        if rtt > SLOW_S:
-                            slow.setdefault(int(time.perf_counter() - began), []).append(rtt)
-                        self.in_flight -= 1
-                        if steady_from <= time.perf_counter() <= deadline:
-                            steady += 1
-                    if conn.due and conn.waiting is None:
-                        conn.due = False
-                        self._load_call(conn)
-                except (OSError, Closed, ValueError):
-                    errors += 1
-                    self.in_flight -= conn.waiting is not None
-                    self._drop(fd)
+        steady = 0
+
+        def answered(rtt: float) -> None:
+            nonlocal steady
+            rtts.append(rtt)
+            if rtt > SLOW_S:
+                slow.setdefault(int(time.perf_counter() - began), []).append(rtt)
+            if steady_from <= time.perf_counter() <= deadline:
+                steady += 1
+
+        errors = self.pace(rate, seconds, self._load_call, answered)
         rtts.sort()
 
         def pct(p: float) -> float:
@@ -263,8 +275,67 @@ class Generator:
             },
         }
 
+    def pace(
+        self,
+        rate: float,
+        seconds: float,
+        call: Callable[[_Conn], None],
+        answered: Callable[[float], None],
+        *,
+        other: Callable[[int], None] | None = None,
+        linger: float = 0.0,
+    ) -> int:
+        """Each charger makes ``call`` every len(conns)/rate seconds for ``seconds`` (from a
+        random offset within the first period; one CALL in flight each, a call due meanwhile
+        waits for the answer); ``answered(round trip)`` for each answer. Events of descriptors
+        that are no charger's go to ``other``, read ``linger`` seconds past the last call.
+        Returns how many chargers failed."""
+        period = len(self.conns) / rate
+        began = time.perf_counter()
+        deadline = began + period + seconds
+        end = deadline + linger
+        due = [(began + random.random() * period, fd) for fd in self.conns]
+        heapq.heapify(due)
+        errors = 0
+        self.in_flight = 0
+        while (due or self.in_flight or linger) and not (linger and time.perf_counter() >= end):
+            now = time.perf_counter()
+            while due and due[0][0] <= now:
+                at, fd = heapq.heappop(due)
+                conn = self.conns.get(fd)
+                if conn is None:
+                    continue
+                if at + period < deadline:
+                    heapq.heappush(due, (at + period, fd))
+                if conn.waiting:
+                    conn.due = True
+                else:
+                    self.in_flight += 1
+                    call(conn)
+            timeout = max(0.0, due[0][0] - time.perf_counter()) if due else 0.2
+            for fd, _events in self.epoll.poll(min(timeout, 0.05) if other else timeout):
+                conn = self.conns.get(fd)
+                if conn is None:
+                    if other is not None:
+                        other(fd)
+                    continue
+                try:
+                    if not self._read(conn):
+                        continue
+                    for text in conn.frames():
+                        answered(conn.reply(text))
+                        self.in_flight -= 1
+                    if conn.due and conn.waiting is None:
+                        conn.due = False
+                        self.in_flight += 1
+                        call(conn)
+                except (OSError, Closed, ValueError):
+                    errors += 1
+                    self.in_flight -= conn.waiting is not None
+                    self._drop(fd)
+        return errors
+
     def _load_call(self, conn: _Conn) -> None:
-        self.in_flight += 1
         conn.energy += random.randint(10, 60)
         if random.random() < 0.5:
             conn.call("Heartbeat", {})

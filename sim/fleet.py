@@ -134,13 +134,14 @@ class Fleet:
             if not await cp.drain(timeout=60):
                 self.stats.error("drain:timeout")
 
-    def _arrival_rate(self, rng: random.Random) -> float:
-        """Arrivals per second on one connector now."""
+    def _arrival_rate(self, rng: random.Random, now: float | None = None) -> float:
+        """Arrivals per second on one connector at ``now`` (trio's clock; by default now)."""
         o = self.options
         base = 1 / o.idle_mean
         if o.scenario != "rush-hour":
             return base
-        phase = (trio.current_time() - self.started_at) / max(o.duration, 1)
+        at = trio.current_time() if now is None else now
+        phase = (at - self.started_at) / max(o.duration, 1)
         return base * (1 + 4 * math.sin(math.pi * min(max(phase, 0), 1)))
 
     async def _drivers(self, cp: VirtualChargePoint, connector_id: int) -> None:

@@ -69,7 +69,7 @@ async def test_rush_hour_brings_more_drivers_at_mid_run(open_server: Endpoints) 
     rates = []
     for phase in (0.0, 0.25, 0.5, 0.75, 1.0):
         fleet.started_at = now - phase * 6.0
-        rates.append(fleet._arrival_rate(rng))
+        rates.append(fleet._arrival_rate(rng, now))  # one instant: no clock drift between
     assert rates[0] == pytest.approx(0.5, rel=1e-3)  # 1 / idle_mean
     assert rates[-1] == pytest.approx(0.5, rel=1e-3)
     assert rates[2] == pytest.approx(2.5, rel=1e-3)  # five times at mid-run
