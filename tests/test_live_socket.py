@@ -426,7 +426,7 @@ async def test_a_stalled_phone_is_cut_off_without_slowing_the_others(
 
 async def ping_until_answered(app: AppSocket) -> None:
     """A ping, sent again after 2 s without a pong, as the app's own keep-alive would. (Known
-    problem, see the closing note of issue 20: about one run in 30, one client message sent
+    problem, see the closing note of issue 20: about one run in 20, one client message sent
     while another connection is cut off by the kernel is never answered.)"""
     for _ in range(3):
         await app.send({"action": "ping"})
