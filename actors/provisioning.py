@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
+import trio
+from argon2 import PasswordHasher
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cpms.kernel.bounded import Stamp
+from cpms.kernel.bounded import Email, Password, Phone, Stamp
 from cpms.kernel.errors import Conflict, InvalidRequest, NotFound
 from cpms.kernel.passwords import hash_password
-from storage import Database, network
+from storage import Database, network, owners
 from storage import stations as store
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,50}$")]
@@ -73,6 +75,7 @@ class StationIn(_Model):
 
 class StationPatch(_Model):
     location_id: Id | None = None
+    owner_id: uuid.UUID | None = None
     password: str | None = Field(None, min_length=8, max_length=128)
     admin_status: Literal["active", "maintenance", "inactive"] | None = None
     registration_status: Literal["Accepted", "Pending", "Rejected"] | None = None
@@ -89,7 +92,26 @@ class LocationPatch(_Model):
     latitude: Decimal | None = Field(None, ge=-90, le=90)
     longitude: Decimal | None = Field(None, ge=-180, le=180)
     tariff_id: Id | None = None
+    owner_id: uuid.UUID | None = None
     status: Literal["active", "inactive"] | None = None
+
+
+class OwnerIn(_Model):
+    """A station owner: told of sessions and outages on their stations (Web Push), after
+    signing in with the e-mail or phone and the password."""
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    name: str = Field(min_length=1, max_length=200)
+    email: Email | None = None
+    phone: Phone | None = None
+    password: Password | None = None
+
+
+class OwnerPatch(_Model):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    email: Email | None = None
+    phone: Phone | None = None
+    password: Password | None = None
 
 
 class TariffPatch(_Model):
@@ -165,7 +187,7 @@ async def add_station(db: Database, station: StationIn) -> None:
 
 
 async def _update(
-    db: Database, table: network.Table, ident: str, changes: dict[str, Any], code: str
+    db: Database, table: network.Table, ident: object, changes: dict[str, Any], code: str
 ) -> None:
     """Set ``changes`` (column → value, from a validated model) on one row."""
     if not await network.patch(db, table, ident, changes):
@@ -190,6 +212,7 @@ async def update_station(db: Database, station_id: str, patch: StationPatch) -> 
     _not_emptied(changes, "admin_status", "registration_status", "accept_unknown_tags")
     await _require(db, "locations", changes.get("location_id"), "location_not_found")
     await _require(db, "tariffs", changes.get("tariff_id"), "tariff_not_found")
+    await _require(db, "owners", changes.get("owner_id"), "owner_not_found")
     if "password" in changes:
         password = changes.pop("password")
         changes["password_hash"] = None if password is None else hash_password(password)
@@ -201,6 +224,7 @@ async def update_location(db: Database, location_id: str, patch: LocationPatch) 
     changes = patch.model_dump(exclude_unset=True)
     _not_emptied(changes, "name", "status")
     await _require(db, "tariffs", changes.get("tariff_id"), "tariff_not_found")
+    await _require(db, "owners", changes.get("owner_id"), "owner_not_found")
     changes["updated_at"] = datetime.now(UTC)
     await _update(db, "locations", location_id, changes, "location_not_found")
 
@@ -233,3 +257,39 @@ async def add_id_tag(db: Database, tag: IdTagIn) -> None:
         status=tag.status,
         expires_at=tag.expires_at,
     )
+
+
+async def _owner_password(password: str | None) -> str | None:
+    """argon2id, as the drivers' passwords (hashed on a worker thread: it is slow by design)."""
+    if password is None:
+        return None
+    return await trio.to_thread.run_sync(PasswordHasher().hash, password)
+
+
+async def add_owner(db: Database, owner: OwnerIn) -> None:
+    outcome = await owners.add_owner(
+        db,
+        owner.id,
+        name=owner.name,
+        email=owner.email,
+        phone=owner.phone,
+        password_hash=await _owner_password(owner.password),
+    )
+    if outcome == "exists":
+        raise Conflict(f"owner {owner.id} already exists", code="owner_exists")
+    if outcome == "login_taken":
+        raise Conflict("the e-mail or phone is another owner's", code="owner_login_taken")
+
+
+async def update_owner(db: Database, owner_id: str, patch: OwnerPatch) -> None:
+    try:
+        ident = uuid.UUID(owner_id)
+    except ValueError:
+        raise NotFound(f"owner {owner_id} not found", code="owner_not_found") from None
+    changes: dict[str, Any] = patch.model_dump(exclude_unset=True)
+    _not_emptied(changes, "name")
+    if await owners.login_taken(db, owner_id, changes.get("email"), changes.get("phone")):
+        raise Conflict("the e-mail or phone is another owner's", code="owner_login_taken")
+    if "password" in changes:
+        changes["password_hash"] = await _owner_password(changes.pop("password"))
+    await _update(db, "owners", ident, changes, "owner_not_found")

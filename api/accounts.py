@@ -48,6 +48,7 @@ from api.door import body, optional_body
 from api.identity import Identity
 from api.sms import SmsFailed, SmsSender
 from api.tokens import Issued, TokenIssuer, new_refresh_token, refresh_hash
+from cpms.kernel.bounded import Email, Password, Phone
 from cpms.kernel.errors import (
     Forbidden,
     InvalidRequest,
@@ -61,11 +62,6 @@ from storage.accounts import CodeCheck, Rotation
 OTP_LIFETIME = timedelta(minutes=5)
 OTP_COOLDOWN = timedelta(seconds=60)
 
-Phone = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{7,14}$")]
-Email = Annotated[
-    str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254, to_lower=True)
-]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 
@@ -146,6 +142,18 @@ async def refresh_token_sent() -> tuple[str, bool]:
             code="refresh_token_missing",
         )
     return kept, True
+
+
+async def password_right(
+    hasher: PasswordHasher, nobody: str, stored: str | None, password: str
+) -> bool:
+    """Whether ``password`` is the one ``stored`` (argon2id) hashes, checked on a worker thread;
+    without a stored hash ``nobody`` is checked instead, so an unknown login takes as long."""
+    try:
+        await trio.to_thread.run_sync(hasher.verify, stored or nobody, password)
+    except (VerificationError, InvalidHashError):
+        return False
+    return stored is not None
 
 
 def accounts_blueprint(
@@ -242,13 +250,9 @@ def accounts_blueprint(
     async def login() -> Response:
         sent = await body(PasswordSignIn)
         row = await store.password_of(core.db, phone=sent.phone, email=sent.email)
-        stored = row["password_hash"] if row is not None and row["password_hash"] else nobody
-        try:
-            await trio.to_thread.run_sync(hasher.verify, stored, sent.password)
-            right = row is not None and stored is not nobody
-        except (VerificationError, InvalidHashError):
-            right = False
-        if not right or row is None:
+        stored = None if row is None else row["password_hash"]
+        right = await password_right(hasher, nobody, stored, sent.password)
+        if row is None or stored is None or not right:
             raise Unauthorized("wrong login or password", code="invalid_credentials")
         may_sign_in(row["status"])
         if hasher.check_needs_rehash(stored):

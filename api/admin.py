@@ -99,6 +99,15 @@ _RESOURCES = [
         prov.update_station,
     ),
     _Resource(
+        "owners",
+        "id",
+        "owner_id",
+        prov.OwnerIn,
+        prov.add_owner,
+        prov.OwnerPatch,
+        prov.update_owner,
+    ),
+    _Resource(
         "id-tags",
         "id_tag",
         "id_tag",

@@ -8,6 +8,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from actors.core import Core
 from actors.payment.service import Payments
+from actors.push.sender import PushSender
 from actors.session.service import Sessions
 from api.accounts import accounts_blueprint
 from api.admin import admin_blueprint
@@ -25,7 +26,9 @@ from api.live_hub import LiveHub
 from api.live_socket import live_blueprint
 from api.locations import locations_blueprint
 from api.metrics import metrics_blueprint
+from api.notifications import notifications_blueprint
 from api.openapi import openapi_blueprint
+from api.owners import owners_blueprint
 from api.payments import payments_blueprint
 from api.protect import Protections
 from api.rate_limit import Limit
@@ -45,12 +48,14 @@ def create_app(
     intake: WebhookIntake | None = None,
     idempotency: Idempotency | None = None,
     hub: LiveHub | None = None,
+    push: PushSender | None = None,
 ) -> QuartTrio:
     """Build the REST facade over ``core``; handlers reach actors and storage only through it.
     ``intake``: the provider's webhooks, when shared with their own port (else one of its own);
     ``idempotency``: the server's, with its keys loaded and its writer running (else one that
     asks the database and writes each answer at once); ``hub``: the app socket's, following the
-    bus (else one that is not: its sockets hear nothing but their own answers)."""
+    bus (else one that is not: its sockets hear nothing but their own answers); ``push``: the
+    Web Push sender (else Web Push is off)."""
     app = QuartTrio("cpms")
     app.json = DecimalJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -67,7 +72,12 @@ def create_app(
         accounts_blueprint(core, identity, issuer, config.sms, config.purge_after_days)
     )
     app.register_blueprint(payments_blueprint(payments, identity))
+    app.register_blueprint(owners_blueprint(core.db, issuer))
     app.register_blueprint(live_blueprint(hub or LiveHub(core), config.verifier))
+    sender = push or PushSender(core.db, None)
+    app.register_blueprint(
+        notifications_blueprint(core.db, config.verifier, sender, allow_http=config.push_allow_http)
+    )
     app.register_blueprint(openapi_blueprint())
     app.register_blueprint(metrics_blueprint(core, config))
     default, critical, _webhook = config.rate_limits

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import httpx
@@ -27,17 +28,33 @@ import jwt
 import structlog
 import trio
 
-from cpms.kernel.errors import Unauthorized
+from cpms.kernel.errors import Forbidden, Unauthorized
 
 log = structlog.stdlib.get_logger("api.auth")
 
 ASYMMETRIC = ("RS256", "ES256")
 OWN_ISSUER = "cpms"  # the issuer of the tokens cpms signs itself (api.tokens)
+#: the claim of cpms's own tokens that makes its subject a station owner (``"owner"``)
+ROLE_CLAIM = "cpms_role"
 JWKS_TTL = 600.0
 JWKS_RETRY = 60.0
 #: tokens already verified, kept until they expire: the app sends the same token with every
 #: request for its lifetime, and checking its signature each time is most of a request's own work
 VERIFIED_TOKENS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    subject: UUID
+    role: Literal["client", "owner"]
+    expires_at: float  # Unix time
+
+
+def bearer(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer`` header, or :class:`Unauthorized`."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthorized("Authorization: Bearer <token> is required")
+    return authorization[7:].strip()
 
 
 class TokenVerifier:
@@ -59,20 +76,29 @@ class TokenVerifier:
         self._keys: dict[str, Any] = {}
         self._fetched_at = -JWKS_TTL
         self._lock = trio.Lock()
-        self._verified: dict[str, tuple[UUID, float]] = {}  # token → client, expiry (Unix time)
+        self._verified: dict[str, Proof] = {}
 
     async def client_id(self, authorization: str | None) -> UUID:
-        """The client a request's ``Authorization`` header proves, or :class:`Unauthorized`."""
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthorized("Authorization: Bearer <token> is required")
-        return (await self.proven(authorization[7:].strip()))[0]
+        """The client a request's ``Authorization`` header proves, or :class:`Unauthorized`
+        (:class:`Forbidden` for a station owner's token)."""
+        return (await self.proven(bearer(authorization)))[0]
 
     async def proven(self, token: str) -> tuple[UUID, float]:
         """The client a token proves and when the proof expires (Unix time), or
-        :class:`Unauthorized`."""
+        :class:`Unauthorized` (:class:`Forbidden` for a station owner's token)."""
+        proof = await self.subject(token)
+        if proof.role != "client":
+            raise Forbidden(
+                "a station owner's token does not act for a driver", code="wrong_account_kind"
+            )
+        return proof.subject, proof.expires_at
+
+    async def subject(self, token: str) -> Proof:
+        """Whom a token proves, a driver (``client``) or a station owner (``owner``: only in
+        cpms's own tokens, :data:`ROLE_CLAIM`), or :class:`Unauthorized`."""
         known = self._verified.get(token)
         if known is not None:
-            if time.time() < known[1]:
+            if time.time() < known.expires_at:
                 return known
             del self._verified[token]
         try:
@@ -81,11 +107,11 @@ class TokenVerifier:
             raise Unauthorized("the token is not a JWT", code="invalid_token") from None
         algorithm = header.get("alg")
         key: Any
-        issuer = self.issuer
+        issuer, own = self.issuer, False
         if self.own_key is not None and header.get("kid") == self.own_key[0]:
             if algorithm != "ES256":
                 raise Unauthorized("cpms's tokens are ES256", code="invalid_token")
-            key, issuer = self.own_key[1], OWN_ISSUER
+            key, issuer, own = self.own_key[1], OWN_ISSUER, True
         elif algorithm == "HS256":
             if self.secret is None:
                 raise Unauthorized("HS256 tokens are not accepted here", code="invalid_token")
@@ -117,10 +143,14 @@ class TokenVerifier:
             raise Unauthorized(
                 "the token's subject is not a client id", code="invalid_token"
             ) from None
+        role: Literal["client", "owner"] = (
+            "owner" if own and claims.get(ROLE_CLAIM) == "owner" else "client"
+        )
         if len(self._verified) >= VERIFIED_TOKENS:
             self._verified.clear()
-        self._verified[token] = (client_id, float(claims["exp"]))
-        return client_id, float(claims["exp"])
+        proof = Proof(client_id, role, float(claims["exp"]))
+        self._verified[token] = proof
+        return proof
 
     async def _public_key(self, kid: object) -> Any:
         if self.jwks_source is None:

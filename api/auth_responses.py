@@ -58,3 +58,33 @@ class Jwks(Part):
     model_config = ConfigDict(extra="forbid")
 
     keys: list[dict[str, Any]]
+
+
+class OwnerRef(Part):
+    owner_id: str
+    name: str
+
+
+class OwnerSignedIn(Reply):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+    owner: OwnerRef
+
+
+class VapidKey(Reply):
+    public_key: str
+
+
+class Subscribed(Reply):
+    status: Literal["created", "updated"]
+    user_type: Literal["client", "owner"]
+
+
+class Unsubscribed(Reply):
+    pass
+
+
+class TestQueued(Reply):
+    queued: Literal[True]
+    subscriptions: int

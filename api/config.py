@@ -37,3 +37,4 @@ class ApiConfig:
     issuer: TokenIssuer | None = None
     sms: SmsSender = field(default_factory=ConsoleSms)
     purge_after_days: int = 30
+    push_allow_http: bool = False  # http:// push endpoints (development)

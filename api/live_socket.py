@@ -36,7 +36,7 @@ from quart import Blueprint, websocket
 from api.auth import TokenVerifier
 from api.jsonio import dumps
 from api.live_hub import CHANNEL, LiveClient, LiveHub
-from cpms.kernel.errors import NotFound, Unauthorized
+from cpms.kernel.errors import Forbidden, NotFound, Unauthorized
 from cpms.kernel.timeutil import iso_now
 from storage.errors import StorageUnavailable
 
@@ -65,7 +65,7 @@ class LiveSocket:
             return
         try:
             owner, expires_at = await self.verifier.proven(token)
-        except Unauthorized as refused:
+        except (Unauthorized, Forbidden) as refused:
             self.say(error(refused.code, refused.message))
             return
         if client.client_id is not None and str(owner) != client.client_id:

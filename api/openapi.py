@@ -12,6 +12,7 @@ from quart import Blueprint, Response, jsonify
 
 from api.operations import Op, operations
 from api.operations_auth import auth_operations
+from api.operations_push import push_operations
 from cpms import __version__
 
 ERROR = {
@@ -105,7 +106,7 @@ WEBSOCKETS = {
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     shared: dict[str, Any] = {"Error": ERROR}
-    for op in [*operations(), *auth_operations()]:
+    for op in [*operations(), *auth_operations(), *push_operations()]:
         operation: dict[str, Any] = {
             "summary": op.summary,
             "tags": [op.tag],

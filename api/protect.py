@@ -34,7 +34,7 @@ from quart import Quart, Request, Response, current_app, g, request
 from quart.ctx import _AppCtxGlobals
 
 from api.asgi import ASGIApp, Message, Receive, Scope, Send
-from api.auth import TokenVerifier
+from api.auth import TokenVerifier, bearer
 from api.errors import error_response
 from api.i18n import Language, language, translated
 from api.jsonio import dumps
@@ -74,6 +74,7 @@ CRITICAL = frozenset(
         "accounts.register",
         "accounts.login",
         "accounts.refresh",
+        "owners.login",
     }
 )
 UNLIMITED_BLUEPRINTS = frozenset({"health", "openapi", "metrics"})
@@ -142,8 +143,9 @@ class Protections:
             here.owner = "admin" if self._admin() else None
         elif authorization:
             with contextlib.suppress(Unauthorized):  # the handler refuses it; limited by address
-                here.client = str(await self.verifier.client_id(authorization))
-                here.owner = f"client:{here.client}"
+                proof = await self.verifier.subject(bearer(authorization))
+                here.client = str(proof.subject)
+                here.owner = f"{proof.role}:{here.client}"
         limit = self._limit(req.method, req.blueprint, req.endpoint, here.owner)
         if limit is None:
             return None

@@ -23,7 +23,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from api.auth import OWN_ISSUER
+from api.auth import OWN_ISSUER, ROLE_CLAIM
 
 ISSUER = OWN_ISSUER
 ACCESS_TTL = timedelta(minutes=15)
@@ -73,9 +73,10 @@ class TokenIssuer:
         self.kid = _thumbprint(self.public_jwk)
         self.public_jwk.update({"kid": self.kid, "use": "sig", "alg": "ES256"})
 
-    def access_token(self, client_id: UUID) -> str:
+    def access_token(self, client_id: UUID, *, role: str | None = None) -> str:
+        """A driver's token, or with ``role="owner"`` a station owner's (:data:`ROLE_CLAIM`)."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "iss": ISSUER,
             "sub": str(client_id),
             "aud": self.audience,
@@ -83,6 +84,8 @@ class TokenIssuer:
             "exp": now + int(ACCESS_TTL.total_seconds()),
             "jti": secrets.token_hex(8),
         }
+        if role is not None:
+            claims[ROLE_CLAIM] = role
         return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.kid})
 
     def issue(self, client_id: UUID) -> Issued:

@@ -63,6 +63,13 @@ WS_CLIENTS = Gauge(
 WS_SENT = Counter(
     "cpms_ws_messages_sent", "Messages queued for app WebSocket clients", registry=REGISTRY
 )
+PUSH_SENT = Counter(
+    "cpms_push_notifications",
+    "Web Push messages by outcome: delivered, gone (subscription removed), failed (after its "
+    "tries), dropped (the queue was full)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 WS_DROPPED = Counter(
     "cpms_ws_clients_dropped",
     "App WebSocket clients dropped for reading too slowly (their outbox full)",

@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from actors.push.webpush import VapidKeys
+
 ENV_PREFIX = "CPMS_"
 
 
@@ -155,6 +157,35 @@ class Settings(BaseSettings):
         le=3600,
         description="s a REST or app-socket peer may take no data before the kernel cuts it off",
     )
+    vapid_private_key: SecretStr | None = Field(
+        None,
+        description="Web Push's VAPID private key (P-256: base64url raw, PEM, or base64 "
+        "PEM/DER; `cpms vapid-keys` makes one); unset = Web Push off",
+    )
+    vapid_public_key: str | None = Field(
+        None, description="its public key (base64url); derived from the private key when unset"
+    )
+    vapid_subject: str | None = Field(
+        None, description="who push services can contact: mailto:ops@example.com or https://"
+    )
+    push_max_retries: int = Field(3, ge=1, le=10, description="tries per push message, in all")
+    push_ttl: int = Field(
+        86_400, ge=0, le=2_419_200, description="s a push service keeps an undelivered message"
+    )
+    push_timeout: float = Field(10.0, gt=0, le=120, description="s to wait for a push service")
+    push_queue: int = Field(
+        10_000, ge=1, le=1_000_000, description="notifications waiting to be sent; more: dropped"
+    )
+    push_low_balance: Decimal = Field(
+        Decimal("100"),
+        ge=0,
+        max_digits=12,
+        decimal_places=2,
+        description="a driver whose balance is below this after a session is told to top up",
+    )
+    push_allow_http: bool = Field(
+        False, description="accept http:// push endpoints (development only)"
+    )
     session_start_timeout: float = Field(
         600.0, gt=0, description="s a session waits for StartTransaction, then refunds"
     )
@@ -250,7 +281,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"the OBANK provider needs {', '.join(missing)}")
             if not str(self.obank_url).startswith("https://"):
                 raise ValueError("obank_url must be https:// (no plain-HTTP fallback)")
+        if self.vapid_private_key is not None:
+            self.vapid_keys()
         return self
+
+    def vapid_keys(self) -> VapidKeys | None:
+        """Web Push's keys, or None when it is off; ValueError for keys that can't be used."""
+        if self.vapid_private_key is None:
+            return None
+        if not self.vapid_subject:
+            raise ValueError("CPMS_VAPID_PRIVATE_KEY needs CPMS_VAPID_SUBJECT (mailto: or https:)")
+        try:
+            return VapidKeys(
+                self.vapid_private_key.get_secret_value(),
+                self.vapid_subject,
+                self.vapid_public_key,
+            )
+        except ValueError as bad:
+            raise ValueError(f"the VAPID keys can't be used: {bad}") from None
 
     @property
     def cards(self) -> str:
@@ -318,4 +366,5 @@ _SECRET_FIELDS = {
     "sms_gateway_password",
     "payment_webhook_secret",
     "odengi_password",
+    "vapid_private_key",
 }

@@ -79,8 +79,9 @@ def _tariff(rows: list[Row]) -> Tariff:
 
 
 #: The provisioned tables a generic existence check or patch may name (never input).
-Table = Literal["tariffs", "locations", "stations", "clients", "id_tags"]
+Table = Literal["tariffs", "locations", "stations", "clients", "id_tags", "owners"]
 _KEYS: dict[str, str] = {
+    "owners": "id",
     "tariffs": "id",
     "locations": "id",
     "stations": "id",

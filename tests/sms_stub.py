@@ -1,5 +1,5 @@
-"""An SMS gateway for tests: a real HTTP server on a socket (h11 on trio) that keeps every
-request it is sent and answers 200, or 500 while ``failing``."""
+"""An SMS gateway for tests: a real HTTP server on a socket (:mod:`tests.http_stub`) that keeps
+every request it is sent and answers 200, or 500 while ``failing``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
-import h11
 import trio
+
+from tests.http_stub import Answer, Received, serve_http
 
 
 @dataclass
@@ -36,55 +37,15 @@ class SmsStub:
         raise AssertionError(f"no SMS to {phone}")
 
     async def serve(self, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        port = listeners[0].socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
         async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, self._connection, listeners)
+            self.url = await nursery.start(serve_http, self._answer)
             task_status.started(self.url)
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
-        http = h11.Connection(h11.SERVER)
-        request: h11.Request | None = None
-        body = b""
-        while True:
-            event = http.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                http.receive_data(data)
-                continue
-            if isinstance(event, h11.Request):
-                request, body = event, b""
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                assert request is not None
-                headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-                url = urlsplit(request.target.decode())
-                self.sent.append(
-                    Sent(
-                        request.method.decode(),
-                        parse_qs(url.query),
-                        body,
-                        headers.get("authorization"),
-                    )
-                )
-                self.arrived.set()
-                self.arrived = trio.Event()
-                status = 500 if self.failing else 200
-                reply = b'{"ok": true}'
-                await stream.send_all(
-                    http.send(
-                        h11.Response(
-                            status_code=status,
-                            headers=[("content-length", str(len(reply))), ("connection", "close")],
-                        )
-                    )
-                    + http.send(h11.Data(data=reply))
-                    + http.send(h11.EndOfMessage())
-                )
-                return
-            else:
-                return
+    async def _answer(self, request: Received) -> Answer:
+        query = parse_qs(urlsplit(request.target).query)
+        self.sent.append(
+            Sent(request.method, query, request.body, request.headers.get("authorization"))
+        )
+        self.arrived.set()
+        self.arrived = trio.Event()
+        return (500 if self.failing else 200), b'{"ok": true}'

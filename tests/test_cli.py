@@ -20,6 +20,7 @@ import trio
 
 from actors.session.messages import hold_for, session_tag
 from cpms.cli.main import main
+from cpms.settings import load_settings
 from storage import open_database
 from storage import payments as payments_store
 from tests.ocpp_server import provision
@@ -222,6 +223,19 @@ def test_open_sessions_and_stale_holds_are_shown(
 def test_migrate_reports_up_to_date(cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_vapid_keys_prints_a_pair_the_server_takes(
+    cli_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["vapid-keys"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    given = dict(line.split("=", 1) for line in lines)
+    assert set(given) == {"CPMS_VAPID_PRIVATE_KEY", "CPMS_VAPID_PUBLIC_KEY", "CPMS_VAPID_SUBJECT"}
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    keys = load_settings().vapid_keys()
+    assert keys is not None and keys.public_key == given["CPMS_VAPID_PUBLIC_KEY"]
 
 
 def test_bad_configuration_exits_2(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import trio
 
+from actors.push.webpush import new_key_pair
 from storage import Database
 from tests.ocpp_server import ADMIN, provision, start_server
 from tests.tokens import SECRET, hs256
@@ -43,8 +44,15 @@ async def test_no_generated_request_gets_a_server_error(
     db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     await provision(db, "CP-1")
+    vapid_key, _ = new_key_pair()  # Web Push on: its endpoints are fuzzed too
     endpoints, shutdown = await start_server(
-        nursery, dsn, tmp_path, admin_token=ADMIN, jwt_secret=SECRET
+        nursery,
+        dsn,
+        tmp_path,
+        admin_token=ADMIN,
+        jwt_secret=SECRET,
+        vapid_private_key=vapid_key,
+        vapid_subject="mailto:ops@example.com",
     )
     url = f"{endpoints.http_url}/api/v1/openapi.json"
     for who, token in (("app", hs256(uuid.uuid4())), ("admin", ADMIN)):

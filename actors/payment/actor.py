@@ -28,6 +28,7 @@ from actors.payment import machine as pm
 from actors.payment.provider import InvoiceStatus, ProviderError, Providers
 from actors.runtime import Address, ChildSpec, Envelope, Mailbox, Registry, Restart
 from cpms.kernel.errors import CpmsError, InvalidRequest, NotFound
+from cpms.kernel.events import EventBus, PaymentConfirmed
 from cpms.kernel.messages import Request
 from cpms.kernel.payments import INVOICE_LIFETIME_S, OPEN_PAYMENT, POLL_EVERY_S, PaymentState
 from storage import Database, Row
@@ -82,6 +83,8 @@ class PaymentDeps:
     #: how long a new invoice (and its QR code) is payable, and how often it is polled
     lifetime_s: float = INVOICE_LIFETIME_S
     poll_every_s: float = POLL_EVERY_S
+    #: where a credited top-up is announced (the driver's push notification)
+    bus: EventBus | None = None
 
 
 def _event(status: InvoiceStatus, amount: Decimal, reason: str) -> pm.Event:
@@ -201,6 +204,10 @@ class _PaymentActor:
             return False
         self.balance = result.balance
         await self.apply(pm.Credited())
+        if not result.replayed and self.deps.bus is not None:
+            self.deps.bus.publish(
+                PaymentConfirmed(str(self.client_id), self.invoice_id, amount, result.balance)
+            )
         return not result.replayed
 
     def next_timer(self) -> float:

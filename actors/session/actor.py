@@ -48,7 +48,7 @@ from actors.session.record import SessionRecord, record_view
 from actors.session.view import stop_outcome
 from cpms.kernel.charging import Verdict
 from cpms.kernel.errors import Conflict, CpmsError, Forbidden, NotFound
-from cpms.kernel.events import SessionChanged
+from cpms.kernel.events import SessionChanged, SessionMilestone
 from cpms.kernel.money import MAX_AMOUNT
 from cpms.kernel.status import IDLE, IN_TRANSACTION
 from storage import sessions as sessions_store
@@ -109,7 +109,8 @@ class SessionActor:
     async def _take(self, step: sm.Step, event: sm.SessionEvent) -> None:
         s = self.s
         assert s is not None
-        if step.state.phase is not s.phase:
+        moved = step.state.phase is not s.phase
+        if moved:
             log.info(
                 "session step",
                 session=str(s.id),
@@ -124,6 +125,8 @@ class SessionActor:
         s.m = step.state
         for effect in step.effects:
             await self._perform(effect)
+        if moved:  # after the phase's work: a settlement's cost and refund are known
+            self.deps.bus.publish(SessionMilestone(str(s.client_id), self.view()))
         if s.phase not in OPEN:
             for waiter in self.stop_waiters:
                 waiter.respond(self.outcome())

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from actors.push.webpush import new_key_pair
 from actors.session.record import open_report
 from cpms import __version__
 from cpms.cli.demo import add_demo_command
@@ -70,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     mig = commands.add_parser("migrate", help="apply pending database migrations and exit")
     _common(mig)
     mig.set_defaults(handler=cmd_migrate)
+
+    keys = commands.add_parser(
+        "vapid-keys", help="print a new VAPID key pair for Web Push, as environment lines"
+    )
+    keys.set_defaults(handler=cmd_vapid_keys)
 
     wallet = commands.add_parser("wallet", help="inspect and correct client wallets")
     wallet_cmds = wallet.add_subparsers(dest="wallet_command", required=True, metavar="ACTION")
@@ -216,6 +222,18 @@ async def _on_signals(shutdown: trio.Event, scope: trio.CancelScope, timeout: fl
             shutdown.set()
             # Leave a third of the budget for closing the pool and stopping the database.
             scope.deadline = trio.current_time() + timeout * 2 / 3
+
+
+# -- vapid-keys ---------------------------------------------------------------------------------
+
+
+def cmd_vapid_keys(args: argparse.Namespace, settings: Settings) -> int:
+    private, public = new_key_pair()
+    print("# Web Push: keep the private key secret; the subject is who push services can write to")
+    print(f"CPMS_VAPID_PRIVATE_KEY={private}")
+    print(f"CPMS_VAPID_PUBLIC_KEY={public}")
+    print("CPMS_VAPID_SUBJECT=mailto:ops@example.com")
+    return 0
 
 
 # -- migrate ------------------------------------------------------------------------------------

@@ -113,7 +113,34 @@ class BalanceChanged:
     client_id: str
 
 
-Event = StationStatusChanged | LocationStatusChanged | SessionChanged | BalanceChanged
+@dataclass(frozen=True, slots=True)
+class SessionMilestone:
+    """A charging session entered a new phase (once per phase: a restarted actor resumes in
+    the phase it had). ``view`` is the session as ``GET /charging/status`` shows it after the
+    phase's work (a settlement's final cost and refund included)."""
+
+    client_id: str
+    view: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentConfirmed:
+    """A top-up was credited to the client's wallet (once per payment)."""
+
+    client_id: str
+    invoice_id: str
+    amount: Decimal
+    balance: Decimal | None
+
+
+Event = (
+    StationStatusChanged
+    | LocationStatusChanged
+    | SessionChanged
+    | BalanceChanged
+    | SessionMilestone
+    | PaymentConfirmed
+)
 
 
 class EventBus:

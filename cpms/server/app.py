@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 import structlog
 import trio
 
 from actors.ledger import StorageHooks
 from actors.payment.provider import PaymentProvider
+from actors.push.notices import NoticeSettings, follow_events
+from actors.push.sender import PushSender, PushSettings
 from api import create_app, serve_api
 from api.app import webhook_intake
 from api.auth import TokenVerifier
@@ -90,6 +93,7 @@ def api_config(settings: Settings, clock: Callable[[], float] = time.time) -> Ap
         issuer=issuer,
         sms=sms_sender(settings),
         purge_after_days=settings.account_purge_days,
+        push_allow_http=settings.push_allow_http,
     )
 
 
@@ -150,8 +154,22 @@ async def run_server(
                 max_clients=settings.ws_max_clients,
             ),
         )
+        push = PushSender(
+            core.db,
+            settings.vapid_keys(),
+            PushSettings(
+                tries=settings.push_max_retries,
+                ttl_s=settings.push_ttl,
+                timeout_s=settings.push_timeout,
+                queue=settings.push_queue,
+            ),
+        )
         async with trio.open_nursery() as doors:
             await doors.start(hub.run, shutdown)  # following the bus before any station speaks
+            if push.enabled:
+                await doors.start(push.run, shutdown)
+                notices = NoticeSettings(settings.push_low_balance)
+                await doors.start(partial(follow_events, core.bus, push, notices, shutdown))
             _central, ocpp_port, sessions = await doors.start(
                 lambda task_status: run_central_system(
                     core, settings, shutdown_trigger=shutdown.wait, task_status=task_status
@@ -172,7 +190,7 @@ async def run_server(
             doors.start_soon(idempotency.write_behind, shutdown)
             http_url = await doors.start(
                 lambda task_status: serve_api(
-                    create_app(core, sessions, config, payments, intake, idempotency, hub),
+                    create_app(core, sessions, config, payments, intake, idempotency, hub, push),
                     settings.http_host,
                     settings.http_port,
                     shutdown_trigger=shutdown.wait,

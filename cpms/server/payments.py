@@ -91,6 +91,7 @@ async def run_payments(
             _now,
             lifetime_s=settings.payment_invoice_lifetime,
             poll_every_s=settings.payment_poll_every,
+            bus=core.bus,
         )
         payments = Payments(supervisor, deps)
 
