@@ -58,6 +58,10 @@ CHANNEL = re.compile(rf"^(all|location:{IDENT}|location_stations:{IDENT})$")
 DEFAULT_CHANNELS = frozenset({"all"})  # seed 001: every client hears every location at first
 
 
+#: most bus events dispatched before the hub lets the other tasks run
+DISPATCH_BATCH = 256
+
+
 @dataclass(frozen=True)
 class LiveTimings:
     """The app socket's clock (settings ``CPMS_WS_*``)."""
@@ -207,8 +211,13 @@ class LiveHub:
                 nursery.cancel_scope.cancel()
 
     async def _follow(self, events: trio.MemoryReceiveChannel[Event]) -> None:
+        """Everything the bus holds is dispatched before the sockets' writers run, so a station's
+        update and its location's go out to a socket together."""
         async for event in events:
             self.dispatch(event)
+            with contextlib.suppress(trio.WouldBlock):
+                for _ in range(DISPATCH_BATCH):  # then the others' turn
+                    self.dispatch(events.receive_nowait())
 
     def dispatch(self, event: Event) -> None:
         if isinstance(event, StationStatusChanged):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import simplejson
@@ -41,6 +41,8 @@ from cpms.kernel.timeutil import iso_now
 from storage.errors import StorageUnavailable
 
 MAX_CHANNELS = 64
+#: most queued messages written to a socket at once
+WRITE_BATCH = 64
 MAX_MESSAGE = 16 * 1024
 CLOSE_WAIT_S = 5.0
 
@@ -49,11 +51,48 @@ def error(code: str, message: str) -> str:
     return dumps({"type": "error", "error": code, "message": message})
 
 
+class SocketClosed(Exception):
+    """The app's side of the socket is gone."""
+
+
+class Transport(Protocol):
+    """One accepted WebSocket, as the conversation uses it: hypercorn's (:class:`QuartSocket`,
+    on the REST port) or cpms's own (:mod:`api.live_listener`, on ``CPMS_APP_WS_PORT``)."""
+
+    async def receive(self) -> str | bytes:
+        """The app's next message; :class:`SocketClosed` once it is gone."""
+        ...
+
+    async def send(self, texts: list[str]) -> None:
+        """Send these messages, in order (a transport may write them at once)."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class QuartSocket:
+    """The socket of the REST port's route (hypercorn, through Quart)."""
+
+    async def receive(self) -> str | bytes:
+        return await websocket.receive()
+
+    async def send(self, texts: list[str]) -> None:
+        with contextlib.suppress(UnexpectedMessageError):  # closed under us: the app went away
+            for text in texts:
+                await websocket.send(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        await websocket.close(code, reason)
+
+
 class LiveSocket:
     """One connection's conversation."""
 
-    def __init__(self, hub: LiveHub, verifier: TokenVerifier, client: LiveClient) -> None:
+    def __init__(
+        self, hub: LiveHub, verifier: TokenVerifier, client: LiveClient, transport: Transport
+    ) -> None:
         self.hub, self.verifier, self.client = hub, verifier, client
+        self.transport = transport
 
     def say(self, message: dict[str, Any] | str) -> None:
         self.client.offer(message if isinstance(message, str) else dumps(message))
@@ -125,43 +164,92 @@ class LiveSocket:
         self.say({"type": "subscription", "status": status, "channel": channel})
 
     async def read(self) -> None:
-        """The app's messages, until it is silent for the idle timeout."""
+        """The app's messages, until it is silent for the idle timeout (or gone)."""
         idle = self.hub.timings.idle
         while True:
             with trio.move_on_after(idle):
-                raw = await websocket.receive()
+                try:
+                    raw = await self.transport.receive()
+                except SocketClosed:
+                    return
                 await self.handle(raw)
                 continue
-            await websocket.close(1000, f"nothing heard for {idle:g} s")
+            await self.transport.close(1000, f"nothing heard for {idle:g} s")
             return
 
     async def write(self, outbox: trio.MemoryReceiveChannel[str]) -> None:
-        """The outbox to the socket; the server's pings and full pictures at their times (until
-        the socket is closed under it: the app went away between two messages)."""
-        with contextlib.suppress(UnexpectedMessageError):
-            await self._write(outbox)
-
-    async def _write(self, outbox: trio.MemoryReceiveChannel[str]) -> None:
-        timings = self.hub.timings
+        """The outbox to the socket (what has queued up, at once); the server's pings and full
+        pictures at their times."""
+        timings, send = self.hub.timings, self.transport.send
         now = trio.current_time()
         next_ping, next_refresh = now + timings.ping_every, now + timings.first_refresh
         while True:
             with trio.move_on_at(min(next_ping, next_refresh)):
                 async for text in outbox:
-                    await websocket.send(text)
+                    queued = [text]
+                    with contextlib.suppress(trio.WouldBlock):
+                        while len(queued) < WRITE_BATCH:
+                            queued.append(outbox.receive_nowait())
+                    await send(queued)
                 return  # the hub let the client go
             now = trio.current_time()
             if now >= next_refresh:
                 next_refresh = now + timings.refresh_every
                 full = self.hub.stations_update(self.client)
                 if full is not None:
-                    await websocket.send(full)
+                    await send([full])
             if now >= next_ping:
                 next_ping = now + timings.ping_every
-                await websocket.send(dumps({"type": "ping", "timestamp": iso_now()}))
+                await send([dumps({"type": "ping", "timestamp": iso_now()})])
             if self.client.owner is not None and time.time() >= self.client.expires_at:
                 self.hub.sign_off(self.client)
-                await websocket.send(dumps({"type": "auth", "status": "expired"}))
+                await send([dumps({"type": "auth", "status": "expired"})])
+
+
+async def converse(
+    hub: LiveHub,
+    verifier: TokenVerifier,
+    transport: Transport,
+    client_id: str | None,
+    token: str | None,
+) -> None:
+    """An accepted socket's whole life: the greeting, the app's messages and the updates, until
+    either side ends it (or the server stops)."""
+    if client_id is not None:
+        try:
+            client_id = str(UUID(client_id))
+        except ValueError:
+            await transport.send([error("invalid_client_id", "client_id is a client's UUID")])
+            await transport.close(1008, "client_id is not a client id")
+            return
+    if len(hub.clients) >= hub.timings.max_clients:
+        await transport.send([error("server_full", "too many app sockets now; retry later")])
+        await transport.close(1013, "too many app sockets")
+        return
+    client, outbox = hub.connect(client_id)
+    talk = LiveSocket(hub, verifier, client, transport)
+    try:
+        talk.say(
+            {
+                "type": "connection",
+                "status": "connected",
+                "client_id": client_id,
+                "message": "Connected to location updates",
+            }
+        )
+        if token is not None:
+            await talk.authenticate(token)
+        async with trio.open_nursery() as nursery:
+            done = nursery.cancel_scope
+            nursery.start_soon(talk.write, outbox)
+            slow = "too slow: updates dropped"
+            nursery.start_soon(_close_when, transport, client.dropped, 1013, slow, done)
+            stopping = "the server is stopping"
+            nursery.start_soon(_close_when, transport, hub.closing, 1001, stopping, done)
+            await talk.read()
+            done.cancel()
+    finally:
+        hub.disconnect(client)
 
 
 def live_blueprint(hub: LiveHub, verifier: TokenVerifier) -> Blueprint:
@@ -169,49 +257,19 @@ def live_blueprint(hub: LiveHub, verifier: TokenVerifier) -> Blueprint:
 
     @bp.websocket("/api/v1/ws/locations")
     async def locations() -> None:
-        client_id = websocket.args.get("client_id") or None
         await websocket.accept()
-        if client_id is not None:
-            try:
-                client_id = str(UUID(client_id))
-            except ValueError:
-                await websocket.send(error("invalid_client_id", "client_id is a client's UUID"))
-                await websocket.close(1008, "client_id is not a client id")
-                return
-        if len(hub.clients) >= hub.timings.max_clients:
-            await websocket.send(error("server_full", "too many app sockets now; retry later"))
-            await websocket.close(1013, "too many app sockets")
-            return
-        client, outbox = hub.connect(client_id)
-        talk = LiveSocket(hub, verifier, client)
-        try:
-            talk.say(
-                {
-                    "type": "connection",
-                    "status": "connected",
-                    "client_id": client_id,
-                    "message": "Connected to location updates",
-                }
-            )
-            token = websocket.args.get("token")
-            if token is not None:
-                await talk.authenticate(token)
-            async with trio.open_nursery() as nursery:
-                done = nursery.cancel_scope
-                nursery.start_soon(talk.write, outbox)
-                slow = "too slow: updates dropped"
-                nursery.start_soon(_close_when, client.dropped, 1013, slow, done)
-                nursery.start_soon(_close_when, hub.closing, 1001, "the server is stopping", done)
-                await talk.read()
-                done.cancel()
-        finally:
-            hub.disconnect(client)
+        args = websocket.args
+        await converse(
+            hub, verifier, QuartSocket(), args.get("client_id") or None, args.get("token")
+        )
 
     return bp
 
 
-async def _close_when(event: trio.Event, code: int, reason: str, done: trio.CancelScope) -> None:
+async def _close_when(
+    transport: Transport, event: trio.Event, code: int, reason: str, done: trio.CancelScope
+) -> None:
     await event.wait()
     done.cancel()  # the reader and the writer stop here
     with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_WAIT_S):
-        await websocket.close(code, reason)
+        await transport.close(code, reason)

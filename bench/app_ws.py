@@ -33,7 +33,7 @@ from typing import Any
 
 import psutil
 import trio
-from cpms_process import Steal, report, serving
+from cpms_process import Steal, free_port, report, serving
 from load_generator import NOW, Closed, Generator, GeneratorProcess, _Conn
 
 STATUSES = ("Available", "Preparing")
@@ -252,16 +252,19 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "rate": args.rate,
         "on_all": args.on_all,
         "gc_tuning": args.gc_tuning,
+        "door": args.door,
     }
     with tempfile.TemporaryDirectory(prefix="cpms-app-ws-bench-") as tmp:
         data = Path(tmp)
         places = await provision(data, args.chargers, args.per_location)
         tuning = "true" if args.gc_tuning else "false"
-        async with serving(data, CPMS_GC_TUNING=tuning) as server:
+        own = free_port()  # the socket's own port (--door own); else the REST port's route
+        door = {"CPMS_APP_WS_PORT": str(own)} if args.door == "own" else {}
+        async with serving(data, CPMS_GC_TUNING=tuning, **door) as server:
             proc = psutil.Process(server.pid)
-            http_port = int(server.http_url.rsplit(":", 1)[1])
+            app_port = own if door else int(server.http_url.rsplit(":", 1)[1])
             load = await GeneratorProcess.start_command(
-                [sys.executable, __file__, "--child", str(server.ocpp_port), str(http_port)]
+                [sys.executable, __file__, "--child", str(server.ocpp_port), str(app_port)]
             )
             try:
                 result["chargers_connect"] = await load.ask(
@@ -305,6 +308,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--on-all", type=int, default=0)
     parser.add_argument("--no-gc-tuning", dest="gc_tuning", action="store_false")
+    parser.add_argument(
+        "--door",
+        choices=("own", "rest"),
+        default="own",
+        help="app sockets to their own port (CPMS_APP_WS_PORT) or to the REST port's route",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report(trio.run(bench, args), args.json)

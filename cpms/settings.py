@@ -148,6 +148,13 @@ class Settings(BaseSettings):
     ws_outbox: int = Field(
         512, ge=1, le=100_000, description="messages waiting for one app socket; more: dropped"
     )
+    app_ws_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="a port of its own for the app's live socket (0 = any free); unset = the "
+        "socket only on the REST port",
+    )
     ws_max_clients: int = Field(
         20_000, ge=1, le=1_000_000, description="app sockets at once; more are closed with 1013"
     )

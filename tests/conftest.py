@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -41,12 +43,28 @@ class PgCluster:
         return str(self.server.psql(sql))
 
 
+#: a RAM disk for the test cluster when there is room: each test's database is made and, at the
+#: end, deleted there in a fraction of the time a disk takes (some 450 databases of 7.5 MB)
+RAM_DISK = Path("/dev/shm")
+RAM_DISK_ROOM = 8 * 1024**3
+
+
+def _cluster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    try:
+        if shutil.disk_usage(RAM_DISK).free >= RAM_DISK_ROOM:
+            return Path(tempfile.mkdtemp(prefix="cpms-tests-", dir=RAM_DISK))
+    except OSError:
+        pass
+    return tmp_path_factory.mktemp("pg")
+
+
 @pytest.fixture(scope="session")
 def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from pgserver.postgres_server import get_server
-    pg_dir: Path = tmp_path_factory.mktemp("pg") / "data"
+    home = _cluster_home(tmp_path_factory)
+    pg_dir: Path = home / "data"
     server = get_server(pg_dir, cleanup_mode="delete")
     cluster = PgCluster(server)
     # a throwaway cluster: no fsync (its data need not outlive a crash of this machine, only
@@ -63,13 +81,15 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
     trio.run(prepare)
     yield cluster
     server.cleanup()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
 def dsn(pg_cluster: PgCluster) -> str:
     """A fresh, migrated database for this test."""
     name = f"t{next(_counter)}"
-    pg_cluster.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE};")
+    # a copy of the template's files: quicker than writing them through the WAL (the default)
+    pg_cluster.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY;")
     return pg_cluster.dsn(name)
 
 

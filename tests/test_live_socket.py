@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import jwt
 import pytest
 import trio
@@ -21,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from actors import provisioning as prov
+from api.live_socket import MAX_MESSAGE
 from storage import Database
 from tests.ocpp_server import ADMIN
 from tests.test_charging import Rig, running_rig
@@ -80,29 +83,52 @@ def closed_with(closed: ConnectionClosed) -> tuple[int, str]:
     return closed.reason.code, closed.reason.reason or ""
 
 
+def socket_url(rig: Rig) -> str:
+    """The socket's own port when the server has one (the door under test), else the REST
+    port's route."""
+    own = rig.endpoints.app_ws_url
+    return own or rig.endpoints.http_url.replace("http://", "ws://") + "/api/v1/ws/locations"
+
+
 @asynccontextmanager
 async def app_socket(
     rig: Rig, query: str = "", *, answer_pings: bool = True
 ) -> AsyncIterator[AppSocket]:
-    url = rig.endpoints.http_url.replace("http://", "ws://") + "/api/v1/ws/locations"
-    async with open_websocket_url(url + query) as ws:
+    async with open_websocket_url(socket_url(rig) + query) as ws:
         yield AppSocket(ws, answer_pings=answer_pings)
 
 
-@pytest.fixture
-async def rig(db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Rig]:
+#: both doors: the REST port's route (hypercorn) and the socket's own port (CPMS_APP_WS_PORT)
+DOORS = pytest.mark.parametrize("door", ["rest", "own"])
+
+
+@pytest.fixture(params=["rest", "own"])
+async def rig(
+    request: pytest.FixtureRequest,
+    db: Database,
+    dsn: str,
+    tmp_path: Path,
+    nursery: trio.Nursery,
+) -> AsyncIterator[Rig]:
     """The charging rig (CP-1, CP-2), CP-1 at location L1 and CP-2 at L2, with the socket's
-    clock made quick."""
-    async with live_rig(db, dsn, tmp_path, nursery) as rig:
+    clock made quick; its app sockets through either door."""
+    async with live_rig(db, dsn, tmp_path, nursery, door=request.param) as rig:
         yield rig
 
 
 @asynccontextmanager
 async def live_rig(
-    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery, **overrides: Any
+    db: Database,
+    dsn: str,
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    door: str = "rest",
+    **overrides: Any,
 ) -> AsyncIterator[Rig]:
     for location in ("L1", "L2"):
         await prov.add_location(db, prov.LocationIn(id=location, name=f"Place {location}"))
+    if door == "own":
+        overrides.setdefault("app_ws_port", 0)
     options = {
         "admin_token": ADMIN,
         "ws_ping_interval": 0.5,
@@ -339,10 +365,11 @@ async def test_tokens_that_prove_nothing_get_nothing_personal(rig: Rig) -> None:
         await app.until("pong")  # still connected, the public updates only
 
 
+@DOORS
 async def test_a_stopping_server_says_going_away(
-    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+    door: str, db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    async with live_rig(db, dsn, tmp_path, nursery) as rig, app_socket(rig) as app:
+    async with live_rig(db, dsn, tmp_path, nursery, door) as rig, app_socket(rig) as app:
         await app.until("connection")
         rig.shutdown.set()
         with pytest.raises(ConnectionClosed) as closed:
@@ -354,7 +381,7 @@ async def test_a_stopping_server_says_going_away(
 async def handshake_and_stall(url: str) -> trio.SocketStream:
     """An app socket that upgrades and then never reads (a phone gone into a tunnel), with a
     tiny receive window."""
-    host, port = url.removeprefix("http://").split(":")
+    host, port = urlsplit(url).netloc.split(":")
     sock = trio.socket.socket()
     sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
     await sock.connect((host, int(port)))
@@ -383,8 +410,9 @@ async def clients_connected(rig: Rig) -> float:
     raise AssertionError("no cpms_ws_clients in /metrics")
 
 
+@DOORS
 async def test_a_stalled_phone_is_cut_off_without_slowing_the_others(
-    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+    door: str, db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     # 3,000 stations: the full picture is about 0.8 MB, sent every 0.2 s to a phone that reads
     # nothing; the kernel's buffers fill within a second and the server's write to it blocks
@@ -401,12 +429,15 @@ async def test_a_stalled_phone_is_cut_off_without_slowing_the_others(
         "http_stall_timeout": 1.0,
         "ocpp_offline_after": 300.0,  # no burst of 3,000 stations going offline meanwhile
     }
-    async with live_rig(db, dsn, tmp_path, nursery, **options) as rig, app_socket(rig) as app:
+    async with (
+        live_rig(db, dsn, tmp_path, nursery, door, **options) as rig,
+        app_socket(rig) as app,
+    ):
         await app.send({"action": "unsubscribe", "channel": "all"})
         await app.send({"action": "subscribe", "channel": "location:L1"})
         await app.until("subscription", channel="location:L1")
         alone = await clients_connected(rig)
-        stalled = await handshake_and_stall(rig.endpoints.http_url)
+        stalled = await handshake_and_stall(socket_url(rig))
         with trio.fail_after(WAIT):
             while await clients_connected(rig) < alone + 1:  # noqa: ASYNC110 - the server's count
                 await trio.sleep(0.05)
@@ -440,10 +471,11 @@ async def stream_read(stream: trio.SocketStream) -> bool:
     return bool(await stream.receive_some(65536))
 
 
+@DOORS
 async def test_sockets_over_the_limit_are_turned_away(
-    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+    door: str, db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    async with live_rig(db, dsn, tmp_path, nursery, ws_max_clients=1) as rig:
+    async with live_rig(db, dsn, tmp_path, nursery, door, ws_max_clients=1) as rig:
         async with app_socket(rig) as first:
             await first.until("connection")
             async with app_socket(rig) as second:
@@ -456,3 +488,42 @@ async def test_sockets_over_the_limit_are_turned_away(
             await first.until("pong")  # the one let in is served as ever
         async with app_socket(rig) as later:  # a place freed is taken again
             assert (await later.until("connection"))["status"] == "connected"
+
+
+async def test_the_own_port_refuses_what_is_not_the_socket_and_speaks_websocket_itself(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    async with live_rig(db, dsn, tmp_path, nursery, "own") as rig:
+        url = socket_url(rig)
+        base = url.replace("ws://", "http://").removesuffix("/api/v1/ws/locations")
+        async with httpx.AsyncClient(base_url=base) as http:
+            plain = await http.get("/api/v1/ws/locations")  # no upgrade
+            assert (plain.status_code, plain.json()["error"]) == (400, "bad_request")
+            upgrade = {
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+                "Sec-WebSocket-Version": "13",
+            }
+            elsewhere = await http.get("/api/v1/ws/other", headers=upgrade)
+            assert (elsewhere.status_code, elsewhere.json()["error"]) == (404, "not_found")
+        async with open_websocket_url(url) as ws:
+            app = AppSocket(ws)
+            await app.until("connection")
+            async with trio.open_nursery() as reading:  # (the client's pong waits behind
+                reading.start_soon(app.silent, WAIT, "error")  # any message left unread)
+                with trio.fail_after(WAIT):
+                    await ws.ping(b"are you there")  # the WebSocket layer's own ping: its pong
+                reading.cancel_scope.cancel()
+            await app.send("x" * (MAX_MESSAGE + 1))
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await app.next()
+            assert closed_with(closed.value)[0] == 1009
+        async with open_websocket_url(url) as ws:
+            app = AppSocket(ws)
+            await app.until("connection")
+            await ws.aclose()  # the app closes: the server answers and forgets it
+        with trio.fail_after(WAIT):
+            while await clients_connected(rig) > 0:  # noqa: ASYNC110 - the server's count
+                await trio.sleep(0.05)

@@ -27,6 +27,7 @@ from api.auth import TokenVerifier
 from api.config import ApiConfig
 from api.idempotency import Idempotency
 from api.live_hub import LiveHub, LiveTimings
+from api.live_listener import serve_live_sockets
 from api.rate_limit import RateLimiter
 from api.sms import ConsoleSms, HttpSms, SmsSender
 from api.tokens import TokenIssuer
@@ -53,6 +54,7 @@ class Endpoints:
     http_url: str
     ocpp_url: str
     webhook_url: str | None = None  # the webhooks' own port, when it has one
+    app_ws_url: str | None = None  # the app socket's own port, when it has one
 
 
 def api_config(settings: Settings, clock: Callable[[], float] = time.time) -> ApiConfig:
@@ -211,15 +213,28 @@ async def run_server(
                         task_status=task_status,
                     )
                 )
+            app_ws_url = None
+            if settings.app_ws_port is not None:
+                app_ws_url = await doors.start(
+                    partial(
+                        serve_live_sockets,
+                        hub,
+                        config.verifier,
+                        settings.http_host,
+                        settings.app_ws_port,
+                        stall_timeout=settings.http_stall_timeout,
+                        shutdown_trigger=shutdown.wait,
+                    )
+                )
             scheme = "wss" if settings.ocpp_tls_cert else "ws"
             prefix = "/" + settings.ocpp_path_prefix.strip("/")
             ocpp_url = f"{scheme}://{settings.ocpp_host}:{ocpp_port}{prefix}"
-            endpoints = Endpoints(http_url, ocpp_url, webhook_url)
+            endpoints = Endpoints(http_url, ocpp_url, webhook_url, app_ws_url)
             doors.start_soon(purge_deleted_accounts, core.db, settings.account_purge_days, shutdown)
             tune_gc(settings.gc_tuning)
             if settings.gc_tuning:
                 doors.start_soon(run_gc_maintenance, shutdown)
-            log.info("ready", http=http_url, ocpp=ocpp_url, webhooks=webhook_url)
+            log.info("ready", http=http_url, ocpp=ocpp_url, webhooks=webhook_url, app_ws=app_ws_url)
             task_status.started(endpoints)
         with trio.move_on_after(settings.shutdown_timeout / 2):
             await idempotency.flush()  # the answers of the last requests

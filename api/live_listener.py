@@ -1,0 +1,226 @@
+"""The app's live socket on a port of its own (``CPMS_APP_WS_PORT``): the same conversation as
+on the REST port (:func:`api.live_socket.converse`, the same hub), spoken with wsproto straight
+on trio's sockets.
+
+Why a port of its own: most of the socket's work is sending small updates to many phones. Through
+hypercorn each message is an ASGI event, a locked and shielded ``send_all`` and one system call;
+here the messages queued for a socket are framed and written in one ``send``, and nothing but
+the conversation sits between the hub and the socket. A reverse proxy can route
+``/api/v1/ws/locations`` here while the REST port keeps answering the same path for apps that
+connect to it directly.
+
+What it serves: a WebSocket upgrade of ``GET /api/v1/ws/locations``; any other request is 404
+(a path) or 400 (not an upgrade) in the app's error shape. Bounds: a handshake of 16 KB within
+10 s, a message of 16 KB (1009 beyond), ``TCP_USER_TIMEOUT`` (``CPMS_HTTP_STALL_TIMEOUT``) for a
+phone that stops reading; no compression is offered. Pings from the app's WebSocket layer are
+answered; its close is answered and ends the conversation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Message,
+    Ping,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from api.auth import TokenVerifier
+from api.errors import error_body
+from api.jsonio import dumps
+from api.live_hub import LiveHub
+from api.live_socket import CLOSE_WAIT_S, MAX_MESSAGE, SocketClosed, converse
+
+log = structlog.stdlib.get_logger("api.live_listener")
+
+PATH = "/api/v1/ws/locations"
+MAX_HEAD = 16 * 1024
+HANDSHAKE_S = 10.0
+RECEIVE = 65536
+
+
+class WsprotoSocket:
+    """One app socket: wsproto's frames on a trio stream. Writes are serialized (the writer's
+    updates, the reader's pongs and the close share the stream)."""
+
+    def __init__(self, stream: trio.SocketStream, ws: WSConnection) -> None:
+        self.stream, self.ws = stream, ws
+        self._write = trio.Lock()
+        self._events: list[Event] = []
+        self._text: list[str] = []
+        self._bytes: list[bytes] = []
+        self._size = 0
+        self.closed = False
+
+    async def send(self, texts: list[str]) -> None:
+        if self.closed:
+            return
+        data = b"".join(self.ws.send(Message(data=text)) for text in texts)
+        await self._out(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(LocalProtocolError):  # the app's close came first
+            await self._out(self.ws.send(CloseConnection(code=code, reason=reason)))
+
+    async def _out(self, data: bytes) -> None:
+        try:
+            async with self._write:
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closed = True
+
+    async def receive(self) -> str | bytes:
+        while True:
+            while self._events:
+                message = await self._take(self._events.pop(0))
+                if message is not None:
+                    return message
+            if self.closed:
+                raise SocketClosed
+            try:
+                data = await self.stream.receive_some(RECEIVE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self.closed = True
+                raise SocketClosed
+            try:
+                self.ws.receive_data(data)
+                self._events.extend(self.ws.events())
+            except RemoteProtocolError:
+                await self.close(1002, "not the WebSocket protocol")
+                raise SocketClosed from None
+
+    async def _take(self, event: Event) -> str | bytes | None:
+        """The app's whole message once its last frame is in; None meanwhile."""
+        if isinstance(event, TextMessage | BytesMessage):
+            self._size += len(event.data)
+            if self._size > MAX_MESSAGE:
+                await self.close(1009, f"a message is at most {MAX_MESSAGE} bytes")
+                raise SocketClosed
+            if isinstance(event, TextMessage):
+                self._text.append(event.data)
+            else:
+                self._bytes.append(bytes(event.data))
+            if not event.message_finished:
+                return None
+            self._size = 0
+            if isinstance(event, TextMessage):
+                text, self._text = "".join(self._text), []
+                return text
+            data, self._bytes = b"".join(self._bytes), []
+            return data
+        if isinstance(event, Ping):
+            await self._out(self.ws.send(event.response()))
+        elif isinstance(event, CloseConnection):
+            if not self.closed:
+                self.closed = True
+                await self._out(self.ws.send(event.response()))
+            raise SocketClosed
+        return None
+
+
+async def _handshake(stream: trio.SocketStream, ws: WSConnection) -> Request | None:
+    """The app's upgrade request, or None (refused here, or it never came whole)."""
+    head = 0
+    with trio.move_on_after(HANDSHAKE_S):
+        while True:
+            data = await stream.receive_some(RECEIVE)
+            head += len(data)
+            if not data or head > MAX_HEAD:
+                return None
+            try:
+                ws.receive_data(data)
+            except RemoteProtocolError as bad:
+                await _answer(stream, 400, "bad_request", f"not a WebSocket upgrade: {bad}")
+                return None
+            for event in ws.events():
+                if isinstance(event, Request):
+                    return event
+    return None
+
+
+async def _answer(stream: trio.SocketStream, status: int, code: str, message: str) -> None:
+    """A plain HTTP answer in the app's error shape, instead of a WebSocket."""
+    body = dumps(error_body(code, message)).encode()
+    head = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    with trio.move_on_after(1):
+        await stream.send_all(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+
+class LiveListener:
+    def __init__(self, hub: LiveHub, verifier: TokenVerifier, stall_timeout: float) -> None:
+        self.hub, self.verifier, self.stall_timeout = hub, verifier, stall_timeout
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        milliseconds = int(self.stall_timeout * 1000)
+        stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
+        ws = WSConnection(ConnectionType.SERVER)
+        try:
+            request = await _handshake(stream, ws)
+            if request is None:
+                return
+            target = urlsplit(request.target)
+            if target.path != PATH:
+                await _answer(stream, 404, "not_found", f"only {PATH} is served here")
+                return
+            await stream.send_all(ws.send(AcceptConnection()))
+            query = parse_qs(target.query, keep_blank_values=True)
+            client_id = query.get("client_id", [""])[0] or None
+            token = query["token"][0] if "token" in query else None
+            await converse(self.hub, self.verifier, WsprotoSocket(stream, ws), client_id, token)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the app went away
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+async def serve_live_sockets(
+    hub: LiveHub,
+    verifier: TokenVerifier,
+    host: str,
+    port: int,
+    *,
+    stall_timeout: float,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve app sockets on ``host:port`` until ``shutdown_trigger`` returns (each socket is
+    then closed with 1001 by the hub); reports ``ws://host:port/api/v1/ws/locations``."""
+    listener = LiveListener(hub, verifier, stall_timeout)
+    sockets = await trio.open_tcp_listeners(port, host=host, backlog=4096)
+    url = f"ws://{host}:{sockets[0].socket.getsockname()[1]}{PATH}"
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as accepting:
+            serving = partial(trio.serve_listeners, handler_nursery=connections)
+            await accepting.start(serving, listener.handle, sockets)
+            log.info("app sockets listening", url=url)
+            task_status.started(url)
+            await shutdown_trigger()
+            accepting.cancel_scope.cancel()
+        # the hub tells each socket to close (1001); what has not closed by then is cut
+        connections.cancel_scope.deadline = trio.current_time() + CLOSE_WAIT_S
