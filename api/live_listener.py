@@ -18,8 +18,11 @@ answered; its close is answered and ends the conversation.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import os
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from functools import partial
 from http import HTTPStatus
@@ -33,7 +36,6 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Event,
-    Message,
     Ping,
     Request,
     TextMessage,
@@ -54,38 +56,96 @@ HANDSHAKE_S = 10.0
 RECEIVE = 65536
 
 
-class WsprotoSocket:
-    """One app socket: wsproto's frames on a trio stream. Writes are serialized (the writer's
-    updates, the reader's pongs and the close share the stream)."""
+def text_frame(payload: bytes) -> bytes:
+    """A whole text frame as a server sends it (RFC 6455 §5.2: unmasked)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
 
-    def __init__(self, stream: trio.SocketStream, ws: WSConnection) -> None:
-        self.stream, self.ws = stream, ws
-        self._write = trio.Lock()
+
+class WsprotoSocket:
+    """One app socket on a trio stream, wsproto reading the app's frames.
+
+    An update is written to the socket the moment the hub offers it (:meth:`offer`: one
+    non-blocking system call, no task woken) unless earlier ones still wait; what the kernel does
+    not take at once waits in order and :meth:`flush` writes all that waits in one go. At
+    ``limit`` messages waiting the app is too slow: the offer is refused (the hub drops it)."""
+
+    def __init__(self, stream: trio.SocketStream, ws: WSConnection, limit: int) -> None:
+        self.stream, self.ws, self.limit = stream, ws, limit
+        self.fd = stream.socket.fileno()
+        self.direct = self.offer
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._writing = False
+        self._wake = trio.Event()
+        self._idle = trio.Event()  # nothing waits and nothing is being written
+        self._idle.set()
         self._events: list[Event] = []
         self._text: list[str] = []
         self._bytes: list[bytes] = []
         self._size = 0
-        self.closed = False
+        self.closing = False  # a close frame is on its way: nothing more after it
+        self.closed = False  # the stream can't be written to any more
+
+    def offer(self, text: str) -> bool:
+        if self.closing or self.closed:
+            return True  # going away: it would not be read
+        return self._push(text_frame(text.encode()))
+
+    def _push(self, data: bytes, *, always: bool = False) -> bool:
+        if self._queue or self._writing:
+            if len(self._queue) >= self.limit and not always:
+                return False
+            self._wait(data)
+            return True
+        try:
+            sent = os.write(self.fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the app went away
+            self.closed = True
+            return True
+        if sent < len(data):
+            self._wait(data[sent:])
+        return True
+
+    def _wait(self, data: bytes) -> None:
+        self._queue.append(data)
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Write what waits, all of it at once, for as long as the socket lives."""
+        while not self.closed:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self._queue and not self.closed:
+                data = b"".join(self._queue)
+                self._queue.clear()
+                self._writing = True
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.closed = True
+                finally:
+                    self._writing = False
+            self._idle.set()
 
     async def send(self, texts: list[str]) -> None:
-        if self.closed:
-            return
-        data = b"".join(self.ws.send(Message(data=text)) for text in texts)
-        await self._out(data)
+        for text in texts:
+            self.offer(text)
 
     async def close(self, code: int, reason: str) -> None:
-        if self.closed:
+        """The close frame after everything offered before it; back once it is written."""
+        if self.closing or self.closed:
             return
-        self.closed = True
         with contextlib.suppress(LocalProtocolError):  # the app's close came first
-            await self._out(self.ws.send(CloseConnection(code=code, reason=reason)))
-
-    async def _out(self, data: bytes) -> None:
-        try:
-            async with self._write:
-                await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.closed = True
+            self._push(self.ws.send(CloseConnection(code=code, reason=reason)), always=True)
+        self.closing = True
+        await self._idle.wait()
 
     async def receive(self) -> str | bytes:
         while True:
@@ -93,14 +153,14 @@ class WsprotoSocket:
                 message = await self._take(self._events.pop(0))
                 if message is not None:
                     return message
-            if self.closed:
+            if self.closing or self.closed:
                 raise SocketClosed
             try:
                 data = await self.stream.receive_some(RECEIVE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             if not data:
-                self.closed = True
+                self.closing = True
                 raise SocketClosed
             try:
                 self.ws.receive_data(data)
@@ -129,11 +189,11 @@ class WsprotoSocket:
             data, self._bytes = b"".join(self._bytes), []
             return data
         if isinstance(event, Ping):
-            await self._out(self.ws.send(event.response()))
+            self._push(self.ws.send(event.response()), always=True)
         elif isinstance(event, CloseConnection):
-            if not self.closed:
-                self.closed = True
-                await self._out(self.ws.send(event.response()))
+            if not self.closing and not self.closed:
+                self._push(self.ws.send(event.response()), always=True)
+                self.closing = True
             raise SocketClosed
         return None
 
@@ -192,7 +252,11 @@ class LiveListener:
             query = parse_qs(target.query, keep_blank_values=True)
             client_id = query.get("client_id", [""])[0] or None
             token = query["token"][0] if "token" in query else None
-            await converse(self.hub, self.verifier, WsprotoSocket(stream, ws), client_id, token)
+            app = WsprotoSocket(stream, ws, self.hub.timings.outbox)
+            async with trio.open_nursery() as writing:
+                writing.start_soon(app.flush)
+                await converse(self.hub, self.verifier, app, client_id, token)
+                writing.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the app went away
         finally:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -57,7 +58,12 @@ class SocketClosed(Exception):
 
 class Transport(Protocol):
     """One accepted WebSocket, as the conversation uses it: hypercorn's (:class:`QuartSocket`,
-    on the REST port) or cpms's own (:mod:`api.live_listener`, on ``CPMS_APP_WS_PORT``)."""
+    on the REST port) or cpms's own (:mod:`api.live_listener`, on ``CPMS_APP_WS_PORT``).
+    ``direct``: how the hub hands it a message at once, when it can (else through the outbox
+    and :meth:`send`)."""
+
+    @property
+    def direct(self) -> Callable[[str], bool] | None: ...
 
     async def receive(self) -> str | bytes:
         """The app's next message; :class:`SocketClosed` once it is gone."""
@@ -72,6 +78,8 @@ class Transport(Protocol):
 
 class QuartSocket:
     """The socket of the REST port's route (hypercorn, through Quart)."""
+
+    direct = None
 
     async def receive(self) -> str | bytes:
         return await websocket.receive()
@@ -227,6 +235,7 @@ async def converse(
         await transport.close(1013, "too many app sockets")
         return
     client, outbox = hub.connect(client_id)
+    client.direct = transport.direct
     talk = LiveSocket(hub, verifier, client, transport)
     try:
         talk.say(
