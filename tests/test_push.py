@@ -309,6 +309,19 @@ async def test_dead_subscriptions_go_and_busy_services_are_tried_again(
     endpoints = {r["endpoint"] for r in await db.fetch("SELECT endpoint FROM push_subscriptions")}
     assert browsers["gone"].endpoint not in endpoints
     assert {browsers[n].endpoint for n in ("busy", "down", "refused")} <= endpoints
+
+    # a notification that can't be made is counted and the sender goes on
+    busy_client = await db.fetchval(
+        "SELECT user_id FROM push_subscriptions WHERE endpoint = $1", browsers["busy"].endpoint
+    )
+    assert sender.notify(Push("no_such_kind", {}, user_id=busy_client))
+    assert sender.notify(Push("charging_completed", {}, user_id=busy_client))  # no figures
+    with trio.fail_after(15):
+        while len(stub.of(browsers["busy"])) < 2:  # noqa: ASYNC110
+            await trio.sleep(0.02)
+    assert sender.counts.failed == 3
+    blank = stub.of(browsers["busy"], "charging_completed")[0]
+    assert blank["body"] == " kWh for  KGS;  KGS returned"  # what it lacks is left blank
     shutdown.set()
 
 

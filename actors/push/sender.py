@@ -131,6 +131,10 @@ class PushSender:
                 await self._send_one(http, push)
             except StorageUnavailable as error:
                 log.warning("push not sent: storage unavailable", kind=push.kind, error=str(error))
+            except Exception:  # a notification that can't be made: never the server's end
+                self.counts.failed += 1
+                metrics.PUSH_SENT.labels("failed").inc()
+                log.exception("push not sent", kind=push.kind)
 
     async def _send_one(self, http: httpx.AsyncClient, push: Push) -> None:
         user_id = push.user_id

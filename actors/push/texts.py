@@ -77,12 +77,19 @@ TEXTS: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
+class _Blanks(dict[str, Any]):
+    """A notification's data for its template: a figure it lacks is left blank."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
 def render(kind: str, data: dict[str, Any], language: str, tag: str | None = None) -> bytes:
     """The notification as the service worker receives it (UTF-8 JSON, at most
     :data:`~actors.push.webpush.MAX_PAYLOAD` bytes: a long value is cut from ``body``)."""
     texts = TEXTS[kind]
     title, template = texts.get(language, texts["en"])
-    body = template.format_map({k: "" if v is None else v for k, v in data.items()})
+    body = template.format_map(_Blanks({k: "" if v is None else v for k, v in data.items()}))
     message = {
         "type": kind,
         "title": title,
