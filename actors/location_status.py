@@ -57,15 +57,16 @@ async def run_location_status(
             if not isinstance(event, StationStatusChanged):
                 continue
             station = stations.setdefault(event.station_id, _Station(event.location_id))
-            at.get(station.location_id, {}).pop(event.station_id, None)
+            moved_from = station.location_id  # a station moved: its old location changes too
+            at.get(moved_from, {}).pop(event.station_id, None)
             station.location_id = event.location_id
             at.setdefault(station.location_id, {})[event.station_id] = station
             station.status = event.status
             station.connectors = [c.status for c in event.connectors]
-            location = station.location_id
-            if location is None:
-                continue
-            current = summary(location, list(at[location].values()))
-            if last.get(location) != current:
-                last[location] = current
-                bus.publish(LocationStatusChanged(current, iso_now()))
+            for location in dict.fromkeys((moved_from, station.location_id)):
+                if location is None:
+                    continue
+                current = summary(location, list(at.get(location, {}).values()))
+                if last.get(location) != current:
+                    last[location] = current
+                    bus.publish(LocationStatusChanged(current, iso_now()))

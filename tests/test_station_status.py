@@ -213,3 +213,12 @@ async def test_location_updates_follow_station_events(db: Database, nursery: tri
         ) == (1, 1, 1)
         station("A", "occupied", "Charging")
         assert (await next_location())["status"] == "occupied"
+        # B moves to another location: both locations are told
+        shown = (ConnectorShown(1, "Charging", Decimal(60)),)
+        bus.publish(StationStatusChanged("B", "LOC-2", "occupied", shown, "2026-01-01T00:00:01Z"))
+        moved = {}
+        while len(moved) < 2:
+            update = await next_location()
+            moved[update["location_id"]] = update
+        assert (moved["LOC-1"]["stations_count"], moved["LOC-1"]["total_connectors"]) == (1, 1)
+        assert (moved["LOC-2"]["stations_count"], moved["LOC-2"]["status"]) == (1, "occupied")
