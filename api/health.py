@@ -43,6 +43,7 @@ def health_blueprint(core: Core, config: ApiConfig) -> Blueprint:
                     "full_collections": GC.full_collections,
                     "long_pauses": GC.long_pauses,
                     "longest_ms": round(GC.longest_ms, 1),
+                    "growth_before_full": GC.growth,
                 },
                 "actors": {
                     "ok": storage_ok,

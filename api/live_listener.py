@@ -54,6 +54,8 @@ PATH = "/api/v1/ws/locations"
 MAX_HEAD = 16 * 1024
 HANDSHAKE_S = 10.0
 RECEIVE = 65536
+#: how long an offered update may wait for others to the same socket
+COALESCE_S = 0.002
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -66,18 +68,53 @@ def text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
+class Coalescer:
+    """Sockets with updates offered in the last ``window`` seconds: each is written once, all
+    its updates together (a station's update and its location's, say: one system call, not two;
+    on two cores the calls were most of the work)."""
+
+    def __init__(self, window: float = COALESCE_S) -> None:
+        self.window = window
+        self.dirty: dict[WsprotoSocket, None] = {}
+        self._wake = trio.Event()
+        self._last: tuple[str, bytes] = ("", text_frame(b""))
+
+    def framed(self, text: str) -> bytes:
+        """``text`` as a frame; the hub offers one update to many sockets: it is framed once."""
+        if text is not self._last[0]:
+            self._last = (text, text_frame(text.encode()))
+        return self._last[1]
+
+    def mark(self, app: WsprotoSocket) -> None:
+        self.dirty[app] = None
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await trio.sleep(self.window)
+            dirty, self.dirty = self.dirty, {}
+            for app in dirty:
+                app.write_offered()
+
+
 class WsprotoSocket:
     """One app socket on a trio stream, wsproto reading the app's frames.
 
-    An update is written to the socket the moment the hub offers it (:meth:`offer`: one
-    non-blocking system call, no task woken) unless earlier ones still wait; what the kernel does
+    An update the hub offers (:meth:`offer`) is framed (once for all its sockets) and written
+    within :data:`COALESCE_S` with whatever else was offered meanwhile, by one non-blocking
+    system call (no task woken per socket) unless earlier ones still wait; what the kernel does
     not take at once waits in order and :meth:`flush` writes all that waits in one go. At
     ``limit`` messages waiting the app is too slow: the offer is refused (the hub drops it)."""
 
-    def __init__(self, stream: trio.SocketStream, ws: WSConnection, limit: int) -> None:
-        self.stream, self.ws, self.limit = stream, ws, limit
+    def __init__(
+        self, stream: trio.SocketStream, ws: WSConnection, limit: int, coalescer: Coalescer
+    ) -> None:
+        self.stream, self.ws, self.limit, self.coalescer = stream, ws, limit, coalescer
         self.fd = stream.socket.fileno()
         self.direct = self.offer
+        self._offered: list[bytes] = []
         self._queue: collections.deque[bytes] = collections.deque()
         self._writing = False
         self._wake = trio.Event()
@@ -93,7 +130,18 @@ class WsprotoSocket:
     def offer(self, text: str) -> bool:
         if self.closing or self.closed:
             return True  # going away: it would not be read
-        return self._push(text_frame(text.encode()))
+        if len(self._offered) + len(self._queue) >= self.limit:
+            return False
+        if not self._offered:
+            self.coalescer.mark(self)
+        self._offered.append(self.coalescer.framed(text))
+        return True
+
+    def write_offered(self) -> None:
+        if self._offered and not self.closed:
+            data = b"".join(self._offered)
+            self._offered.clear()
+            self._push(data, always=True)  # counted when offered
 
     def _push(self, data: bytes, *, always: bool = False) -> bool:
         if self._queue or self._writing:
@@ -142,6 +190,7 @@ class WsprotoSocket:
         """The close frame after everything offered before it; back once it is written."""
         if self.closing or self.closed:
             return
+        self.write_offered()
         with contextlib.suppress(LocalProtocolError):  # the app's close came first
             self._push(self.ws.send(CloseConnection(code=code, reason=reason)), always=True)
         self.closing = True
@@ -234,6 +283,7 @@ async def _answer(stream: trio.SocketStream, status: int, code: str, message: st
 class LiveListener:
     def __init__(self, hub: LiveHub, verifier: TokenVerifier, stall_timeout: float) -> None:
         self.hub, self.verifier, self.stall_timeout = hub, verifier, stall_timeout
+        self.coalescer = Coalescer()
 
     async def handle(self, stream: trio.SocketStream) -> None:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
@@ -252,7 +302,7 @@ class LiveListener:
             query = parse_qs(target.query, keep_blank_values=True)
             client_id = query.get("client_id", [""])[0] or None
             token = query["token"][0] if "token" in query else None
-            app = WsprotoSocket(stream, ws, self.hub.timings.outbox)
+            app = WsprotoSocket(stream, ws, self.hub.timings.outbox, self.coalescer)
             async with trio.open_nursery() as writing:
                 writing.start_soon(app.flush)
                 await converse(self.hub, self.verifier, app, client_id, token)
@@ -278,13 +328,16 @@ async def serve_live_sockets(
     listener = LiveListener(hub, verifier, stall_timeout)
     sockets = await trio.open_tcp_listeners(port, host=host, backlog=4096)
     url = f"ws://{host}:{sockets[0].socket.getsockname()[1]}{PATH}"
-    async with trio.open_nursery() as connections:
-        async with trio.open_nursery() as accepting:
-            serving = partial(trio.serve_listeners, handler_nursery=connections)
-            await accepting.start(serving, listener.handle, sockets)
-            log.info("app sockets listening", url=url)
-            task_status.started(url)
-            await shutdown_trigger()
-            accepting.cancel_scope.cancel()
-        # the hub tells each socket to close (1001); what has not closed by then is cut
-        connections.cancel_scope.deadline = trio.current_time() + CLOSE_WAIT_S
+    async with trio.open_nursery() as coalescing:
+        coalescing.start_soon(listener.coalescer.run)
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                serving = partial(trio.serve_listeners, handler_nursery=connections)
+                await accepting.start(serving, listener.handle, sockets)
+                log.info("app sockets listening", url=url)
+                task_status.started(url)
+                await shutdown_trigger()
+                accepting.cancel_scope.cancel()
+            # the hub tells each socket to close (1001); what has not closed by then is cut
+            connections.cancel_scope.deadline = trio.current_time() + CLOSE_WAIT_S
+        coalescing.cancel_scope.cancel()

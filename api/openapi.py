@@ -70,7 +70,7 @@ def _error(description: str) -> dict[str, Any]:
 WEBSOCKETS = {
     "/api/v1/ws/locations": {
         "summary": "Live station and location status; with a token, the client's balance and "
-        "charging (api/live_socket.py)",
+        "charging (api/live_socket.py); also on CPMS_APP_WS_PORT when set (api/live_listener.py)",
         "query": {"client_id": "the client's UUID (optional)", "token": "a JWT (optional)"},
         "client_messages": [
             {"action": "subscribe", "channel": "all | location:<id> | location_stations:<id>"},

@@ -40,6 +40,7 @@ class HealthGc(Part):
     full_collections: int
     long_pauses: int
     longest_ms: float
+    growth_before_full: float  # the heap grows by this fraction before the next full collection
 
 
 class HealthActors(Part):

@@ -85,6 +85,7 @@ class Load(Generator):
         self.http_port = http_port
         self.apps: dict[int, _Conn] = {}
         self.sent_at: dict[str, float] = {}  # station → when its last status change was sent
+        self.arrived: list[float] = []  # when each timed update arrived
         self.wanted: dict[str, list[str]] = {}  # app → the channels it subscribes to
 
     # -- app clients ------------------------------------------------------------------------
@@ -142,8 +143,10 @@ class Load(Generator):
         len(chargers)/rate seconds; round trips, and the delivery delay to the app clients."""
         rtts: list[float] = []
         delivered: list[float] = []
+        self.arrived = []
         other = 0
         self.sent_at.clear()
+        began = time.perf_counter()
 
         def app_event(fd: int) -> None:
             nonlocal other
@@ -165,6 +168,8 @@ class Load(Generator):
             "ocpp_round_trip": percentiles(rtts),
             "app_updates_received": len(delivered),
             "app_update_delay": percentiles(delivered),
+            # in which seconds of the phase the deliveries over 100 ms came: a pause, or a queue
+            "app_late_by_second": late_by_second(self.arrived, delivered, began),
             "app_other_messages": other,
             "apps_connected_after": len(self.apps),
             "errors": errors,
@@ -190,6 +195,7 @@ class Load(Generator):
                     sent = self.sent_at.get(station)
                     if sent is not None:
                         delivered.append(now - sent)
+                        self.arrived.append(now)
                 elif '"type": "ping"' in text:
                     app.send_text('{"type": "pong"}')
                 else:
@@ -199,6 +205,15 @@ class Load(Generator):
             self.epoll.unregister(fd)
             app.sock.close()
         return other
+
+
+def late_by_second(arrived: list[float], delays: list[float], began: float) -> dict[int, int]:
+    late: dict[int, int] = {}
+    for at, delay in zip(arrived, delays, strict=True):
+        if delay > 0.1:
+            second = int(at - began)
+            late[second] = late.get(second, 0) + 1
+    return late
 
 
 def child(host: str, ocpp_port: int, http_port: int) -> int:

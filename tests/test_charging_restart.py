@@ -12,9 +12,11 @@ import httpx
 import trio
 
 from actors import provisioning as prov
+from actors.push.webpush import new_key_pair
 from cpms.kernel.validation import validate
 from sim.charger import VirtualChargePoint
 from storage import open_storage
+from tests.push_stub import PushStub
 from tests.test_cli import clean_env, cpms, free_port, serve, stop, wait_healthy
 from tests.tokens import SECRET, bearer, hs256
 
@@ -57,9 +59,21 @@ async def check_ledger(pg_dir: Path, client: uuid.UUID) -> tuple[Decimal, dict[s
     return Decimal(balance), session
 
 
-async def test_sigkill_mid_session_then_restart_settles_exactly(tmp_path: Path) -> None:
+async def test_sigkill_mid_session_then_restart_settles_exactly(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """... and its driver is told once that it started and once that it ended (a push service
+    stub over a real socket), though the server died in between."""
+    push = PushStub()
+    await nursery.start(push.serve)
     data = tmp_path / "data"
-    env = {**clean_env(data), "CPMS_JWT_SECRET": SECRET}
+    env = {
+        **clean_env(data),
+        "CPMS_JWT_SECRET": SECRET,
+        "CPMS_VAPID_PRIVATE_KEY": new_key_pair()[0],
+        "CPMS_VAPID_SUBJECT": "mailto:ops@example.com",
+        "CPMS_PUSH_ALLOW_HTTP": "true",
+    }
     await provision(data / "pg")
     http_port, ocpp_port = free_port(), free_port()
     base = f"http://127.0.0.1:{http_port}"
@@ -84,6 +98,11 @@ async def test_sigkill_mid_session_then_restart_settles_exactly(tmp_path: Path) 
         await trio.to_thread.run_sync(wait_healthy, base, server)
         async with cp, httpx.AsyncClient(base_url=base, timeout=30) as http:
             await cp.wait_booted(timeout=30)
+            phone = push.browser()
+            subscribed = await http.post(
+                "/api/v1/notifications/subscribe", headers=me, json=phone.subscription()
+            )
+            assert subscribed.status_code == 201, subscribed.text
             reply = await http.post(
                 "/api/v1/charging/start",
                 headers=me,
@@ -97,6 +116,7 @@ async def test_sigkill_mid_session_then_restart_settles_exactly(tmp_path: Path) 
                 while cp.connectors[1].energy < cp.connectors[1].tx.meter_start + 500:  # noqa: ASYNC110
                     await trio.sleep(0.05)
 
+            await push.wait_for(phone, "charging_started")
             server.send_signal(signal.SIGKILL)  # no goodbye: the server just dies
             server.wait(timeout=30)
             with trio.fail_after(10):
@@ -116,9 +136,12 @@ async def test_sigkill_mid_session_then_restart_settles_exactly(tmp_path: Path) 
                         break
                     await trio.sleep(0.1)
             assert not cp._outbox  # everything the charger kept was accepted
+            await push.wait_for(phone, "charging_completed")
     finally:
-        code, _took, err = await trio.to_thread.run_sync(stop, server)
+        code, _took, err = await trio.to_thread.run_sync(stop, server)  # what was queued is sent
     assert code == 0, err
+    told = [m["type"] for m in push.of(phone)]
+    assert sorted(told) == ["charging_completed", "charging_started"], told
     view = reply.json()["session"]
     balance, row = await check_ledger(data / "pg", client)
     energy = (Decimal(meter_stop) - Decimal(row["meter_start_wh"])) / 1000  # type: ignore[arg-type]

@@ -73,3 +73,30 @@ async def test_growth_brings_a_full_collection_that_frees_frozen_cycles(gc_state
         until.set()
     assert garbage() is None
     assert gc.get_freeze_count() >= len(kept)  # what survived is frozen again
+
+
+async def test_a_full_collection_that_finds_no_cycles_waits_longer_for_the_next(
+    gc_state: None,
+) -> None:
+    tune_gc(True)
+    until = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: run_gc_maintenance(until, every=0.01, growth=0.01))
+        await trio.sleep(0.03)
+        assert STATS.growth == 0.01
+        full = STATS.full_collections
+        kept = [[n] for n in range(sys.getallocatedblocks() // 50)]  # 2 % more, no cycles
+        for _ in range(100):
+            await trio.sleep(0.01)
+            if STATS.full_collections > full:
+                break
+        assert STATS.growth == 0.02  # twice the growth before the next
+        cycles = [Node() for _ in range(sys.getallocatedblocks() // 20)]
+        del cycles  # garbage only the collector finds: back to the first growth
+        more = [[n] for n in range(sys.getallocatedblocks() // 20)]
+        for _ in range(200):
+            await trio.sleep(0.01)
+            if STATS.growth == 0.01:
+                break
+        until.set()
+    assert STATS.growth == 0.01 and kept and more
