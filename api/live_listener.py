@@ -138,12 +138,21 @@ class WsprotoSocket:
         return True
 
     def write_offered(self) -> None:
-        if self._offered and not self.closed:
+        if self._offered and not self.closed and not self.closing:
             data = b"".join(self._offered)
             self._offered.clear()
             self._push(data, always=True)  # counted when offered
 
+    def finish(self) -> None:
+        """The stream is about to be closed: nothing is written from here on. (Its descriptor's
+        number is soon another connection's: a late write would go to another phone.)"""
+        self.closed = True
+        self._offered.clear()
+        self._queue.clear()
+
     def _push(self, data: bytes, *, always: bool = False) -> bool:
+        if self.closed:
+            return True
         if self._queue or self._writing:
             if len(self._queue) >= self.limit and not always:
                 return False
@@ -303,10 +312,13 @@ class LiveListener:
             client_id = query.get("client_id", [""])[0] or None
             token = query["token"][0] if "token" in query else None
             app = WsprotoSocket(stream, ws, self.hub.timings.outbox, self.coalescer)
-            async with trio.open_nursery() as writing:
-                writing.start_soon(app.flush)
-                await converse(self.hub, self.verifier, app, client_id, token)
-                writing.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as writing:
+                    writing.start_soon(app.flush)
+                    await converse(self.hub, self.verifier, app, client_id, token)
+                    writing.cancel_scope.cancel()
+            finally:
+                app.finish()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the app went away
         finally:

@@ -21,8 +21,10 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from wsproto import ConnectionType, WSConnection
 
 from actors import provisioning as prov
+from api.live_listener import Coalescer, WsprotoSocket
 from api.live_socket import MAX_MESSAGE
 from storage import Database
 from tests.ocpp_server import ADMIN
@@ -527,3 +529,27 @@ async def test_the_own_port_refuses_what_is_not_the_socket_and_speaks_websocket_
         with trio.fail_after(WAIT):
             while await clients_connected(rig) > 0:  # noqa: ASYNC110 - the server's count
                 await trio.sleep(0.05)
+
+
+async def test_a_finished_socket_never_writes_to_the_connection_that_takes_its_number() -> None:
+    """Updates still waiting for the coalescer when a socket ends must not be written: the
+    descriptor's number is soon another phone's connection."""
+    mine, phone = trio.socket.socketpair()
+    coalescer = Coalescer()
+    app = WsprotoSocket(trio.SocketStream(mine), WSConnection(ConnectionType.SERVER), 8, coalescer)
+    assert app.offer('{"type": "balance_update"}')  # waits for the coalescer's window
+    number = mine.fileno()
+    app.finish()
+    mine.close()
+    phone.close()
+    taken, other_phone = trio.socket.socketpair()  # the lowest free numbers: the same one again
+    try:
+        assert number in (taken.fileno(), other_phone.fileno())
+        for waiting in coalescer.dirty:
+            waiting.write_offered()  # what the coalescer's next round does
+        peer = other_phone if taken.fileno() == number else taken
+        with pytest.raises(BlockingIOError):  # nothing arrived
+            os.read(peer.fileno(), 100)
+    finally:
+        taken.close()
+        other_phone.close()
