@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 
 from cpms.kernel.gc_tuning import SAFETY_THRESHOLD, STATS, run_gc_maintenance, tune_gc
 
@@ -76,7 +77,7 @@ async def test_growth_brings_a_full_collection_that_frees_frozen_cycles(gc_state
 
 
 async def test_a_full_collection_that_finds_no_cycles_waits_longer_for_the_next(
-    gc_state: None,
+    gc_state: None, autojump_clock: trio.testing.MockClock
 ) -> None:
     tune_gc(True)
     until = trio.Event()

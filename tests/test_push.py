@@ -296,8 +296,8 @@ async def test_dead_subscriptions_go_and_busy_services_are_tried_again(
         )
         assert sender.notify(Push("test", {}, user_id=client))
     with trio.fail_after(15):
-        while sender.counts.delivered + sender.counts.gone + sender.counts.failed < 4:  # noqa: ASYNC110
-            await trio.sleep(0.02)
+        while sender.counts.delivered + sender.counts.gone + sender.counts.failed < 4:
+            await sender.changed.wait()
     assert (sender.counts.delivered, sender.counts.gone, sender.counts.failed) == (1, 1, 2)
     assert {n: b.attempts for n, b in browsers.items()} == {
         "gone": 1,
@@ -317,8 +317,8 @@ async def test_dead_subscriptions_go_and_busy_services_are_tried_again(
     assert sender.notify(Push("no_such_kind", {}, user_id=busy_client))
     assert sender.notify(Push("charging_completed", {}, user_id=busy_client))  # no figures
     with trio.fail_after(15):
-        while len(stub.of(browsers["busy"])) < 2:  # noqa: ASYNC110
-            await trio.sleep(0.02)
+        while len(stub.of(browsers["busy"])) < 2 or sender.counts.failed < 3:
+            await sender.changed.wait()
     assert sender.counts.failed == 3
     blank = stub.of(browsers["busy"], "charging_completed")[0]
     assert blank["body"] == " kWh for  KGS;  KGS returned"  # what it lacks is left blank

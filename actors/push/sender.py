@@ -88,6 +88,8 @@ class PushSender:
         self.settings = settings or PushSettings()
         self.transport = transport
         self.counts = PushCounts()
+        #: set (and made anew) whenever a delivery ends, however it ends: for whoever watches
+        self.changed = trio.Event()
         self._send, self._receive = trio.open_memory_channel[Push](self.settings.queue)
 
     @property
@@ -135,6 +137,7 @@ class PushSender:
                 self.counts.failed += 1
                 metrics.PUSH_SENT.labels("failed").inc()
                 log.exception("push not sent", kind=push.kind)
+                self._changed()
 
     async def _send_one(self, http: httpx.AsyncClient, push: Push) -> None:
         user_id = push.user_id
@@ -204,6 +207,11 @@ class PushSender:
             log.info("push subscription removed", subscription=str(sub.id))
         else:
             self.counts.failed += 1
+        self._changed()
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
 
 def _seconds(value: str | None) -> float | None:
