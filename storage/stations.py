@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 from cpms.kernel.errors import Conflict, InvalidRequest, NotFound
-from cpms.kernel.timeutil import parse_time
 from storage.database import Database, Row
 
 
@@ -87,62 +86,6 @@ async def create_station(
             spec.connector_type,
             spec.power_kw,
         )
-
-
-async def record_boot(db: Database, station_id: str, payload: dict[str, Any]) -> None:
-    await db.execute(
-        """UPDATE stations SET vendor = $2, model = coalesce($3, model),
-                  serial_number = coalesce($4, serial_number),
-                  firmware_version = coalesce($5, firmware_version),
-                  boot_info = $6, last_boot_at = now(), updated_at = now()
-           WHERE id = $1""",
-        station_id,
-        payload.get("chargePointVendor"),
-        payload.get("chargePointModel"),
-        payload.get("chargePointSerialNumber") or payload.get("chargeBoxSerialNumber"),
-        payload.get("firmwareVersion"),
-        payload,
-    )
-
-
-async def record_seen(db: Database, station_id: str, *, online: bool, heartbeat: bool) -> None:
-    await db.execute(
-        """UPDATE stations SET is_online = $2, last_seen_at = now(),
-                  last_heartbeat_at = CASE WHEN $3 THEN now() ELSE last_heartbeat_at END
-           WHERE id = $1""",
-        station_id,
-        online,
-        heartbeat,
-    )
-
-
-async def set_online(db: Database, station_id: str, online: bool) -> None:
-    await db.execute("UPDATE stations SET is_online = $2 WHERE id = $1", station_id, online)
-
-
-async def record_status(db: Database, station_id: str, payload: dict[str, Any]) -> None:
-    """Persist a StatusNotification: connector 0 is the charge point itself."""
-    connector = payload["connectorId"]
-    if connector == 0:
-        await db.execute(
-            "UPDATE stations SET station_status = $2, station_error_code = $3 WHERE id = $1",
-            station_id,
-            payload["status"],
-            payload["errorCode"],
-        )
-        return
-    await db.execute(
-        """UPDATE connectors SET status = $3, error_code = $4, info = $5,
-                  vendor_error_code = $6, status_at = coalesce($7, now())
-           WHERE station_id = $1 AND connector_id = $2""",
-        station_id,
-        connector,
-        payload["status"],
-        payload["errorCode"],
-        payload.get("info"),
-        payload.get("vendorErrorCode"),
-        parse_time(payload.get("timestamp")),
-    )
 
 
 async def record_field(db: Database, station_id: str, column: str, value: str) -> None:

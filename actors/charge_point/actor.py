@@ -22,6 +22,7 @@ import trio
 
 from actors.charge_point.context import StationContext
 from actors.charge_point.messages import (
+    DOOR,
     STATION,
     Attach,
     Command,
@@ -71,8 +72,10 @@ async def run_charge_point(
     ctx.registry, ctx.sessions = registry, sessions
     actor = StationActor(ctx, bus, offline_after, endpoint)
     address, view = Address(STATION, station_id), actor.snapshot
+    door_address = Address(DOOR, station_id)
     if registry is not None:
         registry.show(address, view)
+        registry.show(door_address, actor.door)
     task_status.started()
     try:
         while True:
@@ -108,6 +111,7 @@ async def run_charge_point(
     finally:
         if registry is not None:
             registry.hide(address, view)
+            registry.hide(door_address, actor.door)
         if actor.link is not None:  # stopped or crashed: the connection's handler closes it
             actor.link.release()
 

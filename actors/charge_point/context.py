@@ -38,6 +38,11 @@ class StationContext:
     #: transaction id → its billed session's id, or None for an unbilled one (MeterValues come
     #: every few seconds: the database is asked once per transaction)
     transactions: dict[int, uuid.UUID | None] = field(default_factory=dict)
+    #: what the door checks a charger's password against (None: no password set)
+    password_hash: str | None = None
+    #: the record was deleted (its actor runs on until the server stops; the door asks the
+    #: database again, which refuses it)
+    deleted: bool = False
     #: DataTransfer handlers by vendor id
     vendors: dict[str, Callable[[StationContext, dict[str, Any]], Awaitable[dict[str, Any]]]] = (
         field(default_factory=dict)
@@ -82,12 +87,19 @@ class StationContext:
             row["connectors_count"],
             connectors,
             telemetry,
+            password_hash=row["password_hash"],
         )
 
     async def refresh(self) -> None:
         """Take up what an operator changed: registration, admin status, connectors."""
-        fresh = await StationContext.load(self.db, self.station_id, self.telemetry)
+        try:
+            fresh = await StationContext.load(self.db, self.station_id, self.telemetry)
+        except LookupError:
+            self.deleted = True
+            raise
+        self.deleted = False
         for name in (
+            "password_hash",
             "location_id",
             "registration",
             "admin_status",

@@ -1,8 +1,9 @@
 """What the central system answers to each CALL a charge point sends (OCPP 1.6).
 
 Each handler gets the station's context and an already schema-validated payload, reads what it
-needs to decide, and returns :class:`Handled`: the answer's payload, the records the actor writes
-before it answers (a boot, a status, a firmware or diagnostics notice), and the events it
+needs to decide, and returns :class:`Handled`: the answer's payload, the records the actor makes
+before it answers (a boot and a status go to the batched writer, :mod:`telemetry
+<actors.charge_point.telemetry>`; a firmware or diagnostics notice is written), and the events it
 performs once the charger has its answer (the station's shown state changed, a report for a
 session's actor). A semantic problem is an ``OcppError``. Only a transaction's start and stop
 write as they decide (a transaction id to give, a stop recorded before the charger hears back).
@@ -107,8 +108,9 @@ Handler = Callable[[StationContext, dict[str, Any], str], Awaitable[Handled]]
 
 
 async def boot_notification(ctx: StationContext, p: dict[str, Any], uid: str) -> Handled:
-    # A (re)booting charger gets the registration an operator set, even from another process.
-    await ctx.refresh()
+    # The registration an operator set, even from another process: the config watcher has the
+    # actor read its record as each change commits (actors.charge_point.config), so a boot
+    # costs no database round trip (reconnect storms: thousands a second).
     interval = HEARTBEAT_INTERVAL if ctx.registration == "Accepted" else RETRY_INTERVAL
     answer = {"status": ctx.registration, "currentTime": now_iso(), "interval": interval}
     return Handled(answer, CHANGED, (RecordBoot(p),))

@@ -39,7 +39,7 @@ from trio_websocket import (
 )
 
 from actors.charge_point.actor import charge_point_spec
-from actors.charge_point.messages import STATION, Attach, Detach, StationMsg
+from actors.charge_point.messages import STATION, Attach, Detach, Door, StationMsg, shown_door
 from actors.charge_point.telemetry import Telemetry
 from actors.runtime import ActorRef, ActorUnavailable, ChildRetired, Registry, Supervisor
 from actors.session.messages import RfidSessions
@@ -233,15 +233,18 @@ async def _admit(request: WebSocketRequest, cs: CentralSystem) -> str | None:
         log.warning("ocpp handshake refused", station=station, reason="no ocpp1.6 subprotocol")
         await request.reject(400, body=b"subprotocol ocpp1.6 required")
         return None
-    row = await store.get_station(cs.db, station)
-    if row is None:
-        if not cs.config.auto_register:
-            log.warning("ocpp handshake refused", station=station, reason="unknown station")
-            await request.reject(404, body=b"unknown station")
-            return None
-        await _auto_register(cs.db, station)
-        return station
-    if row["password_hash"]:
+    door = shown_door(cs.registry, station)  # a known station's, from its actor
+    if door is None:
+        row = await store.get_station(cs.db, station)
+        if row is None:
+            if not cs.config.auto_register:
+                log.warning("ocpp handshake refused", station=station, reason="unknown station")
+                await request.reject(404, body=b"unknown station")
+                return None
+            await _auto_register(cs.db, station)
+            return station
+        door = Door(row["password_hash"])
+    if door.password_hash:
         given = basic_credentials(request)
         remote = request.remote
         address = remote.address if isinstance(remote, Endpoint) else str(remote)
@@ -249,7 +252,7 @@ async def _admit(request: WebSocketRequest, cs: CentralSystem) -> str | None:
             ok = (
                 given is not None
                 and given[0] == station
-                and await cs.password_ok(station, given[1], row["password_hash"], str(address))
+                and await cs.password_ok(station, given[1], door.password_hash, str(address))
             )
         except Throttled as throttled:
             log.warning("ocpp handshake refused", station=station, reason="login throttled")

@@ -89,6 +89,25 @@ class ChargerError(Unavailable):
     code = "ocpp_communication_error"
 
 
+#: the address kind under which a station's actor shows its :class:`Door`
+DOOR = "station-door"
+
+
+@dataclass(frozen=True, slots=True)
+class Door:
+    """What the OCPP door needs of a known station, shown by its running actor: a reconnect
+    storm asks no database round trip per charger."""
+
+    password_hash: str | None
+
+
+def shown_door(registry: Registry, station_id: str) -> Door | None:
+    """The station's door as its actor shows it; None when none runs or its record is gone
+    (then the database decides)."""
+    view = registry.view(DOOR, station_id)
+    return None if view is None else cast(Door | None, view())
+
+
 def shown_snapshot(registry: Registry, station_id: str) -> Snapshot | None:
     """The station's state as its running ChargePointActor shows it now, read without asking;
     None when no actor shows it (none runs, or one is between a crash and its restart)."""

@@ -27,6 +27,7 @@ from actors.charge_point.messages import (
     ChargerError,
     ChargerLink,
     Command,
+    Door,
     Snapshot,
     StationMsg,
 )
@@ -93,15 +94,15 @@ class StationActor:
         silence = self.state.deadline(self.offline_after)
         return min(silence, self.endpoint.deadline() if self.endpoint else math.inf)
 
-    async def _apply(self, event: FrameArrived | SilenceElapsed) -> None:
+    def _apply(self, event: FrameArrived | SilenceElapsed) -> None:
         step = transition(self.state, event, self.offline_after)
         self.state = step.state
         for effect in step.effects:
             if effect is Effect.PERSIST_ONLINE:
-                await store.set_online(self.ctx.db, self.station_id, True)
+                self.ctx.telemetry.online(self.station_id, True)
             elif effect is Effect.PERSIST_OFFLINE:
                 log.info("station offline", station=self.station_id, silent_s=self.offline_after)
-                await store.set_online(self.ctx.db, self.station_id, False)
+                self.ctx.telemetry.online(self.station_id, False)
             else:
                 self.publish()
 
@@ -138,7 +139,7 @@ class StationActor:
         now = trio.current_time()
         event = endpoint.receive(text, now)
         if isinstance(event, FRAME_EVENTS):
-            await self._apply(FrameArrived(now))
+            self._apply(FrameArrived(now))
         match event:
             case CallReceived(call, raw):
                 OCPP_MESSAGES.labels(call.action, "in").inc()
@@ -207,10 +208,9 @@ class StationActor:
         db, station = self.ctx.db, self.station_id
         match record:
             case RecordBoot(payload):
-                await store.record_boot(db, station, payload)
-                await store.record_seen(db, station, online=True, heartbeat=True)
+                self.ctx.telemetry.boot(station, payload)
             case RecordStatus(payload):
-                await store.record_status(db, station, payload)
+                self.ctx.telemetry.status(station, payload)
             case RecordField(column, value):
                 await store.record_field(db, station, column, value)
 
@@ -278,7 +278,7 @@ class StationActor:
             self._failed(failed)
             await self._next_command()
         if now >= self.state.deadline(self.offline_after):
-            await self._apply(SilenceElapsed(now))
+            self._apply(SilenceElapsed(now))
 
     # -- output -------------------------------------------------------------------------------
 
@@ -308,6 +308,9 @@ class StationActor:
             self.status(),
             dict(self.ctx.connectors),
         )
+
+    def door(self) -> Door | None:
+        return None if self.ctx.deleted else Door(self.ctx.password_hash)
 
     def status(self) -> StationStatus:
         configured = [c.status for c in self.ctx.connectors.values() if c.configured]

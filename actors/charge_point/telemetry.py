@@ -1,7 +1,9 @@
 """Batched, non-blocking writes of what chargers report all the time.
 
-The message log (every frame in and out), meter samples, heartbeat times and the live reading of
-open transactions are written in the background: a charge point records them and answers its
+The message log (every frame in and out), meter samples, heartbeat times, the live reading of
+open transactions and what chargers report of their stations (boots, online or offline,
+connector statuses: each station's actor holds them, the database's copy is for reading) are
+written in the background: a charge point records them and answers its
 charger at once, and a writer task writes what was recorded every ``flush_every`` seconds, in
 one transaction that doesn't wait for the disk (``storage.telemetry``). The message log and
 the meter samples, a row per frame and per sampled value, are the bulk of it: each row becomes
@@ -25,6 +27,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 import trio
@@ -33,7 +36,7 @@ from cpms.ocpp.frames import Call, CallError, CallResult, Frame, dumps, payload_
 from cpms.ocpp.meter import Reading, Sample
 from storage import Database
 from storage.errors import StorageUnavailable
-from storage.telemetry import prune_messages, store_telemetry
+from storage.telemetry import StationRows, prune_messages, store_telemetry
 
 log = structlog.stdlib.get_logger("actors.charge_point.telemetry")
 
@@ -65,9 +68,13 @@ class _Batch:
     samples: list[str] = field(default_factory=list)
     heartbeats: dict[str, datetime] = field(default_factory=dict)  # station → latest
     readings: dict[tuple[str, int], Reading] = field(default_factory=dict)  # transaction → latest
+    boots: dict[str, tuple[dict[str, Any], datetime]] = field(default_factory=dict)  # latest
+    online: dict[str, bool] = field(default_factory=dict)  # station → latest
+    #: (station, connector: 0 the charge point) → its latest StatusNotification, and when
+    statuses: dict[tuple[str, int], tuple[dict[str, Any], datetime]] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.messages) + len(self.samples) + len(self.heartbeats) + len(self.readings)
+        return sum(len(getattr(self, name)) for name in _KINDS)
 
     def put_back(self, newer: _Batch, capacity: int) -> int:
         """Add ``newer`` (recorded after this batch) to it, the oldest lines given up beyond
@@ -77,20 +84,27 @@ class _Batch:
             lines = getattr(self, name) + getattr(newer, name)
             lost += max(0, len(lines) - capacity)
             setattr(self, name, lines[-capacity:])
-        self.heartbeats.update(newer.heartbeats)
-        self.readings.update(newer.readings)
+        for name in _LATEST:
+            getattr(self, name).update(getattr(newer, name))
         return lost
 
     def rows(self) -> Iterator[tuple[str, _Batch]]:
         """Each row as a batch of its own, with its kind (to write one by one)."""
-        for line in self.messages:
-            yield "message", _Batch(messages=[line])
-        for line in self.samples:
-            yield "sample", _Batch(samples=[line])
-        for station, at in self.heartbeats.items():
-            yield "heartbeat", _Batch(heartbeats={station: at})
-        for key, reading in self.readings.items():
-            yield "reading", _Batch(readings={key: reading})
+        for name in ("messages", "samples"):
+            for line in getattr(self, name):
+                row = _Batch()
+                setattr(row, name, [line])
+                yield name, row
+        for name in _LATEST:
+            for key, value in getattr(self, name).items():
+                row = _Batch()
+                getattr(row, name)[key] = value
+                yield name, row
+
+
+#: what a batch holds: lines of COPY text, then the latest of each thing by key
+_LATEST = ("heartbeats", "readings", "boots", "online", "statuses")
+_KINDS = ("messages", "samples", *_LATEST)
 
 
 class Telemetry:
@@ -158,6 +172,23 @@ class Telemetry:
 
     def reading(self, station_id: str, transaction_id: int, reading: Reading) -> None:
         self._batch.readings[station_id, transaction_id] = reading
+        self._wake()
+
+    def boot(self, station_id: str, payload: dict[str, Any]) -> None:
+        """A BootNotification: the charger's identity, and that it was seen online."""
+        now = datetime.now(UTC)
+        self._batch.boots[station_id] = (payload, now)
+        self._batch.heartbeats[station_id] = now
+        self._batch.online[station_id] = True
+        self._wake()
+
+    def online(self, station_id: str, online: bool) -> None:
+        self._batch.online[station_id] = online
+        self._wake()
+
+    def status(self, station_id: str, payload: dict[str, Any]) -> None:
+        """A StatusNotification (connector 0: the charge point itself)."""
+        self._batch.statuses[station_id, payload["connectorId"]] = (payload, datetime.now(UTC))
         self._wake()
 
     def _wake(self) -> None:
@@ -239,8 +270,8 @@ class Telemetry:
                 rest = _Batch()
                 for _, later in rows[number:]:
                     rest.put_back(later, self._capacity)
-                batch.messages, batch.samples = rest.messages, rest.samples
-                batch.heartbeats, batch.readings = rest.heartbeats, rest.readings
+                for name in _KINDS:
+                    setattr(batch, name, getattr(rest, name))
                 raise
             except Exception as error:  # noqa: BLE001
                 self.dropped += 1
@@ -260,5 +291,6 @@ class Telemetry:
                 [r.power_kw for _, r in readings],
                 [r.soc_percent for _, r in readings],
             ),
+            StationRows.of(batch.boots, batch.online, batch.statuses),
         )
         self.written += len(batch)

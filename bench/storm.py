@@ -1,0 +1,106 @@
+"""Reconnect storms: how fast a fleet of known stations gets (back) online, and what it does to
+chargers already connected.
+
+Starts ``cpms serve`` on a temporary embedded database with the stations provisioned, then from
+a load process of its own (``bench/storm_load.py``):
+
+1. connects ``--steady`` chargers that stay online throughout;
+2. *cold*: ``--stations`` chargers connect and boot, ``--parallel`` at a time;
+3. *storm*: all of them are dropped at once and come back, ``--storm-parallel`` at a time,
+   while the steady ones heartbeat at ``--steady-rate`` in all.
+
+Each phase reports the seconds until every station was booted and Accepted, how many were told
+``Pending`` (admission control), how many connections were tried again, how many never got in,
+and the steady chargers' heartbeat round trips; and the server's memory per connection.
+
+    python bench/storm.py                                   # 10,000 stations
+    python bench/storm.py --stations 2000 --storm-parallel 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+from cpms_process import Steal, report, serving
+from load_generator import GeneratorProcess
+from ocpp_load import provision
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="cpms-storm-bench-") as tmp:
+        data = Path(tmp)
+        await provision(data, args.stations + args.steady)
+        async with serving(data) as server:
+            proc = psutil.Process(server.pid)
+            load = await GeneratorProcess.start_command(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("storm_load.py")),
+                    "127.0.0.1",
+                    str(server.ocpp_port),
+                    "/ws",
+                ]
+            )
+            try:
+                return await phases(args, proc, load, server.started_s)
+            finally:
+                await load.aclose()
+
+
+def rss_mb(proc: psutil.Process) -> float:
+    return round(proc.memory_info().rss / 2**20, 1)
+
+
+async def phases(
+    args: argparse.Namespace, proc: psutil.Process, load: GeneratorProcess, started: float
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"server_start_s": started, "stations": args.stations}
+    first_steady = args.stations + 1
+    result["steady"] = await load.ask(steady=["BENCH-", first_steady, args.steady])
+    await trio.sleep(2)
+    before = proc.memory_info().rss
+    result["rss_before_mb"] = rss_mb(proc)
+    steal = Steal()
+    result["cold"] = await load.ask(herd=["BENCH-", 1, args.stations], parallel=args.parallel)
+    result["cold"]["machine_steal_pct"] = steal.percent()
+    print(f"cold: {json.dumps(result['cold'])}", flush=True)
+    await trio.sleep(5)
+    connected = proc.memory_info().rss
+    result["rss_connected_mb"] = rss_mb(proc)
+    result["rss_kb_per_connection"] = round((connected - before) / 1024 / args.stations, 1)
+    result["dropped"] = (await load.ask(drop=True))["dropped"]
+    steal = Steal()
+    result["storm"] = await load.ask(
+        herd=["BENCH-", 1, args.stations],
+        parallel=args.storm_parallel,
+        steady_rate=args.steady_rate,
+    )
+    result["storm"]["machine_steal_pct"] = steal.percent()
+    print(f"storm: {json.dumps(result['storm'])}", flush=True)
+    await trio.sleep(5)
+    result["rss_after_storm_mb"] = rss_mb(proc)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stations", type=int, default=10000)
+    parser.add_argument("--steady", type=int, default=500, help="chargers online throughout")
+    parser.add_argument("--steady-rate", type=float, default=100, help="their heartbeats/s")
+    parser.add_argument("--parallel", type=int, default=200, help="cold: handshakes at once")
+    parser.add_argument("--storm-parallel", type=int, default=2000, help="storm: at once")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    report(trio.run(bench, args), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
