@@ -55,6 +55,7 @@ class _Conn:
     sent_at: float = 0.0
     due: bool = False  # its next message is due but a CALL is still in flight
     energy: int = 0
+    statuses: int = 0  # the next connector to report after boot (bench/storm_load.py); 0: none
 
     def call(self, action: str, payload: dict[str, Any]) -> None:
         unique_id = str(self.next_id)

@@ -1,11 +1,12 @@
 """The load of ``bench/storm.py``: a herd of chargers on one epoll loop, behaving as real ones do
 when they all come back at once.
 
-Each charger of the herd opens a TCP connection, upgrades it, sends BootNotification and is done
-when it is Accepted. A connection refused, reset, answered with anything but 101 or silent for
-``stale`` seconds is tried again after a jittered ``retry`` (what a charger's own timer does); a
-``Pending`` boot sends BootNotification again on the same connection after the ``interval`` the
-server gave (OCPP 1.6 §4.2). Meanwhile the *steady* chargers, connected before and left alone,
+Each charger of the herd opens a TCP connection, upgrades it, sends BootNotification and, once
+Accepted, a StatusNotification for each of its ``connectors``; then it is done. A connection
+refused, reset, answered with anything but 101 or silent for ``stale`` seconds is tried again
+after a jittered ``retry`` (what a charger's own timer does); a ``Pending`` boot sends
+BootNotification again on the same connection after the ``interval`` the server gave (OCPP 1.6
+§4.2). Meanwhile the *steady* chargers, connected before and left alone,
 send a Heartbeat each at ``steady_rate`` in all, and their round trips are measured: the herd's
 effect on chargers already online.
 
@@ -54,6 +55,7 @@ class Herd(Generator):
         names: list[str],
         parallel: int,
         steady_rate: float = 0.0,
+        connectors: int = 2,
         *,
         retry: float = 2.0,
         stale: float = 30.0,
@@ -95,10 +97,13 @@ class Herd(Generator):
                 if frame[0] != 3 or frame[1] != conn.waiting:
                     raise Closed(f"{conn.station}: unexpected {text[:200]}")
                 conn.waiting = None
+                if conn.statuses:  # the answer to a StatusNotification
+                    report(fd, conn)
+                    return
                 status, interval = frame[2]["status"], frame[2]["interval"]
                 if status == "Accepted":
-                    del opening[fd]
-                    self.conns[fd] = conn
+                    conn.statuses = connectors
+                    report(fd, conn)
                     return
                 if status != "Pending":
                     raise Closed(f"{conn.station}: boot {status}")
@@ -107,6 +112,17 @@ class Herd(Generator):
                 at = time.perf_counter() + interval
                 heapq.heappush(reboot, (at, next(order), conn))
                 opening[fd] = (conn, at)  # not stale while it waits its turn
+
+        def report(fd: int, conn: _Conn) -> None:
+            """After its boot: a StatusNotification per connector, one at a time, as chargers
+            do; then it is done."""
+            if conn.statuses > connectors:
+                del opening[fd]
+                self.conns[fd] = conn
+                return
+            payload = {"connectorId": conn.statuses, "errorCode": "NoError", "status": "Available"}
+            conn.statuses += 1
+            conn.call("StatusNotification", payload)
 
         def boot(conn: _Conn) -> None:
             conn.call("BootNotification", {"chargePointVendor": "bench", "chargePointModel": "raw"})
@@ -195,7 +211,10 @@ def serve(herd: Herd) -> None:
             prefix, first, count = command["herd"]
             names = [f"{prefix}{n:05d}" for n in range(first, first + count)]
             answer: dict[str, Any] = herd.herd(
-                names, command.get("parallel", 1000), command.get("steady_rate", 0.0)
+                names,
+                command.get("parallel", 1000),
+                command.get("steady_rate", 0.0),
+                command.get("connectors", 2),
             )
         elif "steady" in command:
             prefix, first, count = command["steady"]

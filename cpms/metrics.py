@@ -37,6 +37,13 @@ OCPP_MESSAGES = Counter(
 STATIONS_CONNECTED = Gauge(
     "cpms_stations_connected", "Chargers connected to this node now", registry=REGISTRY
 )
+OCPP_ADMISSION = Counter(
+    "cpms_ocpp_boots_total",
+    "BootNotifications by what admission control answered: accepted, pending (the door was "
+    "saturated), accepted_after_pending",
+    ["outcome"],
+    registry=REGISTRY,
+)
 SESSIONS = Gauge(
     "cpms_sessions",
     "Charging sessions not yet settled, by state (read from the database at each scrape)",

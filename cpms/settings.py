@@ -53,6 +53,17 @@ class Settings(BaseSettings):
         20.0, gt=0, description="frames per second a charger may send, sustained"
     )
     ocpp_burst: int = Field(100, ge=1, description="frames a charger may send at once")
+    ocpp_backlog: int = Field(
+        4096, ge=16, description="listen backlog of the OCPP port (capped by net.core.somaxconn)"
+    )
+    ocpp_admit_queue: int = Field(
+        500,
+        ge=1,
+        description="connections waiting (accept queue + handshakes) over which BootNotification "
+        "is answered Pending",
+    )
+    ocpp_pending_min: float = Field(5, ge=1, description="shortest Pending interval, seconds")
+    ocpp_pending_max: float = Field(30, ge=1, description="longest Pending interval, seconds")
     ocpp_tls_cert: Path | None = Field(None, description="TLS certificate (security profile 2)")
     ocpp_tls_key: Path | None = Field(None, description="TLS private key (security profile 2)")
     data_dir: Path = Field(Path(".cpms"), description="embedded database and local state")
@@ -290,6 +301,8 @@ class Settings(BaseSettings):
                 raise ValueError("obank_url must be https:// (no plain-HTTP fallback)")
         if self.vapid_private_key is not None:
             self.vapid_keys()
+        if self.ocpp_pending_min > self.ocpp_pending_max:
+            raise ValueError("ocpp_pending_min must not be over ocpp_pending_max")
         return self
 
     def vapid_keys(self) -> VapidKeys | None:

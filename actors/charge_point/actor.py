@@ -20,6 +20,7 @@ from functools import partial
 import structlog
 import trio
 
+from actors.charge_point.admission import Admission
 from actors.charge_point.context import StationContext
 from actors.charge_point.messages import (
     DOOR,
@@ -62,6 +63,7 @@ async def run_charge_point(
     endpoint: EndpointConfig,
     registry: Registry | None = None,
     sessions: RfidSessions | None = None,
+    admission: Admission | None = None,
     preloaded: list[StationContext] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -69,7 +71,7 @@ async def run_charge_point(
         ctx = preloaded.pop()
     else:
         ctx = await StationContext.load(db, station_id, telemetry)
-    ctx.registry, ctx.sessions = registry, sessions
+    ctx.registry, ctx.sessions, ctx.admission = registry, sessions, admission
     actor = StationActor(ctx, bus, offline_after, endpoint)
     address, view = Address(STATION, station_id), actor.snapshot
     door_address = Address(DOOR, station_id)
@@ -147,6 +149,7 @@ def charge_point_spec(
     context: StationContext | None = None,
     registry: Registry | None = None,
     sessions: RfidSessions | None = None,
+    admission: Admission | None = None,
 ) -> ChildSpec[StationMsg]:
     """``context``: the station as already read (start-up), used for the first start only;
     ``endpoint``: the bounds on what the charger sends (size, rate)."""
@@ -162,6 +165,7 @@ def charge_point_spec(
             endpoint=endpoint or EndpointConfig(),
             registry=registry,
             sessions=sessions,
+            admission=admission,
             preloaded=None if context is None else [context],
         ),
         Restart.PERMANENT,

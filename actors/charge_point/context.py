@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from actors.charge_point.admission import Admission
 from actors.charge_point.telemetry import Telemetry
 from actors.runtime import Registry
 from actors.session.messages import RfidSessions
@@ -16,6 +17,8 @@ from cpms.ocpp.frames import Frame, OcppError
 from storage import Database, Row
 from storage import stations as store
 from storage import transactions as tx
+
+_IN_TRANSACTION = frozenset({"Charging", "SuspendedEV", "SuspendedEVSE", "Finishing"})
 
 
 @dataclass
@@ -38,6 +41,8 @@ class StationContext:
     #: transaction id → its billed session's id, or None for an unbilled one (MeterValues come
     #: every few seconds: the database is asked once per transaction)
     transactions: dict[int, uuid.UUID | None] = field(default_factory=dict)
+    #: admission control of boots in reconnect storms; None: every boot accepted (tests)
+    admission: Admission | None = None
     #: what the door checks a charger's password against (None: no password set)
     password_hash: str | None = None
     #: the record was deleted (its actor runs on until the server stops; the door asks the
@@ -115,6 +120,11 @@ class StationContext:
         for number, known in self.connectors.items():
             if number not in fresh.connectors and known.configured:  # removed by an operator
                 self.connectors[number] = replace(known, configured=False)
+
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open as far as the charger last said (a connector charging,
+        suspended or finishing)."""
+        return any(c.status in _IN_TRANSACTION for c in self.connectors.values())
 
     async def app_session(self, transaction_id: int) -> uuid.UUID | None:
         """The billed session (app or card) behind one of this station's transactions."""

@@ -111,6 +111,10 @@ async def boot_notification(ctx: StationContext, p: dict[str, Any], uid: str) ->
     # The registration an operator set, even from another process: the config watcher has the
     # actor read its record as each change commits (actors.charge_point.config), so a boot
     # costs no database round trip (reconnect storms: thousands a second).
+    if ctx.registration == "Accepted" and ctx.admission is not None:
+        wait = ctx.admission.interval(ctx.station_id, in_transaction=ctx.in_transaction())
+        if wait is not None:  # a reconnect storm: come back in a while (nothing recorded)
+            return Handled({"status": "Pending", "currentTime": now_iso(), "interval": wait})
     interval = HEARTBEAT_INTERVAL if ctx.registration == "Accepted" else RETRY_INTERVAL
     answer = {"status": ctx.registration, "currentTime": now_iso(), "interval": interval}
     return Handled(answer, CHANGED, (RecordBoot(p),))

@@ -23,10 +23,12 @@ import contextlib
 import hashlib
 import hmac
 import re
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import cast
 
 import structlog
 import trio
@@ -35,10 +37,11 @@ from trio_websocket import (
     Endpoint,
     WebSocketConnection,
     WebSocketRequest,
-    serve_websocket,
+    WebSocketServer,
 )
 
 from actors.charge_point.actor import charge_point_spec
+from actors.charge_point.admission import Admission, accept_queue
 from actors.charge_point.messages import STATION, Attach, Detach, Door, StationMsg, shown_door
 from actors.charge_point.telemetry import Telemetry
 from actors.runtime import ActorRef, ActorUnavailable, ChildRetired, Registry, Supervisor
@@ -66,6 +69,7 @@ class ListenerConfig:
     max_frame: int = 65536
     rate: float = 20.0
     burst: int = 100
+    backlog: int = 4096
 
     @property
     def endpoint(self) -> EndpointConfig:
@@ -128,6 +132,7 @@ class CentralSystem:
     verified: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    admission: Admission = field(default_factory=Admission)
     #: one password check at a time: a flood of guesses can't take every core
     hashing: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(1))
 
@@ -168,6 +173,7 @@ class CentralSystem:
                     endpoint=self.config.endpoint,
                     registry=self.registry,
                     sessions=self.sessions,
+                    admission=self.admission,
                 )
             )
         except ValueError:  # started by a concurrent connection a moment ago
@@ -279,20 +285,30 @@ async def _auto_register(db: Database, station: str) -> None:
 
 
 async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> None:
+    cs.admission.connecting += 1
     try:
-        station = await _admit(request, cs)
-        if station is None:
+        try:
+            station = await _admit(request, cs)
+            if station is None:
+                return
+            actor = await cs.actor_for(station)
+        except (ChildRetired, StorageUnavailable) as error:
+            # a station's actor retired after repeated crashes, or the database away: the
+            # charger retries later, by its own timer and the Retry-After we give it
+            retry_after = error.retry_after if isinstance(error, ChildRetired) else 10.0
+            log.warning("ocpp handshake refused", path=request.path, reason=str(error))
+            retry = str(max(1, round(retry_after))).encode()
+            await request.reject(503, extra_headers=[(b"Retry-After", retry)])
             return
-        actor = await cs.actor_for(station)
-    except (ChildRetired, StorageUnavailable) as error:
-        # a station's actor retired after repeated crashes, or the database away: the
-        # charger retries later, by its own timer and the Retry-After we give it
-        retry_after = error.retry_after if isinstance(error, ChildRetired) else 10.0
-        log.warning("ocpp handshake refused", path=request.path, reason=str(error))
-        retry = str(max(1, round(retry_after))).encode()
-        await request.reject(503, extra_headers=[(b"Retry-After", retry)])
-        return
-    ws = await request.accept(subprotocol=OCPP_SUBPROTOCOL)
+        ws = await request.accept(subprotocol=OCPP_SUBPROTOCOL)
+    finally:
+        cs.admission.connecting -= 1
+    await _attached(cs, station, actor, ws)
+
+
+async def _attached(
+    cs: CentralSystem, station: str, actor: ActorRef[StationMsg], ws: WebSocketConnection
+) -> None:
     link = _Link(ws)
     log.info("charger connected", station=station, remote=str(ws.remote))
     STATIONS_CONNECTED.inc()
@@ -308,6 +324,24 @@ async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> Non
             await actor.tell(Detach(link))
         STATIONS_CONNECTED.dec()
         log.info("charger disconnected", station=station)
+
+
+async def _listen(
+    host: str, port: int, ssl_context: ssl.SSLContext | None, backlog: int
+) -> list[trio.SocketListener] | list[trio.SSLListener[trio.SocketStream]]:
+    """The listeners, with a backlog sized for reconnect storms (trio's default follows the
+    kernel's somaxconn too, but says so nowhere we control)."""
+    if ssl_context is None:
+        return await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    return await trio.open_ssl_over_tcp_listeners(port, ssl_context, host=host, backlog=backlog)
+
+
+def _socket_of(
+    listener: trio.SocketListener | trio.SSLListener[trio.SocketStream],
+) -> socket.socket:
+    if isinstance(listener, trio.SSLListener):
+        listener = cast(trio.SocketListener, listener.transport_listener)
+    return cast(socket.socket, listener.socket)
 
 
 async def serve_ocpp(
@@ -329,17 +363,12 @@ async def serve_ocpp(
 
     websocket_close.install()  # invalid UTF-8 is closed with 1007, not a dropped connection
 
+    listeners = await _listen(host, port, ssl_context, cs.config.backlog)
+    sockets = [_socket_of(listener) for listener in listeners]
+    cs.admission.backlog = lambda: sum(accept_queue(s) for s in sockets)
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            lambda task_status: serve_websocket(
-                handler,
-                host,
-                port,
-                ssl_context,
-                max_message_size=cs.config.max_frame * 4,
-                task_status=task_status,
-            )
-        )
+        server = WebSocketServer(handler, listeners, max_message_size=cs.config.max_frame * 4)
+        await nursery.start(server.run)
         scheme = "wss" if ssl_context else "ws"
         log.info("ocpp listening", url=f"{scheme}://{host}:{server.port}{cs.config.prefix}/{{id}}")
         task_status.started(server.port)

@@ -11,6 +11,7 @@ import structlog
 import trio
 
 from actors.charge_point.actor import charge_point_spec
+from actors.charge_point.admission import Admission
 from actors.charge_point.config import StationTariffs, run_config_watch
 from actors.charge_point.context import StationContext
 from actors.charge_point.listener import CentralSystem, ListenerConfig, serve_ocpp
@@ -60,6 +61,12 @@ async def run_central_system(
         max_frame=settings.ocpp_max_frame,
         rate=settings.ocpp_rate,
         burst=settings.ocpp_burst,
+        backlog=settings.ocpp_backlog,
+    )
+    admission = Admission(
+        queue_limit=settings.ocpp_admit_queue,
+        pending_min=settings.ocpp_pending_min,
+        pending_max=settings.ocpp_pending_max,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(telemetry.run, core.db)
@@ -101,13 +108,21 @@ async def run_central_system(
                     context=context,
                     registry=core.registry,
                     sessions=sessions,
+                    admission=admission,
                 )
             )
         log.info("station actors started", stations=len(contexts))
         await sessions.recover()
         await nursery.start(sessions.run_sweeper)
         cs = CentralSystem(
-            core.db, core.registry, stations, core.bus, telemetry, config, sessions=sessions
+            core.db,
+            core.registry,
+            stations,
+            core.bus,
+            telemetry,
+            config,
+            sessions=sessions,
+            admission=admission,
         )
         port: int = await nursery.start(
             lambda task_status: serve_ocpp(
