@@ -6,12 +6,16 @@ a load process of its own (``bench/storm_load.py``):
 
 1. connects ``--steady`` chargers that stay online throughout;
 2. *cold*: ``--stations`` chargers connect and boot, ``--parallel`` at a time;
-3. *storm*: all of them are dropped at once and come back, ``--storm-parallel`` at a time,
-   while the steady ones heartbeat at ``--steady-rate`` in all.
+3. *storm*: all of them are dropped at once and, ``--hold`` seconds later (a charger notices the
+   loss and waits out its retry timer), come back, ``--storm-parallel`` at a time; the steady
+   ones heartbeat at ``--steady-rate`` in all throughout.
 
-Each phase reports the seconds until every station was booted and Accepted, how many were told
-``Pending`` (admission control), how many connections were tried again, how many never got in,
-and the steady chargers' heartbeat round trips; and the server's memory per connection.
+Each phase reports the seconds until every station was booted and Accepted (the storm's from
+the herd's first reconnect), how many were told ``Pending`` (admission control), how many
+connections were tried again, how many never got in, and the steady chargers' heartbeat round
+trips: ``held_*`` while the server takes in the drop, ``steady_*`` while the herd reconnects,
+and ``steady_slow_seconds``, each second of the phase (from the drop) whose slowest round trip
+was over 100 ms; and the server's memory per connection.
 
     python bench/storm.py                                   # 10,000 stations
     python bench/storm.py --stations 2000 --storm-parallel 500
@@ -37,7 +41,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cpms-storm-bench-") as tmp:
         data = Path(tmp)
         await provision(data, args.stations + args.steady)
-        async with serving(data) as server:
+        settings = dict(item.split("=", 1) for item in args.set)
+        async with serving(data, **settings) as server:
             proc = psutil.Process(server.pid)
             load = await GeneratorProcess.start_command(
                 [
@@ -68,7 +73,9 @@ async def phases(
     before = proc.memory_info().rss
     result["rss_before_mb"] = rss_mb(proc)
     steal = Steal()
-    result["cold"] = await load.ask(herd=["BENCH-", 1, args.stations], parallel=args.parallel)
+    result["cold"] = await load.ask(
+        herd=["BENCH-", 1, args.stations], parallel=args.parallel, connectors=args.connectors
+    )
     result["cold"]["machine_steal_pct"] = steal.percent()
     print(f"cold: {json.dumps(result['cold'])}", flush=True)
     await trio.sleep(5)
@@ -81,6 +88,8 @@ async def phases(
         herd=["BENCH-", 1, args.stations],
         parallel=args.storm_parallel,
         steady_rate=args.steady_rate,
+        hold=args.hold,
+        connectors=args.connectors,
     )
     result["storm"]["machine_steal_pct"] = steal.percent()
     print(f"storm: {json.dumps(result['storm'])}", flush=True)
@@ -95,7 +104,26 @@ def main() -> int:
     parser.add_argument("--steady", type=int, default=500, help="chargers online throughout")
     parser.add_argument("--steady-rate", type=float, default=100, help="their heartbeats/s")
     parser.add_argument("--parallel", type=int, default=200, help="cold: handshakes at once")
+    parser.add_argument(
+        "--connectors",
+        type=int,
+        default=0,
+        help="StatusNotifications each charger sends after its boot is accepted",
+    )
     parser.add_argument("--storm-parallel", type=int, default=2000, help="storm: at once")
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=6.0,
+        help="storm: seconds between the drop and the herd's first reconnect",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CPMS_NAME=VALUE",
+        help="a server setting (repeatable), e.g. --set CPMS_OCPP_HANDSHAKES=32",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report(trio.run(bench, args), args.json)

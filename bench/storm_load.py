@@ -57,11 +57,13 @@ class Herd(Generator):
         steady_rate: float = 0.0,
         connectors: int = 2,
         *,
+        hold: float = 0.0,
         retry: float = 2.0,
         stale: float = 30.0,
         timeout: float = 300.0,
     ) -> dict[str, Any]:
         began = time.perf_counter()
+        start = began + hold  # the herd's first connection: before it, only heartbeats
         waiting = list(reversed(names))  # not yet trying
         again: list[tuple[float, str]] = []  # (when, station): tries again after a failure
         opening: dict[int, tuple[_Conn, float]] = {}
@@ -70,6 +72,8 @@ class Herd(Generator):
         pending_answers = retries = 0
         pending_stations: set[str] = set()
         rtts: list[float] = []
+        held: list[float] = []  # round trips of heartbeats sent before the herd started
+        worst: dict[int, float] = {}  # the slowest round trip sent in each second of the phase
         steady_due: list[tuple[float, int]] = []
         period = len(self.steady) / steady_rate if steady_rate else 0.0
         if period:
@@ -132,7 +136,11 @@ class Herd(Generator):
             if conn is None or not self._read(conn):
                 return
             for text in conn.frames():
-                rtts.append(conn.reply(text))
+                sent = conn.sent_at
+                rtt = conn.reply(text)
+                (held if sent < start else rtts).append(rtt)
+                second = int(sent - began)
+                worst[second] = max(worst.get(second, 0.0), rtt)
 
         while (waiting or again or opening) and time.perf_counter() - began < timeout:
             now = time.perf_counter()
@@ -152,7 +160,7 @@ class Herd(Generator):
                         failed(fd)
             while again and again[0][0] <= now:
                 waiting.append(heapq.heappop(again)[1])
-            while waiting and len(opening) < parallel:
+            while waiting and len(opening) < parallel and now >= start:
                 sock = socket.socket()
                 sock.setblocking(False)
                 sock.connect_ex((self.host, self.port))
@@ -178,7 +186,7 @@ class Herd(Generator):
             stale_before = time.perf_counter() - stale
             for fd in [fd for fd, (_, at) in opening.items() if at < stale_before]:
                 failed(fd)
-        seconds = time.perf_counter() - began
+        seconds = time.perf_counter() - start
         # the steady chargers' answers still in flight
         end = time.perf_counter() + 5
         while any(c.waiting for c in self.steady.values()) and time.perf_counter() < end:
@@ -186,9 +194,10 @@ class Herd(Generator):
                 if fd in self.steady:
                     steady_event(fd)
         rtts.sort()
+        held.sort()
 
-        def pct(p: float) -> float:
-            return round(rtts[min(len(rtts) - 1, int(len(rtts) * p))] * 1000, 1) if rtts else 0.0
+        def pct(p: float, of: list[float] = rtts) -> float:
+            return round(of[min(len(of) - 1, int(len(of) * p))] * 1000, 1) if of else 0.0
 
         return {
             "booted": len(self.conns),
@@ -201,6 +210,13 @@ class Herd(Generator):
             "steady_p50_ms": pct(0.5),
             "steady_p99_ms": pct(0.99),
             "steady_max_ms": pct(1.0),
+            "held_heartbeats": len(held),
+            "held_p99_ms": pct(0.99, held),
+            "held_max_ms": pct(1.0, held),
+            # when the steady chargers were slowed: [second of the phase, slowest ms] over 100 ms
+            "steady_slow_seconds": [
+                [second, round(rtt * 1000)] for second, rtt in sorted(worst.items()) if rtt > 0.1
+            ],
         }
 
 
@@ -215,6 +231,7 @@ def serve(herd: Herd) -> None:
                 command.get("parallel", 1000),
                 command.get("steady_rate", 0.0),
                 command.get("connectors", 2),
+                hold=command.get("hold", 0.0),
             )
         elif "steady" in command:
             prefix, first, count = command["steady"]

@@ -56,14 +56,20 @@ class Settings(BaseSettings):
     ocpp_backlog: int = Field(
         4096, ge=16, description="listen backlog of the OCPP port (capped by net.core.somaxconn)"
     )
+    ocpp_handshakes: int = Field(
+        64,
+        ge=1,
+        description="WebSocket handshakes served at once on the OCPP port (the others wait their "
+        "turn, so chargers already online are not slowed by a reconnect storm)",
+    )
     ocpp_admit_queue: int = Field(
-        500,
+        3000,
         ge=1,
         description="connections waiting (accept queue + handshakes) over which BootNotification "
         "is answered Pending",
     )
     ocpp_pending_min: float = Field(5, ge=1, description="shortest Pending interval, seconds")
-    ocpp_pending_max: float = Field(30, ge=1, description="longest Pending interval, seconds")
+    ocpp_pending_max: float = Field(20, ge=1, description="longest Pending interval, seconds")
     ocpp_tls_cert: Path | None = Field(None, description="TLS certificate (security profile 2)")
     ocpp_tls_key: Path | None = Field(None, description="TLS private key (security profile 2)")
     data_dir: Path = Field(Path(".cpms"), description="embedded database and local state")

@@ -44,9 +44,9 @@ def accept_queue(sock: socket.socket) -> int:
 
 @dataclass
 class Admission:
-    queue_limit: int = 500
+    queue_limit: int = 3000
     pending_min: float = 5.0
-    pending_max: float = 30.0
+    pending_max: float = 20.0
     #: connections waiting in the listeners' accept queues (set by the listener once it listens)
     backlog: Callable[[], int] = lambda: 0
     #: handshakes accepted and not yet handed to their station's actor

@@ -28,6 +28,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import cast
 
 import structlog
@@ -37,11 +38,11 @@ from trio_websocket import (
     Endpoint,
     WebSocketConnection,
     WebSocketRequest,
-    WebSocketServer,
 )
 
 from actors.charge_point.actor import charge_point_spec
 from actors.charge_point.admission import Admission, accept_queue
+from actors.charge_point.gate import Gate, Turn, serve_gated
 from actors.charge_point.messages import STATION, Attach, Detach, Door, StationMsg, shown_door
 from actors.charge_point.telemetry import Telemetry
 from actors.runtime import ActorRef, ActorUnavailable, ChildRetired, Registry, Supervisor
@@ -70,6 +71,8 @@ class ListenerConfig:
     rate: float = 20.0
     burst: int = 100
     backlog: int = 4096
+    #: WebSocket handshakes served at once (the others wait their turn; actors.charge_point.gate)
+    handshakes: int = 64
 
     @property
     def endpoint(self) -> EndpointConfig:
@@ -284,8 +287,7 @@ async def _auto_register(db: Database, station: str) -> None:
         log.info("station auto-registered", station=station)
 
 
-async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> None:
-    cs.admission.connecting += 1
+async def _serve_connection(request: WebSocketRequest, cs: CentralSystem, turn: Turn) -> None:
     try:
         try:
             station = await _admit(request, cs)
@@ -302,7 +304,7 @@ async def _serve_connection(request: WebSocketRequest, cs: CentralSystem) -> Non
             return
         ws = await request.accept(subprotocol=OCPP_SUBPROTOCOL)
     finally:
-        cs.admission.connecting -= 1
+        turn.end()  # the next handshake's turn
     await _attached(cs, station, actor, ws)
 
 
@@ -316,14 +318,18 @@ async def _attached(
         await actor.tell(Attach(link))
         await link.released.wait()  # the actor reads the connection until it lets it go
     finally:
-        with (
-            trio.CancelScope(shield=True),
-            trio.move_on_after(1),
-            contextlib.suppress(ActorUnavailable),
-        ):
-            await actor.tell(Detach(link))
+        if not link.released.is_set():  # cancelled (the server stops): tell the actor
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(1),
+                contextlib.suppress(ActorUnavailable),
+            ):
+                await actor.tell(Detach(link))
         STATIONS_CONNECTED.dec()
         log.info("charger disconnected", station=station)
+        if ws.closed is None:  # the actor let it go while open: a close frame
+            with trio.move_on_after(1):
+                await ws.aclose()
 
 
 async def _listen(
@@ -358,20 +364,23 @@ async def serve_ocpp(
     Reports the bound port with ``task_status.started(port)``.
     """
 
-    async def handler(request: WebSocketRequest) -> None:
-        await _serve_connection(request, cs)
+    async def handler(request: WebSocketRequest, turn: Turn) -> None:
+        await _serve_connection(request, cs, turn)
 
     websocket_close.install()  # invalid UTF-8 is closed with 1007, not a dropped connection
 
     listeners = await _listen(host, port, ssl_context, cs.config.backlog)
     sockets = [_socket_of(listener) for listener in listeners]
     cs.admission.backlog = lambda: sum(accept_queue(s) for s in sockets)
+    gate = Gate(cs.admission, cs.config.handshakes)
+    bound = sockets[0].getsockname()[1]
     async with trio.open_nursery() as nursery:
-        server = WebSocketServer(handler, listeners, max_message_size=cs.config.max_frame * 4)
-        await nursery.start(server.run)
+        await nursery.start(
+            partial(serve_gated, handler, listeners, gate, max_message_size=cs.config.max_frame * 4)
+        )
         scheme = "wss" if ssl_context else "ws"
-        log.info("ocpp listening", url=f"{scheme}://{host}:{server.port}{cs.config.prefix}/{{id}}")
-        task_status.started(server.port)
+        log.info("ocpp listening", url=f"{scheme}://{host}:{bound}{cs.config.prefix}/{{id}}")
+        task_status.started(bound)
         if shutdown_trigger is None:
             await trio.sleep_forever()
         await shutdown_trigger()

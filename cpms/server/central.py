@@ -62,6 +62,7 @@ async def run_central_system(
         rate=settings.ocpp_rate,
         burst=settings.ocpp_burst,
         backlog=settings.ocpp_backlog,
+        handshakes=settings.ocpp_handshakes,
     )
     admission = Admission(
         queue_limit=settings.ocpp_admit_queue,

@@ -1,0 +1,98 @@
+"""The door's turnstile: WebSocket handshakes a bounded number at a time.
+
+In a reconnect storm thousands of connections arrive within a second. Served all at once, each
+one's handshake (HTTP parsing, authentication, the upgrade) is a task in trio's run queue, and so
+is every step of every charger already online: a Heartbeat then waits behind thousands of
+handshake steps (2–3 s measured with 2,000 at once). Through the turnstile at most ``limit``
+handshakes run; the others are accepted from the kernel and wait, parked and costing no CPU, in
+order of arrival. A turn ends as soon as the connection is attached to its station's actor (or
+refused), so the turnstile bounds the handshakes in flight, not the connections.
+
+Waiting for a turn and being in one both count as ``connecting`` for admission control
+(:mod:`actors.charge_point.admission`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import trio
+from trio_websocket import WebSocketRequest, wrap_server_stream
+
+from actors.charge_point.admission import Admission
+
+#: how long a client may take to send its upgrade request once its turn came
+HANDSHAKE_TIMEOUT = 60.0
+
+
+class Turn:
+    """One connection's turn through the turnstile; :meth:`end` lets the next one in."""
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate: Gate | None = gate
+
+    def end(self) -> None:
+        if self._gate is not None:
+            self._gate.ended()
+            self._gate = None
+
+
+class Gate:
+    def __init__(self, admission: Admission, limit: int) -> None:
+        self.admission = admission
+        self._slots = trio.Semaphore(limit)
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[Turn]:
+        self.admission.connecting += 1
+        try:
+            await self._slots.acquire()
+        except BaseException:  # cancelled while waiting: no turn was taken
+            self.admission.connecting -= 1
+            raise
+        turn = Turn(self)
+        try:
+            yield turn
+        finally:
+            turn.end()
+
+    def ended(self) -> None:
+        self.admission.connecting -= 1
+        self._slots.release()
+
+
+async def serve_gated(
+    handler: Callable[[WebSocketRequest, Turn], Awaitable[None]],
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+    gate: Gate,
+    *,
+    max_message_size: int,
+    task_status: trio.TaskStatus[list[trio.abc.Listener[trio.abc.Stream]]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
+) -> None:
+    """Serve WebSocket handshakes from ``listeners`` through ``gate``; ``handler`` gets each
+    request with its turn, and ends the turn once the connection is accepted or refused."""
+
+    async def connection(stream: trio.abc.Stream) -> None:
+        async with gate.turn() as turn, trio.open_nursery() as nursery:
+            try:
+                request = None
+                with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                    request = await wrap_server_stream(
+                        nursery, stream, max_message_size=max_message_size
+                    )
+                if request is not None:
+                    await handler(request, turn)
+            finally:
+                nursery.cancel_scope.cancel()  # the connection's reader
+                if not _closed(stream):  # most often the reader closed it on the charger's EOF
+                    await trio.aclose_forcefully(stream)
+
+    await trio.serve_listeners(connection, list(listeners), task_status=task_status)
+
+
+def _closed(stream: trio.abc.Stream) -> bool:
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    return isinstance(transport, trio.SocketStream) and transport.socket.fileno() == -1
