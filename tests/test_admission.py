@@ -1,19 +1,24 @@
 """Admission control in reconnect storms (issue 21): while the door is saturated an idle charger's
 boot is answered Pending with a random interval and its next boot is accepted; a charger with a
-transaction open is let in at once, and its queued StopTransaction settles the session exactly."""
+transaction open is let in at once, and its queued StopTransaction settles the session exactly;
+the turnstile serves a bounded number of handshakes at once, and silent clients hold none."""
 
 from __future__ import annotations
 
 import socket
 from decimal import ROUND_HALF_UP, Decimal
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from pydantic import ValidationError
+from trio_websocket import WebSocketRequest, open_websocket_url
 
 from actors.charge_point import listener
 from actors.charge_point.admission import Admission, accept_queue
+from actors.charge_point.gate import Gate, Turn, serve_gated
 from cpms.settings import Settings
 from storage import Database
 from tests.ocpp_client import connect
@@ -116,3 +121,57 @@ async def test_a_storm_defers_idle_chargers_and_lets_an_open_session_settle(
     assert balance == total == Decimal("300") - cost
     assert await db.fetchval("SELECT count(*) FROM holds WHERE status = 'held'") == 0
     assert cp.stats.errors == {}
+
+
+async def test_the_turnstile_bounds_handshakes_in_flight(nursery: trio.Nursery) -> None:
+    admission = Admission()
+    gate = Gate(admission, limit=2)
+    inside, most, let_go = 0, 0, trio.Event()
+
+    async def handler(request: WebSocketRequest, turn: Turn) -> None:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        await let_go.wait()
+        inside -= 1
+        await request.accept()
+        turn.end()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    await nursery.start(partial(serve_gated, handler, listeners, gate, max_message_size=1024))
+    silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]  # send nothing
+    opened = 0
+
+    async def client() -> None:
+        nonlocal opened
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/x"):
+            opened += 1
+
+    async with trio.open_nursery() as clients:
+        for _ in range(5):
+            clients.start_soon(client)
+        with trio.fail_after(10):
+            while admission.connecting < 8:  # noqa: ASYNC110 - counted as they arrive
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (inside, admission.connecting) == (2, 8)  # silent ones wait too, holding no turn
+        let_go.set()
+    assert (most, opened) == (2, 5)
+    await trio.testing.wait_all_tasks_blocked()
+    assert admission.connecting == 3  # the silent ones, until their handshake times out
+    for stream in silent:
+        await stream.aclose()
+
+
+async def test_silent_connections_do_not_shut_the_door(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    rig = await open_rig(db, dsn, tmp_path, nursery, ocpp_handshakes=1)
+    port = int(rig.endpoints.ocpp_url.rsplit(":", 1)[1].split("/")[0])
+    silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(5)]
+    with trio.fail_after(10):  # not the 60 s the silent ones may take to time out
+        async with connect(rig.endpoints.ocpp_url, "CP-1", PASSWORD) as charger:
+            assert (await charger.call("BootNotification", BOOT))["status"] == "Accepted"
+    for stream in silent:
+        await stream.aclose()

@@ -5,61 +5,55 @@ one's handshake (HTTP parsing, authentication, the upgrade) is a task in trio's 
 is every step of every charger already online: a Heartbeat then waits behind thousands of
 handshake steps (2–3 s measured with 2,000 at once). Through the turnstile at most ``limit``
 handshakes run; the others are accepted from the kernel and wait, parked and costing no CPU, in
-order of arrival. A turn ends as soon as the connection is attached to its station's actor (or
-refused), so the turnstile bounds the handshakes in flight, not the connections.
+order of arrival. A turn is taken once the client's upgrade request has arrived (a client that
+opens a connection and sends nothing holds no turn, so it can't shut the door on the others)
+and ends as soon as the connection is attached to its station's actor (or refused): the
+turnstile bounds the handshakes in flight, not the connections.
 
-Waiting for a turn and being in one both count as ``connecting`` for admission control
-(:mod:`actors.charge_point.admission`).
+From its arrival until its turn ends a connection counts as ``connecting`` for admission
+control (:mod:`actors.charge_point.admission`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 from trio_websocket import WebSocketRequest, wrap_server_stream
 
 from actors.charge_point.admission import Admission
 
-#: how long a client may take to send its upgrade request once its turn came
+#: how long a client may take to send its upgrade request
 HANDSHAKE_TIMEOUT = 60.0
 
 
 class Turn:
-    """One connection's turn through the turnstile; :meth:`end` lets the next one in."""
+    """One connection's way through the turnstile: counted as connecting from its arrival;
+    :meth:`begin` waits for a turn, :meth:`end` lets the next one in."""
 
     def __init__(self, gate: Gate) -> None:
         self._gate: Gate | None = gate
+        self._holding = False
+        gate.admission.connecting += 1
+
+    async def begin(self) -> None:
+        if self._gate is None or self._holding:
+            raise RuntimeError("a turn begins once, before it ends")
+        await self._gate.slots.acquire()
+        self._holding = True
 
     def end(self) -> None:
         if self._gate is not None:
-            self._gate.ended()
+            self._gate.admission.connecting -= 1
+            if self._holding:
+                self._gate.slots.release()
             self._gate = None
 
 
 class Gate:
     def __init__(self, admission: Admission, limit: int) -> None:
         self.admission = admission
-        self._slots = trio.Semaphore(limit)
-
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[Turn]:
-        self.admission.connecting += 1
-        try:
-            await self._slots.acquire()
-        except BaseException:  # cancelled while waiting: no turn was taken
-            self.admission.connecting -= 1
-            raise
-        turn = Turn(self)
-        try:
-            yield turn
-        finally:
-            turn.end()
-
-    def ended(self) -> None:
-        self.admission.connecting -= 1
-        self._slots.release()
+        self.slots = trio.Semaphore(limit)
 
 
 async def serve_gated(
@@ -72,23 +66,29 @@ async def serve_gated(
         trio.TASK_STATUS_IGNORED
     ),
 ) -> None:
-    """Serve WebSocket handshakes from ``listeners`` through ``gate``; ``handler`` gets each
-    request with its turn, and ends the turn once the connection is accepted or refused."""
+    """Serve WebSocket handshakes from ``listeners`` through ``gate``: once a client's upgrade
+    request has arrived (a client that sends nothing holds no turn), ``handler`` gets it with
+    its turn begun, and ends the turn once the connection is accepted or refused."""
 
     async def connection(stream: trio.abc.Stream) -> None:
-        async with gate.turn() as turn, trio.open_nursery() as nursery:
-            try:
-                request = None
-                with trio.move_on_after(HANDSHAKE_TIMEOUT):
-                    request = await wrap_server_stream(
-                        nursery, stream, max_message_size=max_message_size
-                    )
-                if request is not None:
-                    await handler(request, turn)
-            finally:
-                nursery.cancel_scope.cancel()  # the connection's reader
-                if not _closed(stream):  # most often the reader closed it on the charger's EOF
-                    await trio.aclose_forcefully(stream)
+        turn = Turn(gate)
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    request = None
+                    with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                        request = await wrap_server_stream(
+                            nursery, stream, max_message_size=max_message_size
+                        )
+                    if request is not None:
+                        await turn.begin()
+                        await handler(request, turn)
+                finally:
+                    nursery.cancel_scope.cancel()  # the connection's reader
+                    if not _closed(stream):  # most often closed by the reader on the EOF
+                        await trio.aclose_forcefully(stream)
+        finally:
+            turn.end()
 
     await trio.serve_listeners(connection, list(listeners), task_status=task_status)
 
