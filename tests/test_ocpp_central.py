@@ -334,8 +334,10 @@ async def test_a_new_connection_replaces_the_old(server: Endpoints) -> None:
         await first.call("Heartbeat", {})
         async with connect(server.ocpp_url, "CP-1", PASSWORD) as second:
             await second.call("Heartbeat", {})
-            with pytest.raises(ConnectionClosed):
+            with pytest.raises(ConnectionClosed) as closed:
                 await first.receive()
+            assert closed.value.reason.code == 1000
+            assert closed.value.reason.reason == "replaced by a new connection"
             await second.call(
                 "StatusNotification",
                 {"connectorId": 2, "errorCode": "NoError", "status": "Available"},

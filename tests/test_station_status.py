@@ -77,7 +77,7 @@ class FakeLink:
         self.sent.append(text)
         self._answered.set()
 
-    async def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str) -> None:
         pass
 
     def release(self) -> None:

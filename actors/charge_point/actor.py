@@ -121,7 +121,7 @@ async def run_charge_point(
 async def _handle(actor: StationActor, envelope: Envelope[StationMsg]) -> None:
     match envelope.message:
         case Attach(link):
-            await actor.attach(link)
+            actor.attach(link)
         case Detach(link):
             actor.detach(link)
         case Command():

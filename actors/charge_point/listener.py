@@ -189,6 +189,7 @@ class _Link:
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
         self.released = trio.Event()
+        self.closing: tuple[int, str | None] = (1000, None)
 
     async def receive(self) -> str | bytes | None:
         try:
@@ -202,8 +203,9 @@ class _Link:
         except ConnectionClosed as exc:
             raise trio.BrokenResourceError("charger connection closed") from exc
 
-    async def close(self, code: int, reason: str) -> None:
-        await self.ws.aclose(code, reason)
+    def close(self, code: int, reason: str) -> None:
+        self.closing = (code, reason)
+        self.released.set()
 
     def release(self) -> None:
         self.released.set()
@@ -328,8 +330,8 @@ async def _attached(
         STATIONS_CONNECTED.dec()
         log.info("charger disconnected", station=station)
         if ws.closed is None:  # the actor let it go while open: a close frame
-            with trio.move_on_after(1):
-                await ws.aclose()
+            with trio.move_on_after(1):  # and the charger's, for a second at most
+                await ws.aclose(*link.closing)
 
 
 async def _listen(

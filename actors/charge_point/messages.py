@@ -23,7 +23,10 @@ class ChargerLink(Protocol):
 
     async def send(self, text: str) -> None: ...
 
-    async def close(self, code: int, reason: str) -> None: ...
+    def close(self, code: int, reason: str) -> None:
+        """Let the link go and have its connection closed with ``code``: the connection's own
+        task does it (waiting for the charger's closing handshake is no actor's business)."""
+        ...
 
     def release(self) -> None:
         """The actor no longer reads this link (detached, replaced, or the actor stopped)."""

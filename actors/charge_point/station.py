@@ -108,14 +108,13 @@ class StationActor:
 
     # -- connection ---------------------------------------------------------------------------
 
-    async def attach(self, link: ChargerLink) -> None:
+    def attach(self, link: ChargerLink) -> None:
         old, self.link = self.link, link
         self._lost("the connection was replaced")
         self.endpoint = OcppEndpoint(self.config, trio.current_time())
         if old is not None:
             log.info("connection replaced", station=self.station_id)
-            old.release()
-            await old.close(1000, "replaced by a new connection")
+            old.close(1000, "replaced by a new connection")
 
     def detach(self, link: ChargerLink) -> None:
         if self.link is link:
@@ -173,7 +172,7 @@ class StationActor:
                 await self._send_raw(answer)
             case Close(code, reason):
                 log.warning("closing the connection", station=self.station_id, why=reason)
-                await link.close(code, reason)
+                link.close(code, reason)
                 self.detach(link)
 
     async def _answer(self, call: Call) -> None:
