@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
-from trio_websocket import WebSocketRequest, wrap_server_stream
+from wsproto.events import Request
 
 from actors.charge_point.admission import Admission
+from cpms.ocpp.websocket import ServerWebSocket
 
 #: how long a client may take to send its upgrade request
 HANDSHAKE_TIMEOUT = 60.0
@@ -57,7 +58,7 @@ class Gate:
 
 
 async def serve_gated(
-    handler: Callable[[WebSocketRequest, Turn], Awaitable[None]],
+    handler: Callable[[ServerWebSocket, Request, Turn], Awaitable[None]],
     listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
     gate: Gate,
     *,
@@ -68,31 +69,21 @@ async def serve_gated(
 ) -> None:
     """Serve WebSocket handshakes from ``listeners`` through ``gate``: once a client's upgrade
     request has arrived (a client that sends nothing holds no turn), ``handler`` gets it with
-    its turn begun, and ends the turn once the connection is accepted or refused."""
+    its turn begun, and ends the turn once the connection is accepted or refused. The stream
+    is closed when ``handler`` returns."""
 
     async def connection(stream: trio.abc.Stream) -> None:
         turn = Turn(gate)
+        ws = ServerWebSocket(stream, max_message=max_message_size)
         try:
-            async with trio.open_nursery() as nursery:
-                try:
-                    request = None
-                    with trio.move_on_after(HANDSHAKE_TIMEOUT):
-                        request = await wrap_server_stream(
-                            nursery, stream, max_message_size=max_message_size
-                        )
-                    if request is not None:
-                        await turn.begin()
-                        await handler(request, turn)
-                finally:
-                    nursery.cancel_scope.cancel()  # the connection's reader
-                    if not _closed(stream):  # most often closed by the reader on the EOF
-                        await trio.aclose_forcefully(stream)
+            request = None
+            with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                request = await ws.upgrade_request()
+            if request is not None:
+                await turn.begin()
+                await handler(ws, request, turn)
         finally:
             turn.end()
+            await trio.aclose_forcefully(stream)
 
     await trio.serve_listeners(connection, list(listeners), task_status=task_status)
-
-
-def _closed(stream: trio.abc.Stream) -> bool:
-    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    return isinstance(transport, trio.SocketStream) and transport.socket.fileno() == -1

@@ -10,7 +10,7 @@ for the actor to let it go. Treatment of abuse at the door:
   is on); a wrong or missing password → 401; too many wrong ones lately (:class:`LoginThrottle`)
   → 429; a station whose actor is retired after repeated crashes → 503. Each is logged.
 * a message over the WebSocket limit (4 × ``max_frame``) → the connection is closed with 1009;
-  a text frame that is not UTF-8 → closed with 1007 (:mod:`cpms.ocpp.websocket_close`). Frames
+  a text frame that is not UTF-8 → closed with 1007 (:mod:`cpms.ocpp.websocket`). Frames
   over ``max_frame`` and floods are the endpoint's to refuse.
 """
 
@@ -33,12 +33,7 @@ from typing import cast
 
 import structlog
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    Endpoint,
-    WebSocketConnection,
-    WebSocketRequest,
-)
+from wsproto.events import Request
 
 from actors.charge_point.actor import charge_point_spec
 from actors.charge_point.admission import Admission, accept_queue
@@ -51,8 +46,8 @@ from cpms.kernel.errors import Conflict
 from cpms.kernel.events import EventBus
 from cpms.kernel.passwords import verify_password
 from cpms.metrics import STATIONS_CONNECTED
-from cpms.ocpp import websocket_close
 from cpms.ocpp.endpoint import EndpointConfig
+from cpms.ocpp.websocket import ServerWebSocket
 from storage import Database
 from storage import stations as store
 from storage.errors import StorageUnavailable
@@ -184,24 +179,14 @@ class CentralSystem:
 
 
 class _Link:
-    """A WebSocket as a ChargePointActor's ChargerLink."""
+    """A WebSocket as a ChargePointActor's ChargerLink: the actor reads and writes the socket
+    itself (no task in between), and lets it go with a close code."""
 
-    def __init__(self, ws: WebSocketConnection) -> None:
-        self.ws = ws
+    def __init__(self, ws: ServerWebSocket) -> None:
+        self.receive = ws.receive
+        self.send = ws.send
         self.released = trio.Event()
         self.closing: tuple[int, str | None] = (1000, None)
-
-    async def receive(self) -> str | bytes | None:
-        try:
-            return await self.ws.get_message()
-        except ConnectionClosed:
-            return None
-
-    async def send(self, text: str) -> None:
-        try:
-            await self.ws.send_message(text)
-        except ConnectionClosed as exc:
-            raise trio.BrokenResourceError("charger connection closed") from exc
 
     def close(self, code: int, reason: str) -> None:
         self.closing = (code, reason)
@@ -222,8 +207,8 @@ def station_id_from_path(path: str, prefix: str) -> str | None:
     return station
 
 
-def basic_credentials(request: WebSocketRequest) -> tuple[str, str] | None:
-    for name, value in request.headers:
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    for name, value in request.extra_headers:
         if name.lower() == b"authorization" and value[:6].lower() == b"basic ":
             try:
                 user, _, password = base64.b64decode(value[6:].strip()).decode().partition(":")
@@ -233,16 +218,16 @@ def basic_credentials(request: WebSocketRequest) -> tuple[str, str] | None:
     return None
 
 
-async def _admit(request: WebSocketRequest, cs: CentralSystem) -> str | None:
+async def _admit(ws: ServerWebSocket, request: Request, cs: CentralSystem) -> str | None:
     """The station id if the handshake may be accepted; otherwise rejects and returns None."""
-    station = station_id_from_path(request.path, cs.config.prefix)
+    station = station_id_from_path(request.target, cs.config.prefix)
     if station is None:
-        log.warning("ocpp handshake refused", path=request.path, reason="not an OCPP path")
-        await request.reject(404)
+        log.warning("ocpp handshake refused", path=request.target, reason="not an OCPP path")
+        await ws.reject(404)
         return None
-    if OCPP_SUBPROTOCOL not in request.proposed_subprotocols:
+    if OCPP_SUBPROTOCOL not in request.subprotocols:
         log.warning("ocpp handshake refused", station=station, reason="no ocpp1.6 subprotocol")
-        await request.reject(400, body=b"subprotocol ocpp1.6 required")
+        await ws.reject(400, body=b"subprotocol ocpp1.6 required")
         return None
     door = shown_door(cs.registry, station)  # a known station's, from its actor
     if door is None:
@@ -250,29 +235,27 @@ async def _admit(request: WebSocketRequest, cs: CentralSystem) -> str | None:
         if row is None:
             if not cs.config.auto_register:
                 log.warning("ocpp handshake refused", station=station, reason="unknown station")
-                await request.reject(404, body=b"unknown station")
+                await ws.reject(404, body=b"unknown station")
                 return None
             await _auto_register(cs.db, station)
             return station
         door = Door(row["password_hash"])
     if door.password_hash:
         given = basic_credentials(request)
-        remote = request.remote
-        address = remote.address if isinstance(remote, Endpoint) else str(remote)
         try:
             ok = (
                 given is not None
                 and given[0] == station
-                and await cs.password_ok(station, given[1], door.password_hash, str(address))
+                and await cs.password_ok(station, given[1], door.password_hash, ws.remote)
             )
         except Throttled as throttled:
             log.warning("ocpp handshake refused", station=station, reason="login throttled")
             retry = str(max(1, round(throttled.retry_after))).encode()
-            await request.reject(429, extra_headers=[(b"Retry-After", retry)])
+            await ws.reject(429, headers=[(b"Retry-After", retry)])
             return None
         if not ok:
             log.warning("ocpp handshake refused", station=station, reason="bad credentials")
-            await request.reject(401, extra_headers=[(b"WWW-Authenticate", b'Basic realm="cpms"')])
+            await ws.reject(401, headers=[(b"WWW-Authenticate", b'Basic realm="cpms"')])
             return None
     return station
 
@@ -289,10 +272,12 @@ async def _auto_register(db: Database, station: str) -> None:
         log.info("station auto-registered", station=station)
 
 
-async def _serve_connection(request: WebSocketRequest, cs: CentralSystem, turn: Turn) -> None:
+async def _serve_connection(
+    ws: ServerWebSocket, request: Request, cs: CentralSystem, turn: Turn
+) -> None:
     try:
         try:
-            station = await _admit(request, cs)
+            station = await _admit(ws, request, cs)
             if station is None:
                 return
             actor = await cs.actor_for(station)
@@ -300,21 +285,21 @@ async def _serve_connection(request: WebSocketRequest, cs: CentralSystem, turn: 
             # a station's actor retired after repeated crashes, or the database away: the
             # charger retries later, by its own timer and the Retry-After we give it
             retry_after = error.retry_after if isinstance(error, ChildRetired) else 10.0
-            log.warning("ocpp handshake refused", path=request.path, reason=str(error))
+            log.warning("ocpp handshake refused", path=request.target, reason=str(error))
             retry = str(max(1, round(retry_after))).encode()
-            await request.reject(503, extra_headers=[(b"Retry-After", retry)])
+            await ws.reject(503, headers=[(b"Retry-After", retry)])
             return
-        ws = await request.accept(subprotocol=OCPP_SUBPROTOCOL)
+        await ws.accept(OCPP_SUBPROTOCOL)
     finally:
         turn.end()  # the next handshake's turn
     await _attached(cs, station, actor, ws)
 
 
 async def _attached(
-    cs: CentralSystem, station: str, actor: ActorRef[StationMsg], ws: WebSocketConnection
+    cs: CentralSystem, station: str, actor: ActorRef[StationMsg], ws: ServerWebSocket
 ) -> None:
     link = _Link(ws)
-    log.info("charger connected", station=station, remote=str(ws.remote))
+    log.info("charger connected", station=station, remote=ws.remote)
     STATIONS_CONNECTED.inc()
     try:
         await actor.tell(Attach(link))
@@ -329,7 +314,7 @@ async def _attached(
                 await actor.tell(Detach(link))
         STATIONS_CONNECTED.dec()
         log.info("charger disconnected", station=station)
-        if ws.closed is None:  # the actor let it go while open: a close frame
+        if ws.open:  # the actor let it go while open: a close frame
             with trio.move_on_after(1):  # and the charger's, for a second at most
                 await ws.aclose(*link.closing)
 
@@ -366,10 +351,8 @@ async def serve_ocpp(
     Reports the bound port with ``task_status.started(port)``.
     """
 
-    async def handler(request: WebSocketRequest, turn: Turn) -> None:
-        await _serve_connection(request, cs, turn)
-
-    websocket_close.install()  # invalid UTF-8 is closed with 1007, not a dropped connection
+    async def handler(ws: ServerWebSocket, request: Request, turn: Turn) -> None:
+        await _serve_connection(ws, request, cs, turn)
 
     listeners = await _listen(host, port, ssl_context, cs.config.backlog)
     sockets = [_socket_of(listener) for listener in listeners]
