@@ -15,7 +15,9 @@ the herd's first reconnect), how many were told ``Pending`` (admission control),
 connections were tried again, how many never got in, and the steady chargers' heartbeat round
 trips: ``held_*`` while the server takes in the drop, ``steady_*`` while the herd reconnects,
 and ``steady_slow_seconds``, each second of the phase (from the drop) whose slowest round trip
-was over 100 ms; and the server's memory per connection.
+was over 100 ms; the server's trio thread's CPU time per station in each phase
+(``server_trio_us_per_station``: the connect path's cost, steadier than the seconds); and the
+server's memory per connection.
 
     python bench/storm.py                                   # 10,000 stations
     python bench/storm.py --stations 2000 --storm-parallel 500
@@ -34,7 +36,7 @@ import psutil
 import trio
 from cpms_process import Steal, report, serving
 from load_generator import GeneratorProcess
-from ocpp_load import provision
+from ocpp_load import main_thread_seconds, provision
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,6 +65,12 @@ def rss_mb(proc: psutil.Process) -> float:
     return round(proc.memory_info().rss / 2**20, 1)
 
 
+def per_station(proc: psutil.Process, since: float, stations: int) -> float:
+    """The server's trio thread's CPU time since ``since``, in µs per station (the steady
+    chargers' heartbeats included: about 1 % of it)."""
+    return round((main_thread_seconds(proc) - since) / stations * 1e6)
+
+
 async def phases(
     args: argparse.Namespace, proc: psutil.Process, load: GeneratorProcess, started: float
 ) -> dict[str, Any]:
@@ -72,18 +80,19 @@ async def phases(
     await trio.sleep(2)
     before = proc.memory_info().rss
     result["rss_before_mb"] = rss_mb(proc)
-    steal = Steal()
+    steal, trio_s = Steal(), main_thread_seconds(proc)
     result["cold"] = await load.ask(
         herd=["BENCH-", 1, args.stations], parallel=args.parallel, connectors=args.connectors
     )
     result["cold"]["machine_steal_pct"] = steal.percent()
+    result["cold"]["server_trio_us_per_station"] = per_station(proc, trio_s, args.stations)
     print(f"cold: {json.dumps(result['cold'])}", flush=True)
     await trio.sleep(5)
     connected = proc.memory_info().rss
     result["rss_connected_mb"] = rss_mb(proc)
     result["rss_kb_per_connection"] = round((connected - before) / 1024 / args.stations, 1)
     result["dropped"] = (await load.ask(drop=True))["dropped"]
-    steal = Steal()
+    steal, trio_s = Steal(), main_thread_seconds(proc)
     result["storm"] = await load.ask(
         herd=["BENCH-", 1, args.stations],
         parallel=args.storm_parallel,
@@ -92,6 +101,7 @@ async def phases(
         connectors=args.connectors,
     )
     result["storm"]["machine_steal_pct"] = steal.percent()
+    result["storm"]["server_trio_us_per_station"] = per_station(proc, trio_s, args.stations)
     print(f"storm: {json.dumps(result['storm'])}", flush=True)
     await trio.sleep(5)
     result["rss_after_storm_mb"] = rss_mb(proc)

@@ -15,12 +15,11 @@ import trio
 import trio.testing
 from pydantic import ValidationError
 from trio_websocket import open_websocket_url
-from wsproto.events import Request
 
 from actors.charge_point import listener
 from actors.charge_point.admission import Admission, accept_queue
 from actors.charge_point.gate import Gate, Turn, serve_gated
-from cpms.ocpp.websocket import ServerWebSocket
+from cpms.ocpp.websocket import ServerWebSocket, Upgrade
 from cpms.settings import Settings
 from storage import Database
 from tests.ocpp_client import connect
@@ -130,7 +129,7 @@ async def test_the_turnstile_bounds_handshakes_in_flight(nursery: trio.Nursery) 
     gate = Gate(admission, limit=2)
     inside, most, let_go = 0, 0, trio.Event()
 
-    async def handler(ws: ServerWebSocket, request: Request, turn: Turn) -> None:
+    async def handler(ws: ServerWebSocket, request: Upgrade, turn: Turn) -> None:
         nonlocal inside, most
         inside += 1
         most = max(most, inside)

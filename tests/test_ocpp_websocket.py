@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -28,7 +29,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from cpms.ocpp.websocket import ServerWebSocket, server_frame
+from cpms.ocpp.websocket import BadUpgrade, ServerWebSocket, parse_upgrade, server_frame
 
 Served = Callable[[ServerWebSocket], Awaitable[None]]
 
@@ -234,3 +235,92 @@ async def test_a_refusal_carries_its_status_headers_and_body() -> None:
         body = await client.next_event()
         assert isinstance(body, RejectData) and body.data == b"slow down"
         nursery.cancel_scope.cancel()
+
+
+GOOD = [
+    b"GET /ws/CP-1?x=1 HTTP/1.1",
+    b"Host: cpms.example:9000",
+    b"Upgrade: WebSocket",
+    b"Connection: keep-alive, Upgrade",
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    b"Sec-WebSocket-Version: 13",
+    b"Sec-WebSocket-Protocol: ocpp2.0.1",
+    b"sec-websocket-protocol:ocpp1.6 ,",
+    b"Authorization:  Basic Q1AtMTpzZWNyZXQ=\t",
+]
+
+
+def test_an_upgrade_request_is_read_field_by_field() -> None:
+    request = parse_upgrade(b"\r\n".join(GOOD))
+    assert request.target == "/ws/CP-1?x=1"
+    assert request.subprotocols == ["ocpp2.0.1", "ocpp1.6"]  # over two lines, in order
+    assert request.header(b"authorization") == b"Basic Q1AtMTpzZWNyZXQ="
+    assert request.header(b"x-missing") is None
+    assert request.key == b"dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def _with(line: int, text: bytes | None) -> bytes:
+    """GOOD with line ``line`` replaced by ``text`` (None: left out)."""
+    lines = [*GOOD[:line], *([] if text is None else [text]), *GOOD[line + 1 :]]
+    return b"\r\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "says"),
+    [
+        (_with(0, b"POST /ws/CP-1 HTTP/1.1"), 405, "is a GET"),
+        (_with(0, b"GET /ws/CP-1 HTTP/1.0"), 400, "HTTP/1.1"),
+        (_with(0, b"GET http://x/ws/CP-1 HTTP/1.1"), 400, "request line"),
+        (_with(0, b"GET /ws/CP 1 HTTP/1.1"), 400, "request line"),
+        (_with(1, None), 400, "Host"),
+        (_with(1, b"Host: a\r\nHost: b"), 400, "Host"),
+        (_with(2, b"Upgrade: h2c"), 400, "Upgrade: websocket"),
+        (_with(3, b"Connection: keep-alive"), 400, "Connection: Upgrade"),
+        (_with(4, None), 400, "Sec-WebSocket-Key"),
+        (_with(4, b"Sec-WebSocket-Key:"), 400, "Sec-WebSocket-Key"),
+        (_with(5, b"Sec-WebSocket-Version: 8"), 426, "Version 13"),
+        (_with(6, b"Content-Length: 4"), 400, "no body"),
+        (_with(6, b"Transfer-Encoding: chunked"), 400, "no body"),
+        (_with(6, b"X-Bad : spaced"), 400, "malformed"),
+        (_with(6, b" folded continuation"), 400, "malformed"),
+        (_with(6, b"no colon at all"), 400, "malformed"),
+        (_with(6, b"X-Bad: a\x01b"), 400, "malformed"),
+        (_with(6, b"X-Pad: 1\r\n" * 64 + b"X-Pad: 1"), 431, "header lines"),
+    ],
+)
+def test_what_is_not_a_websocket_upgrade_says_why(head: bytes, status: int, says: str) -> None:
+    with pytest.raises(BadUpgrade, match=says) as bad:
+        parse_upgrade(head)
+    assert bad.value.status == status
+
+
+async def test_a_refusal_of_another_version_names_13_and_frames_sent_early_are_read() -> None:
+    answers: list[bytes] = []
+    got: list[str | bytes | None] = []
+
+    async def serve(stream: trio.SocketStream) -> None:
+        ws = ServerWebSocket(stream, max_message=1024)
+        if await ws.upgrade_request() is not None:
+            await ws.accept("ocpp1.6")
+            got.append(await ws.receive())
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        for head in (_with(5, b"Sec-WebSocket-Version: 8"), b"\r\n".join(GOOD)):
+            async with await trio.open_tcp_stream("127.0.0.1", port) as client:
+                early = Connection(ConnectionType.CLIENT)  # a frame right behind the head
+                frame = early.send(TextMessage('[2,"1","Heartbeat",{}]'))
+                await client.send_all(head + b"\r\n\r\n" + frame)
+                with trio.fail_after(10):
+                    answers.append(await client.receive_some(4096))
+                    while await client.receive_some(4096):
+                        pass
+        nursery.cancel_scope.cancel()
+    assert answers[0].startswith(b"HTTP/1.1 426 ")
+    assert b"\r\nSec-WebSocket-Version: 13\r\n" in answers[0]
+    assert answers[0].endswith(b"\r\n\r\nSec-WebSocket-Version 13 is required")
+    assert answers[1].startswith(b"HTTP/1.1 101 ")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answers[1]  # RFC 6455
+    assert got == ['[2,"1","Heartbeat",{}]']

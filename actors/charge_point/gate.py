@@ -19,10 +19,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
-from wsproto.events import Request
 
 from actors.charge_point.admission import Admission
-from cpms.ocpp.websocket import ServerWebSocket
+from cpms.ocpp.websocket import ServerWebSocket, Upgrade
 
 #: how long a client may take to send its upgrade request
 HANDSHAKE_TIMEOUT = 60.0
@@ -58,7 +57,7 @@ class Gate:
 
 
 async def serve_gated(
-    handler: Callable[[ServerWebSocket, Request, Turn], Awaitable[None]],
+    handler: Callable[[ServerWebSocket, Upgrade, Turn], Awaitable[None]],
     listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
     gate: Gate,
     *,

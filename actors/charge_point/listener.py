@@ -33,7 +33,6 @@ from typing import cast
 
 import structlog
 import trio
-from wsproto.events import Request
 
 from actors.charge_point.actor import charge_point_spec
 from actors.charge_point.admission import Admission, accept_queue
@@ -47,7 +46,7 @@ from cpms.kernel.events import EventBus
 from cpms.kernel.passwords import verify_password
 from cpms.metrics import STATIONS_CONNECTED
 from cpms.ocpp.endpoint import EndpointConfig
-from cpms.ocpp.websocket import ServerWebSocket
+from cpms.ocpp.websocket import ServerWebSocket, Upgrade
 from storage import Database
 from storage import stations as store
 from storage.errors import StorageUnavailable
@@ -207,18 +206,18 @@ def station_id_from_path(path: str, prefix: str) -> str | None:
     return station
 
 
-def basic_credentials(request: Request) -> tuple[str, str] | None:
-    for name, value in request.extra_headers:
-        if name.lower() == b"authorization" and value[:6].lower() == b"basic ":
-            try:
-                user, _, password = base64.b64decode(value[6:].strip()).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-            return user, password
-    return None
+def basic_credentials(request: Upgrade) -> tuple[str, str] | None:
+    value = request.header(b"authorization")
+    if value is None or value[:6].lower() != b"basic ":
+        return None
+    try:
+        user, _, password = base64.b64decode(value[6:].strip()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user, password
 
 
-async def _admit(ws: ServerWebSocket, request: Request, cs: CentralSystem) -> str | None:
+async def _admit(ws: ServerWebSocket, request: Upgrade, cs: CentralSystem) -> str | None:
     """The station id if the handshake may be accepted; otherwise rejects and returns None."""
     station = station_id_from_path(request.target, cs.config.prefix)
     if station is None:
@@ -273,7 +272,7 @@ async def _auto_register(db: Database, station: str) -> None:
 
 
 async def _serve_connection(
-    ws: ServerWebSocket, request: Request, cs: CentralSystem, turn: Turn
+    ws: ServerWebSocket, request: Upgrade, cs: CentralSystem, turn: Turn
 ) -> None:
     try:
         try:
@@ -351,7 +350,7 @@ async def serve_ocpp(
     Reports the bound port with ``task_status.started(port)``.
     """
 
-    async def handler(ws: ServerWebSocket, request: Request, turn: Turn) -> None:
+    async def handler(ws: ServerWebSocket, request: Upgrade, turn: Turn) -> None:
         await _serve_connection(ws, request, cs, turn)
 
     listeners = await _listen(host, port, ssl_context, cs.config.backlog)
