@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 
 import trio
 
-from cpms.kernel.events import EventBus, LocationCounts, LocationStatusChanged, StationStatusChanged
+from cpms.kernel.events import (
+    EventBus,
+    LocationCounts,
+    LocationStatusChanged,
+    StationStatusChanged,
+    in_batches,
+)
 from cpms.kernel.status import StationStatus, location_status
 from cpms.kernel.timeutil import iso_now
 from storage import Database, network
@@ -51,22 +57,26 @@ async def run_location_status(
         stations[row["id"]] = station
         at.setdefault(station.location_id, {})[row["id"]] = station
     last: dict[str, LocationCounts] = {}
+
+    def take(event: StationStatusChanged) -> None:
+        station = stations.setdefault(event.station_id, _Station(event.location_id))
+        moved_from = station.location_id  # a station moved: its old location changes too
+        at.get(moved_from, {}).pop(event.station_id, None)
+        station.location_id = event.location_id
+        at.setdefault(station.location_id, {})[event.station_id] = station
+        station.status = event.status
+        station.connectors = [c.status for c in event.connectors]
+        for location in dict.fromkeys((moved_from, station.location_id)):
+            if location is None:
+                continue
+            current = summary(location, list(at.get(location, {}).values()))
+            if last.get(location) != current:
+                last[location] = current
+                bus.publish(LocationStatusChanged(current, iso_now()))
+
     with bus.subscribe(capacity=10_000) as events:
         task_status.started()
-        async for event in events:
-            if not isinstance(event, StationStatusChanged):
-                continue
-            station = stations.setdefault(event.station_id, _Station(event.location_id))
-            moved_from = station.location_id  # a station moved: its old location changes too
-            at.get(moved_from, {}).pop(event.station_id, None)
-            station.location_id = event.location_id
-            at.setdefault(station.location_id, {})[event.station_id] = station
-            station.status = event.status
-            station.connectors = [c.status for c in event.connectors]
-            for location in dict.fromkeys((moved_from, station.location_id)):
-                if location is None:
-                    continue
-                current = summary(location, list(at.get(location, {}).values()))
-                if last.get(location) != current:
-                    last[location] = current
-                    bus.publish(LocationStatusChanged(current, iso_now()))
+        async for batch in in_batches(events):
+            for event in batch:
+                if isinstance(event, StationStatusChanged):
+                    take(event)

@@ -87,6 +87,18 @@ ACTOR_RESTARTS = Counter(
 )
 
 
+_OCPP_CHILDREN: dict[tuple[str, str], Any] = {}
+
+
+def count_ocpp(action: str, direction: str) -> None:
+    """One OCPP CALL received or sent (``action`` is one of the protocol's, so the keys are
+    bounded; the children are kept as for :func:`count_request`)."""
+    child = _OCPP_CHILDREN.get((action, direction))
+    if child is None:
+        child = _OCPP_CHILDREN[(action, direction)] = OCPP_MESSAGES.labels(action, direction)
+    child.inc()
+
+
 _HTTP_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 

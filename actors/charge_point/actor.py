@@ -94,7 +94,8 @@ async def run_charge_point(
                                 text = await link.receive()
                                 with trio.CancelScope(shield=True):  # bound the wait, not work
                                     await actor.arrived(link, text)
-                                waiting.deadline = min(waiting.deadline, actor.deadline())
+                                if (due := actor.deadline()) < waiting.deadline:  # rarely
+                                    waiting.deadline = due
                         try:  # mail came, or the link went (a late wake-up brings no mail)
                             envelope = mailbox.receive_nowait()
                         except trio.WouldBlock:
@@ -108,7 +109,8 @@ async def run_charge_point(
                             return
                     with trio.CancelScope(shield=True):
                         await _handle(actor, envelope)
-                    waiting.deadline = min(waiting.deadline, actor.deadline())
+                    if (due := actor.deadline()) < waiting.deadline:
+                        waiting.deadline = due
             await actor.timer()
     finally:
         if registry is not None:

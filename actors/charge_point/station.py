@@ -40,7 +40,7 @@ from cpms.kernel.errors import Unavailable
 from cpms.kernel.events import ConnectorShown, EventBus, StationStatusChanged
 from cpms.kernel.status import StationStatus, station_status
 from cpms.kernel.timeutil import iso_now
-from cpms.metrics import OCPP_MESSAGES
+from cpms.metrics import count_ocpp
 from cpms.ocpp.endpoint import (
     FRAME_EVENTS,
     Answered,
@@ -141,12 +141,12 @@ class StationActor:
             self._apply(FrameArrived(now))
         match event:
             case CallReceived(call, raw):
-                OCPP_MESSAGES.labels(call.action, "in").inc()
+                count_ocpp(call.action, "in")
                 self.ctx.log_message("in", call, call.action, raw)
                 await self._answer(call)
             case CallRefused(call, error, raw):
                 action = call.action if call.action in FROM_CHARGER else "unknown"
-                OCPP_MESSAGES.labels(action, "in").inc()  # a label per name sent would be unbounded
+                count_ocpp(action, "in")  # a label per name sent would be unbounded
                 self.ctx.log_message("in", call, call.action, raw)
                 log.info(
                     "bad frame", station=self.station_id, code=error.code, why=error.description
@@ -257,7 +257,7 @@ class StationActor:
                 message.timeout,
             )
             self.pending = envelope
-            OCPP_MESSAGES.labels(message.action, "out").inc()
+            count_ocpp(message.action, "out")
             await self._send(call)
 
     def _failed(self, failed: Failed) -> None:

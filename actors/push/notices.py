@@ -31,6 +31,7 @@ from cpms.kernel.events import (
     PaymentConfirmed,
     SessionMilestone,
     StationStatusChanged,
+    in_batches,
 )
 
 #: stop reasons that mean the charger ended the session, not the driver, a limit or the app
@@ -144,5 +145,6 @@ async def follow_events(
 
             nursery.start_soon(until_shutdown)
             task_status.started()
-            async for event in events:
-                notices.on(event)
+            async for batch in in_batches(events):
+                for event in batch:
+                    notices.on(event)

@@ -7,7 +7,7 @@ in ``dropped``) rather than slowing a charger down.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -169,3 +169,20 @@ class EventBus:
         finally:
             self._subscribers.discard(send)
             send.close()
+
+
+async def in_batches(
+    events: trio.MemoryReceiveChannel[Event], limit: int = 256
+) -> AsyncIterator[list[Event]]:
+    """A subscription's events as they come, with whatever else is queued behind each (up to
+    ``limit``): one task switch a batch. (trio's ``receive`` yields to the scheduler even when
+    an event is waiting: in a reconnect storm every subscriber was switched to once per event.)
+    """
+    async for first in events:
+        batch = [first]
+        try:
+            while len(batch) < limit:
+                batch.append(events.receive_nowait())
+        except trio.WouldBlock:
+            pass
+        yield batch

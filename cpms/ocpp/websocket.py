@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import re
 import struct
 from dataclasses import dataclass
@@ -167,6 +168,9 @@ class ServerWebSocket:
         self.stream = stream
         self.max_message = max_message
         self.remote = peer_address(stream)
+        #: the socket, read and written directly over plain TCP (None: TLS, through the stream)
+        self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._waited = True  # the message about to be given was waited for
         self.request: Upgrade | None = None
         self._ws = Connection(ConnectionType.SERVER)  # frames, once upgraded
         self._pending = b""  # what came after the upgrade request's head
@@ -239,36 +243,80 @@ class ServerWebSocket:
     async def receive(self) -> str | bytes | None:
         """The next whole message, or None once the connection has ended (EOF, the client's
         close answered, or a close of ours for a message too big or malformed). Safe to
-        cancel: bytes read are kept by wsproto until asked for again."""
+        cancel: bytes read are kept until asked for again. A message that did not have to be
+        waited for (a burst read at once) is given after a checkpoint: the others get their
+        turn, and the reader's mail can interrupt it, between any two messages."""
         while True:
-            while self._events:
+            if self._events:
+                if not self._waited:
+                    await trio.lowlevel.checkpoint()
+                self._waited = False
                 message = await self._take(self._events.popleft())
                 if message is not None:
                     return message
+                continue
             if self._ended:
                 return None
-            try:
-                data = await self.stream.receive_some(RECEIVE)
-            except _GONE:
-                data = b""
+            data = await self._read()
             if not data:
                 self._ended = True
                 return None
-            self._ws.receive_data(bytes(data))
+            self._ws.receive_data(data)
             self._events.extend(self._ws.events())
 
     async def send(self, text: str) -> None:
-        """``text`` as one text frame.
+        """``text`` as one text frame: written at once when the socket takes it whole (it
+        nearly always does), the rest waiting for room.
 
         Raises:
             trio.BrokenResourceError: the connection is closing or gone.
         """
         if not self.open:
             raise trio.BrokenResourceError("the WebSocket is closing")
+        data = server_frame(text.encode())
+        sock = self._sock
+        if sock is not None:
+            if sock.fileno() == -1:  # closed: its number may be another connection's by now
+                raise trio.BrokenResourceError("the WebSocket is closed")
+            try:
+                sent = os.write(sock.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as gone:
+                raise trio.BrokenResourceError("the WebSocket is gone") from gone
+            if sent == len(data):
+                return
+            data = data[sent:]
         try:
-            await self.stream.send_all(server_frame(text.encode()))
+            await self.stream.send_all(data)
         except trio.ClosedResourceError as closed:
             raise trio.BrokenResourceError("the WebSocket is closed") from closed
+
+    async def _read(self) -> bytes:
+        """What the client sent next; b"" at its end. Over plain TCP the socket is read at
+        once and only waited on when it has nothing (trio's ``receive_some`` yields to the
+        scheduler either way: a task switch per frame)."""
+        sock = self._sock
+        if sock is None:  # TLS: through the stream
+            self._waited = True
+            try:
+                return bytes(await self.stream.receive_some(RECEIVE))
+            except _GONE:
+                return b""
+        while True:
+            if sock.fileno() == -1:
+                return b""
+            try:
+                return os.read(sock.fileno(), RECEIVE)
+            except BlockingIOError:
+                pass
+            except OSError:  # reset by the client
+                return b""
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:
+                return b""
+            self._waited = True
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         """The closing handshake (our close frame unless one was sent, then the client's,
