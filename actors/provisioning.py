@@ -216,6 +216,7 @@ async def update_station(db: Database, station_id: str, patch: StationPatch) -> 
     if "password" in changes:
         password = changes.pop("password")
         changes["password_hash"] = None if password is None else hash_password(password)
+        changes["password_verifier"] = None  # made for the old one (and worthless with the new)
     changes["updated_at"] = datetime.now(UTC)
     await _update(db, "stations", station_id, changes, "station_not_found")
 

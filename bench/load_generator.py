@@ -74,10 +74,15 @@ class _Conn:
             head = bytes((0x81, 0xFE)) + size.to_bytes(2, "big")
         self.sock.send(head + b"\0\0\0\0" + data)
 
-    def upgrade(self, host: str, path: str, subprotocol: str | None = None) -> None:
-        """Send the WebSocket handshake."""
+    def upgrade(
+        self, host: str, path: str, subprotocol: str | None = None, password: str | None = None
+    ) -> None:
+        """Send the WebSocket handshake (with ``password``: HTTP Basic as the station)."""
         key = base64.b64encode(os.urandom(16)).decode()
         asked = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
+        if password is not None:
+            basic = base64.b64encode(f"{self.station}:{password}".encode()).decode()
+            asked += f"Authorization: Basic {basic}\r\n"
         self.sock.send(
             (
                 f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
@@ -135,8 +140,11 @@ class _Conn:
 
 
 class Generator:
-    def __init__(self, host: str, port: int, prefix: str = "/ws") -> None:
+    def __init__(
+        self, host: str, port: int, prefix: str = "/ws", password: str | None = None
+    ) -> None:
         self.host, self.port, self.prefix = host, port, prefix.rstrip("/")
+        self.password = password  # every station's, when they have one
         self.epoll = select.epoll()
         self.conns: dict[int, _Conn] = {}  # connected and booted, by file descriptor
         self.in_flight = 0
@@ -211,7 +219,8 @@ class Generator:
         }
 
     def _send_handshake(self, conn: _Conn) -> None:
-        conn.upgrade(f"{self.host}:{self.port}", f"{self.prefix}/{conn.station}", "ocpp1.6")
+        where = f"{self.host}:{self.port}"
+        conn.upgrade(where, f"{self.prefix}/{conn.station}", "ocpp1.6", self.password)
 
     def _opened(self, conn: _Conn) -> bool:
         """Advance a new connection: 101 → BootNotification → Accepted. True once booted."""

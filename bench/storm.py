@@ -21,6 +21,8 @@ server's memory per connection.
 
     python bench/storm.py                                   # 10,000 stations
     python bench/storm.py --stations 2000 --storm-parallel 500
+    python bench/storm.py --password s3cret-pass                 # security profile 1, restarted
+    python bench/storm.py --password s3cret-pass --first-contact --stations 1000
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from typing import Any
 import psutil
 import trio
 from cpms_process import Steal, report, serving
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from load_generator import GeneratorProcess
 from ocpp_load import main_thread_seconds, provision
 
@@ -44,6 +48,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         data = Path(tmp)
         await provision(data, args.stations + args.steady)
         settings = dict(item.split("=", 1) for item in args.set)
+        if args.password is not None:
+            settings["CPMS_AUTH_SIGNING_KEY"] = signing_key = new_signing_key()
+            remembered = None if args.first_contact else signing_key
+            await set_passwords(data, args.password, remembered)
         async with serving(data, **settings) as server:
             proc = psutil.Process(server.pid)
             load = await GeneratorProcess.start_command(
@@ -53,12 +61,41 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     "127.0.0.1",
                     str(server.ocpp_port),
                     "/ws",
+                    *([] if args.password is None else [args.password]),
                 ]
             )
             try:
                 return await phases(args, proc, load, server.started_s)
             finally:
                 await load.aclose()
+
+
+def new_signing_key() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    return pem.decode()
+
+
+async def set_passwords(data: Path, password: str, signing_key: str | None) -> None:
+    """Every station gets ``password`` (one scrypt hash for all) and, with ``signing_key``, the
+    verifier a server with that key left when it last let each one in."""
+    from actors.charge_point.passwords import station_verifier, verifier_key
+    from cpms.kernel.passwords import hash_password
+    from storage import open_storage
+
+    stored = hash_password(password)
+    async with open_storage(database_url=None, pg_dir=data / "pg") as db:
+        await db.execute("UPDATE stations SET password_hash = $1", stored)
+        if signing_key is None:
+            return
+        key = verifier_key(signing_key.encode())
+        ids = [row["id"] for row in await db.fetch("SELECT id FROM stations")]
+        await db.execute(
+            """UPDATE stations s SET password_verifier = v.verifier
+               FROM unnest($1::text[], $2::text[]) AS v(id, verifier) WHERE s.id = v.id""",
+            ids,
+            [station_verifier(key, station, stored, password) for station in ids],
+        )
 
 
 def rss_mb(proc: psutil.Process) -> float:
@@ -133,6 +170,16 @@ def main() -> int:
         default=[],
         metavar="CPMS_NAME=VALUE",
         help="a server setting (repeatable), e.g. --set CPMS_OCPP_HANDSHAKES=32",
+    )
+    parser.add_argument(
+        "--password",
+        help="every station's password (HTTP Basic); the server has a CPMS_AUTH_SIGNING_KEY and "
+        "each station the verifier it left when last let in (a restart)",
+    )
+    parser.add_argument(
+        "--first-contact",
+        action="store_true",
+        help="with --password: no verifiers yet (each password checked with scrypt once)",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

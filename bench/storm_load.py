@@ -34,8 +34,10 @@ from load_generator import _IN, _OUT, Closed, Generator, _Conn
 
 
 class Herd(Generator):
-    def __init__(self, host: str, port: int, prefix: str = "/ws") -> None:
-        super().__init__(host, port, prefix)
+    def __init__(
+        self, host: str, port: int, prefix: str = "/ws", password: str | None = None
+    ) -> None:
+        super().__init__(host, port, prefix, password)
         self.steady: dict[int, _Conn] = {}
 
     def connect_steady(self, names: list[str]) -> dict[str, Any]:
@@ -245,8 +247,9 @@ def serve(herd: Herd) -> None:
 
 def main() -> int:
     host, port, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    password = sys.argv[4] if len(sys.argv) > 4 else None  # every station's
     gc.disable()
-    serve(Herd(host, port, prefix))
+    serve(Herd(host, port, prefix, password))
     return 0
 
 

@@ -165,3 +165,16 @@ async def connectors_of(db: Database, station_ids: list[str]) -> list[Row]:
         """SELECT * FROM connectors WHERE station_id = ANY($1) ORDER BY station_id, connector_id""",
         station_ids,
     )
+
+
+async def remember_verifiers(db: Database, rows: list[tuple[str, str, str]]) -> None:
+    """Password verifiers as ``(station, the password hash it was made for, verifier)``: each
+    written only where the record still holds that hash (a password changed meanwhile)."""
+    await db.execute(
+        """UPDATE stations s SET password_verifier = v.verifier
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS v(id, hash, verifier)
+           WHERE s.id = v.id AND s.password_hash = v.hash""",
+        [row[0] for row in rows],
+        [row[1] for row in rows],
+        [row[2] for row in rows],
+    )

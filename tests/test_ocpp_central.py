@@ -20,7 +20,7 @@ import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from actors.charge_point.handlers import HANDLERS
-from actors.charge_point.listener import LoginThrottle
+from actors.charge_point.passwords import LoginThrottle
 from actors.charge_point.station import StationActor
 from actors.charge_point.telemetry import Telemetry
 from cpms.ocpp.frames import Call, CallResult, parse_frame

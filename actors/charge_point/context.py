@@ -45,6 +45,7 @@ class StationContext:
     admission: Admission | None = None
     #: what the door checks a charger's password against (None: no password set)
     password_hash: str | None = None
+    password_verifier: str | None = None
     #: the record was deleted (its actor runs on until the server stops; the door asks the
     #: database again, which refuses it)
     deleted: bool = False
@@ -93,6 +94,7 @@ class StationContext:
             connectors,
             telemetry,
             password_hash=row["password_hash"],
+            password_verifier=row["password_verifier"],
         )
 
     async def refresh(self) -> None:
@@ -105,6 +107,7 @@ class StationContext:
         self.deleted = False
         for name in (
             "password_hash",
+            "password_verifier",
             "location_id",
             "registration",
             "admin_status",

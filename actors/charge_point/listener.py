@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
 import contextlib
-import hashlib
-import hmac
 import re
 import socket
 import ssl
@@ -38,12 +35,12 @@ from actors.charge_point.actor import charge_point_spec
 from actors.charge_point.admission import Admission, accept_queue
 from actors.charge_point.gate import Gate, Turn, serve_gated
 from actors.charge_point.messages import STATION, Attach, Detach, Door, StationMsg, shown_door
+from actors.charge_point.passwords import StationPasswords, Throttled
 from actors.charge_point.telemetry import Telemetry
 from actors.runtime import ActorRef, ActorUnavailable, ChildRetired, Registry, Supervisor
 from actors.session.messages import RfidSessions
 from cpms.kernel.errors import Conflict
 from cpms.kernel.events import EventBus
-from cpms.kernel.passwords import verify_password
 from cpms.metrics import STATIONS_CONNECTED
 from cpms.ocpp.endpoint import EndpointConfig
 from cpms.ocpp.websocket import ServerWebSocket, Upgrade
@@ -73,45 +70,6 @@ class ListenerConfig:
         return EndpointConfig(max_frame=self.max_frame, rate=self.rate, burst=self.burst)
 
 
-class LoginThrottle:
-    """Failed station logins, counted per station and per address: past ``limit`` failures
-    within ``window`` seconds for either, a password that would need checking is refused (429)
-    until the window has passed. Each check is a deliberately slow scrypt; unthrottled, sixty
-    wrong guesses delayed a bystander's heartbeat by half a second. A charger whose password
-    was accepted before is let in all the same (its check is cached and costs nothing), so an
-    attacker can't lock a station out."""
-
-    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
-        self.limit, self.window = limit, window
-        self._failures: dict[str, collections.deque[float]] = {}
-
-    def retry_after(self, *keys: str) -> float:
-        """Seconds until attempts for ``keys`` are checked again (0: now)."""
-        now, wait = trio.current_time(), 0.0
-        for key in keys:
-            times = self._failures.get(key)
-            while times and now - times[0] > self.window:
-                times.popleft()
-            if times is not None and len(times) >= self.limit:
-                wait = max(wait, times[0] + self.window - now)
-        return wait
-
-    def failed(self, *keys: str) -> None:
-        if len(self._failures) > 100_000:  # bounded: forget what has aged out
-            now = trio.current_time()
-            self._failures = {
-                k: t for k, t in self._failures.items() if t and now - t[-1] <= self.window
-            }
-        for key in keys:
-            self._failures.setdefault(key, collections.deque()).append(trio.current_time())
-
-
-class Throttled(Exception):
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"too many failed logins; retry in {retry_after:.0f} s")
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True)
 class CentralSystem:
     """What the listener needs to reach stations."""
@@ -122,38 +80,11 @@ class CentralSystem:
     bus: EventBus
     telemetry: Telemetry
     config: ListenerConfig
+    #: the door's password checks, and the verifiers they leave
+    passwords: StationPasswords
     #: bills card transactions (None: a central system without sessions, in tests)
     sessions: RfidSessions | None = None
-    #: station → (stored hash, SHA-256 of the password it accepted): a reconnect storm must not
-    #: cost one scrypt per charger; a changed stored hash invalidates the entry.
-    verified: dict[str, tuple[str, bytes]] = field(default_factory=dict)
-
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
     admission: Admission = field(default_factory=Admission)
-    #: one password check at a time: a flood of guesses can't take every core
-    hashing: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(1))
-
-    async def password_ok(self, station_id: str, password: str, stored: str, remote: str) -> bool:
-        """Whether ``password`` is the station's.
-
-        Raises:
-            Throttled: too many failures for this station or from ``remote`` lately.
-        """
-        digest = hashlib.sha256(password.encode()).digest()
-        known = self.verified.get(station_id)
-        if known is not None and known[0] == stored and hmac.compare_digest(known[1], digest):
-            return True
-        keys = (f"station:{station_id}", f"ip:{remote}")
-        wait = self.throttle.retry_after(*keys)
-        if wait:
-            raise Throttled(wait)
-        if not await trio.to_thread.run_sync(
-            verify_password, password, stored, limiter=self.hashing
-        ):
-            self.throttle.failed(*keys)
-            return False
-        self.verified[station_id] = (stored, digest)
-        return True
 
     async def actor_for(self, station_id: str) -> ActorRef[StationMsg]:
         ref = self.registry.lookup(STATION, station_id)
@@ -238,14 +169,16 @@ async def _admit(ws: ServerWebSocket, request: Upgrade, cs: CentralSystem) -> st
                 return None
             await _auto_register(cs.db, station)
             return station
-        door = Door(row["password_hash"])
+        door = Door(row["password_hash"], row["password_verifier"])
     if door.password_hash:
         given = basic_credentials(request)
         try:
             ok = (
                 given is not None
                 and given[0] == station
-                and await cs.password_ok(station, given[1], door.password_hash, ws.remote)
+                and await cs.passwords.check(
+                    station, given[1], door.password_hash, door.verifier, ws.remote
+                )
             )
         except Throttled as throttled:
             log.warning("ocpp handshake refused", station=station, reason="login throttled")
@@ -359,6 +292,7 @@ async def serve_ocpp(
     gate = Gate(cs.admission, cs.config.handshakes)
     bound = sockets[0].getsockname()[1]
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(cs.passwords.keep)
         await nursery.start(
             partial(serve_gated, handler, listeners, gate, max_message_size=cs.config.max_frame * 4)
         )

@@ -102,6 +102,8 @@ class Door:
     storm asks no database round trip per charger."""
 
     password_hash: str | None
+    #: the verifier of the password last accepted (actors.charge_point.passwords), if any
+    verifier: str | None = None
 
 
 def shown_door(registry: Registry, station_id: str) -> Door | None:

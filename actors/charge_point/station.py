@@ -309,7 +309,9 @@ class StationActor:
         )
 
     def door(self) -> Door | None:
-        return None if self.ctx.deleted else Door(self.ctx.password_hash)
+        return (
+            None if self.ctx.deleted else Door(self.ctx.password_hash, self.ctx.password_verifier)
+        )
 
     def status(self) -> StationStatus:
         configured = [c.status for c in self.ctx.connectors.values() if c.configured]

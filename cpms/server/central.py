@@ -15,6 +15,7 @@ from actors.charge_point.admission import Admission
 from actors.charge_point.config import StationTariffs, run_config_watch
 from actors.charge_point.context import StationContext
 from actors.charge_point.listener import CentralSystem, ListenerConfig, serve_ocpp
+from actors.charge_point.passwords import StationPasswords, verifier_key
 from actors.charge_point.telemetry import Telemetry
 from actors.core import Core
 from actors.location_status import run_location_status
@@ -41,6 +42,12 @@ def _tls(settings: Settings) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(settings.ocpp_tls_cert, settings.ocpp_tls_key)
     return context
+
+
+def _signing_key(settings: Settings) -> bytes | None:
+    """The secret the stations' password verifiers are keyed from (the token signing key)."""
+    key = settings.auth_signing_key
+    return None if key is None else key.get_secret_value().encode()
 
 
 async def run_central_system(
@@ -122,6 +129,7 @@ async def run_central_system(
             core.bus,
             telemetry,
             config,
+            passwords=StationPasswords(core.db, verifier_key(_signing_key(settings))),
             sessions=sessions,
             admission=admission,
         )
