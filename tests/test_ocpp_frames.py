@@ -74,3 +74,18 @@ def test_strings_no_text_can_hold_are_refused() -> None:
     )
     assert isinstance(frame, Call)
     assert frame.payload == {"vendorId": "V", "data": "😀 \\u0000"}
+
+
+@given(
+    st.text(st.characters(min_codepoint=1, exclude_categories=["Cs"]), min_size=1, max_size=36),
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=36),
+)
+def test_a_payload_is_cut_from_any_frame_whose_id_needs_escapes_or_not(
+    unique_id: str, printable: str
+) -> None:
+    payload = {"connectorId": 1}
+    for uid in (unique_id, printable):
+        text = dumps([2, uid, "Heartbeat", payload])
+        frame = parse_frame(text)
+        assert isinstance(frame, Call)
+        assert payload_text(frame, text) == '{"connectorId":1}'

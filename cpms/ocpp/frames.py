@@ -93,6 +93,8 @@ class CallError:
 Frame = Call | CallResult | CallError
 
 
+#: printable ASCII but the quote and the backslash: a JSON string's text as it stands
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -107,14 +109,19 @@ def dumps(value: object) -> str:
         )
 
 
+def _string(value: str) -> str:
+    """``value`` as a JSON string (most ids and actions need no escape: no encoder then)."""
+    return f'"{value}"' if _PLAIN.fullmatch(value) else dumps(value)
+
+
 def payload_text(frame: Call | CallResult, text: str | None) -> str:
     """The payload of ``frame`` as JSON text, cut from the frame's ``text`` when that is in the
     compact form (ours always is; most chargers' too), otherwise encoded again."""
     if text is not None and text.endswith("]"):
         if isinstance(frame, Call):
-            head = f"[2,{dumps(frame.unique_id)},{dumps(frame.action)},"
+            head = f"[2,{_string(frame.unique_id)},{_string(frame.action)},"
         else:
-            head = f"[3,{dumps(frame.unique_id)},"
+            head = f"[3,{_string(frame.unique_id)},"
         if text.startswith(head):
             # The text parsed as this frame and its head matched exactly, so what lies between
             # the head and the closing bracket is the payload (and maybe whitespace).
