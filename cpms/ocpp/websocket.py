@@ -1,29 +1,32 @@
-"""The OCPP-J transport (OCPP 1.6J §3): the central system's end of a charger's WebSocket, wsproto
-parsing what the charger sends straight off a trio stream.
+"""The OCPP-J transport (OCPP 1.6J §3): the central system's end of a charger's WebSocket,
+read and written straight on a trio stream.
 
 Why not trio-websocket: it gives every connection a reader task and a channel between it and the
 reader of the messages, and a lock around each send, so every frame the charger sends wakes two
 tasks. With thousands of chargers those hops were most of the trio thread's work per message, and
 a good part of each handshake's. Here the station's actor reads the stream itself
-(:meth:`ServerWebSocket.receive`, safe to cancel: what was read waits in wsproto), writes each
-message as one whole frame (:meth:`ServerWebSocket.send`), and the charger's pings and close are
-answered as they are read.
+(:meth:`ServerWebSocket.receive`, safe to cancel: what was read is kept), writes each message as
+one whole frame (:meth:`ServerWebSocket.send`), and the charger's pings and close are answered as
+they are read.
 
-The upgrade request is read by a strict parser of its own (RFC 6455 §4.2.1 on RFC 9112's
-syntax): h11's general HTTP machinery took about 110 µs of each handshake, a tenth of a
-charger's whole connect in a reconnect storm; this takes about 10.
+Both parsers are cpms's own and strict: the upgrade request's (RFC 6455 §4.2.1 on RFC 9112's
+syntax; h11 took about 110 µs a handshake, a tenth of a charger's whole connect in a reconnect
+storm, this about 10) and the frames' (:mod:`cpms.ocpp.wsframes`; wsproto's took about 17 µs a
+frame, that about 3).
 
 Bounds and refusals: an upgrade request of at most 16 KB and 64 header lines; one that is not a
 WebSocket upgrade is answered 400 (426 for another WebSocket version) with what is wrong, and
-one with a body is refused (a GET upgrade has none); a message of at most ``max_message`` characters
+one with a body is refused (a GET upgrade has none); a message of at most ``max_message`` bytes
 (closed with 1009 beyond); a text frame that is not UTF-8 is closed with 1007 and a frame that
 breaks RFC 6455 with 1002 (§7.4.1), the code sent before TCP is dropped (§7.1.7).
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
+import hashlib
 import os
 import re
 import struct
@@ -31,17 +34,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 import trio
-from wsproto import ConnectionType
-from wsproto.connection import Connection, ConnectionState
-from wsproto.events import (
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Ping,
-    TextMessage,
-)
-from wsproto.utilities import generate_accept_token
 
+from cpms.ocpp.wsframes import Breach, ClientFrames, Close, Event, Message, Ping
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD = 16 * 1024
 MAX_HEADERS = 64
 RECEIVE = 65536
@@ -150,6 +146,17 @@ def http_response(
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
+def accept_token(key: bytes) -> bytes:
+    """The Sec-WebSocket-Accept for a client's Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """A close frame with ``code`` and as much of ``reason`` as fits (RFC 6455 §5.5: 125 bytes)."""
+    said = reason.encode()[:123].decode(errors="ignore").encode()
+    return server_frame(code.to_bytes(2) + said, 0x8)
+
+
 def peer_address(stream: trio.abc.Stream) -> str:
     """The client's IP address ("" when the stream is not over a socket)."""
     transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
@@ -172,19 +179,17 @@ class ServerWebSocket:
         self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._waited = True  # the message about to be given was waited for
         self.request: Upgrade | None = None
-        self._ws = Connection(ConnectionType.SERVER)  # frames, once upgraded
+        self._frames = ClientFrames(max_message)  # the client's, once upgraded
         self._pending = b""  # what came after the upgrade request's head
         self._upgraded = False
         self._events: collections.deque[Event] = collections.deque()
-        self._parts: list[str] = []
-        self._bytes: list[bytes] = []
-        self._size = 0
+        self._close_sent = False
         self._ended = False  # the client's side is done: EOF, its close, or a close of ours
 
     @property
     def open(self) -> bool:
         """Whether messages can still be sent (upgraded, no close frame either way, no EOF)."""
-        return self._upgraded and self._ws.state is ConnectionState.OPEN and not self._ended
+        return self._upgraded and not self._close_sent and not self._ended
 
     async def upgrade_request(self) -> Upgrade | None:
         """The client's upgrade request, or None: the stream ended or its head grew over
@@ -221,14 +226,13 @@ class ServerWebSocket:
             b"HTTP/1.1 101 Switching Protocols",
             b"Upgrade: websocket",
             b"Connection: Upgrade",
-            b"Sec-WebSocket-Accept: " + generate_accept_token(self.request.key),
+            b"Sec-WebSocket-Accept: " + accept_token(self.request.key),
         ]
         if subprotocol is not None:
             lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode())
         self._upgraded = True
         if self._pending:  # frames sent before the answer came: they are the first read
-            self._ws.receive_data(self._pending)
-            self._events.extend(self._ws.events())
+            self._feed(self._pending)
         try:  # a fresh socket's buffer takes a short answer at once
             await self.stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
         except _GONE:
@@ -261,8 +265,7 @@ class ServerWebSocket:
             if not data:
                 self._ended = True
                 return None
-            self._ws.receive_data(data)
-            self._events.extend(self._ws.events())
+            self._feed(data)
 
     async def send(self, text: str) -> None:
         """``text`` as one text frame: written at once when the socket takes it whole (it
@@ -323,53 +326,44 @@ class ServerWebSocket:
         however long the caller lets it take), then the stream is closed."""
         try:
             if self.open:
-                await self.stream.send_all(self._ws.send(CloseConnection(code, reason)))
-            while self._ws.state is ConnectionState.LOCAL_CLOSING and not self._ended:
+                self._close_sent = True
+                await self.stream.send_all(close_frame(code, reason or ""))
+            while self._close_sent and not self._ended:
                 data = await self.stream.receive_some(RECEIVE)
                 if not data:
                     break
-                self._ws.receive_data(bytes(data))
-                self._events.extend(self._ws.events())
+                events = self._frames.feed(bytes(data))
+                self._ended = any(isinstance(event, Close | Breach) for event in events)
         except (*_GONE, trio.BusyResourceError):
             pass  # gone already, or still read by a task being cancelled: just drop it
         finally:
             self._ended = True
             await trio.aclose_forcefully(self.stream)
 
+    def _feed(self, data: bytes) -> None:
+        """The client's frames in ``data``, kept as events."""
+        self._events.extend(self._frames.feed(data))
+
     async def _take(self, event: Event) -> str | bytes | None:
-        """A message once its last frame is in (None meanwhile); answers control frames."""
-        if isinstance(event, TextMessage):
-            self._parts.append(event.data)
-        elif isinstance(event, BytesMessage):
-            self._bytes.append(bytes(event.data))
-        elif isinstance(event, Ping):
-            await self._control(self._ws.send(event.response()))
+        """A message's data (None for control frames, which are answered here)."""
+        if isinstance(event, Message):
+            return event.data
+        if isinstance(event, Ping):
+            await self._control(server_frame(event.payload, 0xA))
             return None
-        elif isinstance(event, CloseConnection):
-            # the client's close (answered in kind), or wsproto's own for a frame it could not
-            # parse (1007, 1002), still OPEN: sent to the client as it stands
-            if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                await self._control(self._ws.send(CloseConnection(event.code, event.reason)))
-            self._ended = True
-            self._events.clear()
-            return None
-        else:
-            return None
-        self._size += len(event.data)
-        if self._size > self.max_message:
-            reason = f"a message is at most {self.max_message} bytes"
-            await self._control(self._ws.send(CloseConnection(1009, reason)))
-            self._ended = True
-            self._events.clear()
-            return None
-        if not event.message_finished:
-            return None
-        self._size = 0
-        if self._bytes:
-            data, self._bytes = b"".join(self._bytes), []
-            return data
-        text, self._parts = "".join(self._parts), []
-        return text
+        if isinstance(event, Breach):  # answered with its code: the conversation ends
+            await self._close(event.code, event.reason)
+        else:  # the client's close, answered in kind
+            await self._close(1000 if event.code is None else event.code, event.reason)
+        self._ended = True
+        self._events.clear()
+        return None
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Our close frame, once."""
+        if not self._close_sent:
+            self._close_sent = True
+            await self._control(close_frame(code, reason))
 
     async def _control(self, data: bytes) -> None:
         """A control frame, written whole even if the reader is cancelled meanwhile (half a
