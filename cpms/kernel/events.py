@@ -8,7 +8,7 @@ in ``dropped``) rather than slowing a charger down.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -180,9 +180,7 @@ async def in_batches(
     """
     async for first in events:
         batch = [first]
-        try:
+        with suppress(trio.WouldBlock):  # nothing more queued
             while len(batch) < limit:
                 batch.append(events.receive_nowait())
-        except trio.WouldBlock:
-            pass
         yield batch

@@ -311,15 +311,14 @@ class ServerWebSocket:
                 return b""
             try:
                 return os.read(sock.fileno(), RECEIVE)
-            except BlockingIOError:
-                pass
+            except BlockingIOError:  # nothing yet: wait for it
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except trio.ClosedResourceError:
+                    return b""
+                self._waited = True
             except OSError:  # reset by the client
                 return b""
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            except trio.ClosedResourceError:
-                return b""
-            self._waited = True
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         """The closing handshake (our close frame unless one was sent, then the client's,
