@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         4096, ge=16, description="listen backlog of the OCPP port (capped by net.core.somaxconn)"
     )
     ocpp_handshakes: int = Field(
-        64,
+        32,
         ge=1,
         description="WebSocket handshakes served at once on the OCPP port (the others wait their "
         "turn, so chargers already online are not slowed by a reconnect storm)",

@@ -16,8 +16,12 @@ control (:mod:`actors.charge_point.admission`).
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 
+import structlog
 import trio
 
 from actors.charge_point.admission import Admission
@@ -25,6 +29,29 @@ from cpms.ocpp.websocket import ServerWebSocket, Upgrade
 
 #: how long a client may take to send its upgrade request
 HANDSHAKE_TIMEOUT = 60.0
+#: connections taken from the kernel's queue at once before the others get a turn...
+ACCEPT_BATCH = 64
+#: ...unless their turn took longer than this: then one at a time (each handshake started adds
+#: to everyone's next turn, and chargers already online wait through them)
+BUSY_TURN_S = 0.01
+#: accept(2)'s errors when the process or the system is out of something: wait, and try again
+_CAPACITY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+#: accept(2)'s errors about one connection (reset, refused by a firewall) that the next one
+#: won't have
+_ONE_CONNECTION = {
+    errno.EPERM,
+    errno.ECONNABORTED,
+    errno.ECONNRESET,
+    errno.EPROTO,
+    errno.ETIMEDOUT,
+    errno.ENETDOWN,
+    errno.ENETUNREACH,
+    errno.EHOSTUNREACH,
+    errno.EHOSTDOWN,
+    errno.ENOPROTOOPT,
+    errno.EOPNOTSUPP,
+}
+log = structlog.stdlib.get_logger("cpms.ocpp")
 
 
 class Turn:
@@ -39,6 +66,9 @@ class Turn:
     async def begin(self) -> None:
         if self._gate is None or self._holding:
             raise RuntimeError("a turn begins once, before it ends")
+        # Always a yield, even with a slot free: a turn's handshake then runs whole in one step
+        # (its reads and writes wait only if the socket must), so no more than the turnstile's
+        # limit of them run between two turns of everyone else.
         await self._gate.slots.acquire()
         self._holding = True
 
@@ -85,7 +115,69 @@ async def serve_gated(
             turn.end()
             await close_now(stream)
 
-    await trio.serve_listeners(connection, list(listeners), task_status=task_status)
+    async with trio.open_nursery() as nursery:
+
+        def serve(stream: trio.abc.Stream) -> None:
+            nursery.start_soon(connection, stream)
+
+        for listener in listeners:
+            if isinstance(listener, trio.SocketListener):
+                nursery.start_soon(_accept, listener, serve)
+            else:
+                nursery.start_soon(_accept_tls, listener, serve)
+        task_status.started(list(listeners))
+
+
+async def _accept(listener: trio.SocketListener, serve: Callable[[trio.abc.Stream], None]) -> None:
+    """Hand each connection ``listener`` accepts to ``serve``, until cancelled (then the
+    listener is closed). The queue is taken straight from the kernel while it has connections
+    waiting (trio's ``accept`` yields to the scheduler for each one, and its ``serve_listeners``
+    closes each stream again behind our handler with a scope and a yield): the others get a
+    turn after :data:`ACCEPT_BATCH` of them, or after each one while the others' turns are
+    long."""
+    # a second descriptor of the listening socket, to call accept(2) on directly
+    with listener.socket, socket.socket(fileno=os.dup(listener.socket.fileno())) as sock:
+        sock.setblocking(False)
+        batch = taken = 0
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except BlockingIOError:
+                taken = 0
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as error:
+                await _accept_failed(error)
+                continue
+            serve(trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
+            taken += 1
+            if taken >= batch:
+                taken, began = 0, trio.current_time()
+                await trio.lowlevel.checkpoint()
+                # a long turn of the others: each connection taken in adds to the next one
+                batch = ACCEPT_BATCH if trio.current_time() - began < BUSY_TURN_S else 1
+
+
+async def _accept_tls(
+    listener: trio.abc.Listener[trio.abc.Stream], serve: Callable[[trio.abc.Stream], None]
+) -> None:
+    """As :func:`_accept`, through the listener (TLS: the stream does its handshake)."""
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as error:
+                await _accept_failed(error)
+            else:
+                serve(stream)
+
+
+async def _accept_failed(error: OSError) -> None:
+    if error.errno in _CAPACITY:
+        log.error("accept failed: waiting", why=os.strerror(error.errno))
+        await trio.sleep(0.1)
+    elif error.errno not in _ONE_CONNECTION:
+        raise error
 
 
 async def close_now(stream: trio.abc.Stream) -> None:

@@ -63,7 +63,7 @@ class ListenerConfig:
     burst: int = 100
     backlog: int = 4096
     #: WebSocket handshakes served at once (the others wait their turn; actors.charge_point.gate)
-    handshakes: int = 64
+    handshakes: int = 32
 
     @property
     def endpoint(self) -> EndpointConfig:

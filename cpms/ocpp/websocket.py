@@ -41,6 +41,8 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD = 16 * 1024
 MAX_HEADERS = 64
 RECEIVE = 65536
+#: messages a reader is given in a row without waiting before it yields to the others
+BURST = 4
 #: how long writing a pong or a close frame may take (a charger that doesn't read is cut off)
 CONTROL_S = 5.0
 
@@ -177,7 +179,7 @@ class ServerWebSocket:
         self.remote = peer_address(stream)
         #: the socket, read and written directly over plain TCP (None: TLS, through the stream)
         self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
-        self._waited = True  # the message about to be given was waited for
+        self._turn = 0  # messages given since the reader last waited or yielded
         self.request: Upgrade | None = None
         self._frames = ClientFrames(max_message)  # the client's, once upgraded
         self._pending = b""  # what came after the upgrade request's head
@@ -199,10 +201,7 @@ class ServerWebSocket:
         while (end := head.find(b"\r\n\r\n")) < 0:
             if len(head) > MAX_HEAD:
                 return None
-            try:
-                data = await self.stream.receive_some(RECEIVE)
-            except _GONE:
-                return None
+            data = await self._read()  # a fresh connection's request is usually there already
             if not data:
                 return None
             head += data
@@ -234,7 +233,7 @@ class ServerWebSocket:
         if self._pending:  # frames sent before the answer came: they are the first read
             self._feed(self._pending)
         try:  # a fresh socket's buffer takes a short answer at once
-            await self.stream.send_all(b"\r\n".join(lines) + b"\r\n\r\n")
+            await self._send_all(b"\r\n".join(lines) + b"\r\n\r\n")
         except _GONE:
             self._ended = True
 
@@ -247,14 +246,16 @@ class ServerWebSocket:
     async def receive(self) -> str | bytes | None:
         """The next whole message, or None once the connection has ended (EOF, the client's
         close answered, or a close of ours for a message too big or malformed). Safe to
-        cancel: bytes read are kept until asked for again. A message that did not have to be
-        waited for (a burst read at once) is given after a checkpoint: the others get their
-        turn, and the reader's mail can interrupt it, between any two messages."""
+        cancel: bytes read are kept until asked for again. Messages that did not have to be
+        waited for (a burst, or a charger answering while its actor worked) are given at most
+        :data:`BURST` in a row: then a checkpoint lets the others have their turn, and the
+        reader's mail interrupt it."""
         while True:
             if self._events:
-                if not self._waited:
+                if self._turn >= BURST:
                     await trio.lowlevel.checkpoint()
-                self._waited = False
+                    self._turn = 0
+                self._turn += 1
                 message = await self._take(self._events.popleft())
                 if message is not None:
                     return message
@@ -268,15 +269,18 @@ class ServerWebSocket:
             self._feed(data)
 
     async def send(self, text: str) -> None:
-        """``text`` as one text frame: written at once when the socket takes it whole (it
-        nearly always does), the rest waiting for room.
+        """``text`` as one text frame.
 
         Raises:
             trio.BrokenResourceError: the connection is closing or gone.
         """
         if not self.open:
             raise trio.BrokenResourceError("the WebSocket is closing")
-        data = server_frame(text.encode())
+        await self._send_all(server_frame(text.encode()))
+
+    async def _send_all(self, data: bytes) -> None:
+        """``data`` written at once when the socket takes it whole (plain TCP: trio's
+        ``send_all`` yields to the scheduler even then), the rest waiting for room."""
         sock = self._sock
         if sock is not None:
             if sock.fileno() == -1:  # closed: its number may be another connection's by now
@@ -301,7 +305,7 @@ class ServerWebSocket:
         scheduler either way: a task switch per frame)."""
         sock = self._sock
         if sock is None:  # TLS: through the stream
-            self._waited = True
+            self._turn = 0
             try:
                 return bytes(await self.stream.receive_some(RECEIVE))
             except _GONE:
@@ -316,7 +320,7 @@ class ServerWebSocket:
                     await trio.lowlevel.wait_readable(sock)
                 except trio.ClosedResourceError:
                     return b""
-                self._waited = True
+                self._turn = 0
             except OSError:  # reset by the client
                 return b""
 
