@@ -28,6 +28,10 @@ from cpms.metrics import OCPP_ADMISSION
 #: listening socket, the connections waiting in its accept queue
 _TCPI_UNACKED, _AT = struct.Struct("I"), 24
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
+#: the counters, looked up once (a boot each; ``labels()`` takes a lock and a lookup)
+_AFTER_PENDING, _ACCEPTED, _PENDING = (
+    OCPP_ADMISSION.labels(outcome) for outcome in ("accepted_after_pending", "accepted", "pending")
+)
 
 
 def accept_queue(sock: socket.socket) -> int:
@@ -63,12 +67,12 @@ class Admission:
         """None: accept this boot; otherwise the ``interval`` to answer Pending with."""
         if station_id in self.deferred:
             self.deferred.discard(station_id)
-            OCPP_ADMISSION.labels("accepted_after_pending").inc()
+            _AFTER_PENDING.inc()
             return None
         if in_transaction or not self.saturated():
-            OCPP_ADMISSION.labels("accepted").inc()
+            _ACCEPTED.inc()
             return None
         self.deferred.add(station_id)
-        OCPP_ADMISSION.labels("pending").inc()
+        _PENDING.inc()
         low = max(1, math.ceil(self.pending_min))
         return random.randint(low, max(low, math.floor(self.pending_max)))

@@ -81,6 +81,9 @@ class StationActor:
     pending: Envelope[StationMsg] | None = None
     waiting: collections.deque[Envelope[StationMsg]] = field(default_factory=collections.deque)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: the station's status changed: published once the frame (or the timer) is handled, so a
+    #: boot that brings the station online and changes it is one event, not two
+    changed: bool = False
 
     @property
     def station_id(self) -> str:
@@ -104,7 +107,7 @@ class StationActor:
                 log.info("station offline", station=self.station_id, silent_s=self.offline_after)
                 self.ctx.telemetry.online(self.station_id, False)
             else:
-                self.publish()
+                self.changed = True
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -131,6 +134,12 @@ class StationActor:
 
     async def arrived(self, link: ChargerLink, text: str | bytes | None) -> None:
         """What reading ``link`` gave: a message, or None when the connection ended."""
+        try:
+            await self._arrived(link, text)
+        finally:
+            self.publish_changes()
+
+    async def _arrived(self, link: ChargerLink, text: str | bytes | None) -> None:
         endpoint = self.endpoint
         if text is None or endpoint is None:
             self.detach(link)
@@ -216,7 +225,7 @@ class StationActor:
     async def _perform(self, event: StateChanged | ToSession) -> None:
         match event:
             case StateChanged():
-                self.publish()
+                self.changed = True
             case ToSession(session_id, message, wake):
                 registry, sessions = self.ctx.registry, self.ctx.sessions
                 ref = None if registry is None else registry.lookup(SESSION, str(session_id))
@@ -278,6 +287,7 @@ class StationActor:
             await self._next_command()
         if now >= self.state.deadline(self.offline_after):
             self._apply(SilenceElapsed(now))
+            self.publish_changes()
 
     # -- output -------------------------------------------------------------------------------
 
@@ -316,6 +326,11 @@ class StationActor:
     def status(self) -> StationStatus:
         configured = [c.status for c in self.ctx.connectors.values() if c.configured]
         return station_status(self.online, self.ctx.admin_status, configured)
+
+    def publish_changes(self) -> None:
+        if self.changed:
+            self.changed = False
+            self.publish()
 
     def publish(self) -> None:
         shown = tuple(
