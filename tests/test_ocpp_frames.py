@@ -35,16 +35,22 @@ def test_payload_is_cut_from_compact_text(uid: str, action: str, payload: dict[s
     assert text.endswith(cut + "]")  # really cut, not encoded again
 
 
-@given(ids, payloads)
-def test_payload_of_any_other_layout_is_encoded_again(uid: str, payload: dict[str, Any]) -> None:
-    for text in (
-        json.dumps([3, uid, payload]),  # spaces after separators
-        json.dumps([3, uid, payload], indent=1),
-        json.dumps([3, uid, payload], separators=(",", ":")) + " \n",
-    ):
-        frame = parse_frame(text)
-        assert isinstance(frame, CallResult)
-        assert json.loads(payload_text(frame, text)) == payload
+@given(ids, st.sampled_from(["Heartbeat", "MeterValues", "Authorize"]), payloads)
+def test_payload_is_cut_from_any_other_layout_too(
+    uid: str, action: str, payload: dict[str, Any]
+) -> None:
+    for frame_list in ([3, uid, payload], [2, uid, action, payload]):
+        for text in (
+            json.dumps(frame_list),  # spaces after separators, escapes
+            json.dumps(frame_list, indent=1),
+            json.dumps(frame_list, separators=(",", ":"), ensure_ascii=False) + " \n",
+            "[ " + json.dumps(frame_list)[1:-1].replace(", ", " ,\t", 2) + "\r\n]",
+        ):
+            frame = parse_frame(text)
+            assert isinstance(frame, CallResult | Call)
+            cut = payload_text(frame, text)
+            assert json.loads(cut) == payload
+            assert cut in text  # cut, not encoded again
 
 
 def test_payload_without_text_is_encoded() -> None:

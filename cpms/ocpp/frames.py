@@ -95,6 +95,14 @@ Frame = Call | CallResult | CallError
 
 #: printable ASCII but the quote and the backslash: a JSON string's text as it stands
 _PLAIN = re.compile(r"[ !#-\[\]-~]*")
+_JSON_SPACE = " \t\n\r"
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_CALL_HEAD = re.compile(
+    rf"\[[{_JSON_SPACE}]*2[{_JSON_SPACE}]*(?:,[{_JSON_SPACE}]*{_JSON_STRING}[{_JSON_SPACE}]*){{2}},"
+)
+_RESULT_HEAD = re.compile(
+    rf"\[[{_JSON_SPACE}]*3[{_JSON_SPACE}]*,[{_JSON_SPACE}]*{_JSON_STRING}[{_JSON_SPACE}]*,"
+)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -115,17 +123,24 @@ def _string(value: str) -> str:
 
 
 def payload_text(frame: Call | CallResult, text: str | None) -> str:
-    """The payload of ``frame`` as JSON text, cut from the frame's ``text`` when that is in the
-    compact form (ours always is; most chargers' too), otherwise encoded again."""
-    if text is not None and text.endswith("]"):
-        if isinstance(frame, Call):
-            head = f"[2,{_string(frame.unique_id)},{_string(frame.action)},"
-        else:
-            head = f"[3,{_string(frame.unique_id)},"
-        if text.startswith(head):
-            # The text parsed as this frame and its head matched exactly, so what lies between
-            # the head and the closing bracket is the payload (and maybe whitespace).
-            return text[len(head) : -1]
+    """The payload of ``frame`` as JSON text, cut from the frame's ``text``: at once when that
+    is in the compact form (ours always is; most chargers' too), else past a head with any
+    whitespace (Python's default separators, say); encoded again only without ``text``."""
+    if text is not None:
+        if text.endswith("]"):
+            if isinstance(frame, Call):
+                head = f"[2,{_string(frame.unique_id)},{_string(frame.action)},"
+            else:
+                head = f"[3,{_string(frame.unique_id)},"
+            if text.startswith(head):
+                # The text parsed as this frame and its head matched exactly, so what lies
+                # between the head and the closing bracket is the payload (and maybe whitespace).
+                return text[len(head) : -1]
+        layout = _CALL_HEAD if isinstance(frame, Call) else _RESULT_HEAD
+        if (head_match := layout.match(text)) is not None:
+            # The same: the text parsed as this frame, so its head is the frame's first
+            # elements, however spaced or escaped, and the payload is what follows.
+            return text[head_match.end() : text.rindex("]")].strip(_JSON_SPACE)
     return dumps(frame.payload)
 
 
