@@ -5,6 +5,8 @@ the turnstile serves a bounded number of handshakes at once, and silent clients 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import socket
 from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
@@ -163,6 +165,89 @@ async def test_the_turnstile_bounds_handshakes_in_flight(nursery: trio.Nursery) 
     assert admission.connecting == 3  # the silent ones, until their handshake times out
     for stream in silent:
         await stream.aclose()
+
+
+UPGRADE = (
+    b"GET /x HTTP/1.1\r\nHost: door\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def _upgraded(port: int) -> trio.socket.SocketType:
+    client = trio.socket.socket()
+    await client.connect(("127.0.0.1", port))
+    await client.send(UPGRADE)
+    return client
+
+
+async def _answer(client: trio.socket.SocketType) -> bytes:
+    answer = b""
+    while b"\r\n\r\n" not in answer and (data := await client.recv(4096)):
+        answer += data
+    return answer
+
+
+async def _switch(ws: ServerWebSocket, request: Upgrade, turn: Turn) -> None:
+    await ws.accept(None)
+    turn.end()
+
+
+async def test_a_queue_of_connections_is_served_whole_and_the_door_closes_behind() -> None:
+    """The door takes the kernel's queue of connections a batch at a time, straight from the
+    socket: every one queued before it opened gets its handshake; cancelled, it closes the
+    listening socket."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=512)
+    port = listeners[0].socket.getsockname()[1]
+    clients = [await _upgraded(port) for _ in range(150)]  # over two batches, all queued
+    assert accept_queue(listeners[0].socket) == 150
+    gate = Gate(Admission(), limit=8)
+    async with trio.open_nursery() as door:
+        await door.start(partial(serve_gated, _switch, listeners, gate, max_message_size=1024))
+        with trio.fail_after(30):
+            for client in clients:
+                assert (await _answer(client)).startswith(b"HTTP/1.1 101 ")
+                client.close()
+        door.cancel_scope.cancel()
+    with pytest.raises(ConnectionRefusedError):
+        await (await _upgraded(port)).recv(1)
+
+
+async def test_the_door_waits_out_a_shortage_and_passes_over_a_connection_lost_in_the_queue(
+    monkeypatch: pytest.MonkeyPatch, mock_clock: trio.testing.MockClock
+) -> None:
+    """accept(2) out of descriptors (EMFILE): the door waits a moment and tries again; a
+    connection reset while queued (ECONNABORTED): the next one is taken; anything else (a
+    closed socket: EBADF) is a bug and raised, not retried forever."""
+    mock_clock.autojump_threshold = 0.05
+    real_accept = socket.socket.accept
+    failures = [OSError(errno.EMFILE, "Too many open files"), OSError(errno.ECONNABORTED, "")]
+    calls: list[float] = []
+
+    def accept(sock: socket.socket) -> tuple[socket.socket, object]:
+        calls.append(trio.current_time())
+        if failures:
+            raise failures.pop(0)
+        return real_accept(sock)
+
+    monkeypatch.setattr(socket.socket, "accept", accept)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    with pytest.raises(ExceptionGroup) as raised:
+        async with trio.open_nursery() as door:
+            gate = Gate(Admission(), 4)
+            await door.start(partial(serve_gated, _switch, listeners, gate, max_message_size=64))
+            client = await _upgraded(port)
+            with trio.fail_after(30):
+                assert (await _answer(client)).startswith(b"HTTP/1.1 101 ")
+            client.close()
+            assert calls[1] - calls[0] >= 0.1  # a wait after EMFILE...
+            assert calls[2] - calls[1] < 0.1  # ...none after ECONNABORTED
+            failures.append(OSError(errno.EBADF, "Bad file descriptor"))
+            with contextlib.suppress(OSError):  # reset if the door is gone first
+                await _upgraded(port)
+            await trio.sleep_forever()
+    bad, rest = raised.value.split(lambda e: isinstance(e, OSError) and e.errno == errno.EBADF)
+    assert bad is not None and rest is None
 
 
 async def test_silent_connections_do_not_shut_the_door(
