@@ -29,7 +29,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from cpms.ocpp.websocket import BadUpgrade, ServerWebSocket, parse_upgrade, server_frame
+from cpms.ocpp.websocket import BadUpgrade, ServerWebSocket, Upgrade, parse_upgrade, server_frame
 
 Served = Callable[[ServerWebSocket], Awaitable[None]]
 
@@ -324,3 +324,37 @@ async def test_a_refusal_of_another_version_names_13_and_frames_sent_early_are_r
     assert answers[1].startswith(b"HTTP/1.1 101 ")
     assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answers[1]  # RFC 6455
     assert got == ['[2,"1","Heartbeat",{}]']
+
+
+async def test_a_head_sent_in_pieces_is_read_whatever_the_cuts() -> None:
+    """The end of the head is found however the request is cut (its blank line split across
+    reads too), and a head trickled past 16 KB is still dropped."""
+    requests: list[Upgrade | None] = []
+    head = b"\r\n".join(GOOD) + b"\r\n\r\n"
+
+    async def serve(stream: trio.SocketStream) -> None:
+        requests.append(await ServerWebSocket(stream, max_message=1024).upgrade_request())
+        await stream.aclose()
+
+    async def trickle(data: bytes, cuts: list[int]) -> None:
+        async with await trio.open_tcp_stream("127.0.0.1", port) as client:
+            with contextlib.suppress(trio.BrokenResourceError):  # dropped while sending
+                for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+                    await client.send_all(data[start:end])
+                    await trio.testing.wait_all_tasks_blocked()  # each piece read alone
+            with trio.fail_after(10):
+                while await client.receive_some(4096):  # to the server's close
+                    pass
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        blank = len(head) - 4
+        for cuts in ([blank + 1], [blank + 2], [blank + 3], list(range(1, len(head)))):
+            await trickle(head, cuts)
+        padded = b"GET /ws/CP-1 HTTP/1.1\r\n" + b"X-Pad: y\r\n" * 1700
+        await trickle(padded + b"\r\n", list(range(512, len(padded), 512)))
+        nursery.cancel_scope.cancel()
+    assert [request is not None and request.key for request in requests] == [
+        b"dGhlIHNhbXBsZSBub25jZQ==",
+    ] * 4 + [False]

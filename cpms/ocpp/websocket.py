@@ -197,19 +197,22 @@ class ServerWebSocket:
         """The client's upgrade request, or None: the stream ended or its head grew over
         :data:`MAX_HEAD` first (dropped), or it was not a WebSocket upgrade (answered with the
         status :class:`BadUpgrade` gives and what is wrong)."""
-        head = b""
-        while (end := head.find(b"\r\n\r\n")) < 0:
+        head = bytearray()
+        end = -1
+        while end < 0:  # a head sent a byte at a time is searched and kept in linear time
             if len(head) > MAX_HEAD:
                 return None
             data = await self._read()  # a fresh connection's request is usually there already
             if not data:
                 return None
+            searched = max(0, len(head) - 3)
             head += data
+            end = head.find(b"\r\n\r\n", searched)
         if end > MAX_HEAD:
             return None
-        self._pending = head[end + 4 :]
+        self._pending = bytes(head[end + 4 :])
         try:
-            self.request = parse_upgrade(head[:end])
+            self.request = parse_upgrade(bytes(head[:end]))
         except BadUpgrade as bad:
             extra = [(b"Sec-WebSocket-Version", b"13")] if bad.status == 426 else []
             await self._write(http_response(bad.status, extra, str(bad).encode()))
