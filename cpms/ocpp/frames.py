@@ -125,7 +125,8 @@ def _string(value: str) -> str:
 def payload_text(frame: Call | CallResult, text: str | None) -> str:
     """The payload of ``frame`` as JSON text, cut from the frame's ``text``: at once when that
     is in the compact form (ours always is; most chargers' too), else past a head with any
-    whitespace (Python's default separators, say); encoded again only without ``text``."""
+    whitespace (Python's default separators, say); otherwise (no text, or whitespace before
+    its opening bracket) encoded again."""
     if text is not None:
         if text.endswith("]"):
             if isinstance(frame, Call):
