@@ -21,6 +21,7 @@ passwords and tokens are never logged or stored as they are.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -144,13 +145,23 @@ async def refresh_token_sent() -> tuple[str, bool]:
     return kept, True
 
 
-async def password_right(
-    hasher: PasswordHasher, nobody: str, stored: str | None, password: str
-) -> bool:
+#: argon2id, the library's recommended parameters
+HASHER = PasswordHasher()
+
+
+@functools.cache
+def nobodys_hash() -> str:
+    """The hash of no one's password, verified against for unknown logins: made once per
+    process (an argon2 hash takes a tenth of a second), when the first facade is built."""
+    return HASHER.hash(secrets.token_hex(16))
+
+
+async def password_right(stored: str | None, password: str) -> bool:
     """Whether ``password`` is the one ``stored`` (argon2id) hashes, checked on a worker thread;
-    without a stored hash ``nobody`` is checked instead, so an unknown login takes as long."""
+    without a stored hash :func:`nobodys_hash` is checked instead, so an unknown login takes as
+    long."""
     try:
-        await trio.to_thread.run_sync(hasher.verify, stored or nobody, password)
+        await trio.to_thread.run_sync(HASHER.verify, stored or nobodys_hash(), password)
     except (VerificationError, InvalidHashError):
         return False
     return stored is not None
@@ -164,8 +175,7 @@ def accounts_blueprint(
     purge_after_days: int,
 ) -> Blueprint:
     bp = Blueprint("accounts", __name__)
-    hasher = PasswordHasher()  # argon2id, the library's recommended parameters
-    nobody = hasher.hash(secrets.token_hex(16))  # verified against for unknown logins
+    nobodys_hash()  # made now, so the first unknown login takes no longer than the next
     pepper = hashlib.sha256(issuer.kid.encode() + b":otp").digest()
 
     def code_hash(phone: str, code: str) -> bytes:
@@ -240,7 +250,7 @@ def accounts_blueprint(
     @bp.post("/api/v1/auth/register")
     async def register() -> Response:
         sent = await body(Registration)
-        hashed = await trio.to_thread.run_sync(hasher.hash, sent.password)
+        hashed = await trio.to_thread.run_sync(HASHER.hash, sent.password)
         client_id = await store.create_account(
             core.db, phone=sent.phone, email=sent.email, name=sent.name, password_hash=hashed
         )
@@ -251,12 +261,12 @@ def accounts_blueprint(
         sent = await body(PasswordSignIn)
         row = await store.password_of(core.db, phone=sent.phone, email=sent.email)
         stored = None if row is None else row["password_hash"]
-        right = await password_right(hasher, nobody, stored, sent.password)
+        right = await password_right(stored, sent.password)
         if row is None or stored is None or not right:
             raise Unauthorized("wrong login or password", code="invalid_credentials")
         may_sign_in(row["status"])
-        if hasher.check_needs_rehash(stored):
-            rehashed = await trio.to_thread.run_sync(hasher.hash, sent.password)
+        if HASHER.check_needs_rehash(stored):
+            rehashed = await trio.to_thread.run_sync(HASHER.hash, sent.password)
             await store.set_password_hash(core.db, row["id"], rehashed)
         return await signed_in(row["id"])
 

@@ -5,6 +5,7 @@ The operations themselves are listed in :mod:`api.operations`; here they become 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import BaseModel
@@ -103,7 +104,10 @@ WEBSOCKETS = {
 }
 
 
+@functools.cache
 def document() -> dict[str, Any]:
+    """The document, built once per process (a fifth of a second: every model's JSON schema);
+    callers read it and never change it."""
     paths: dict[str, dict[str, Any]] = {}
     shared: dict[str, Any] = {"Error": ERROR}
     for op in [*operations(), *auth_operations(), *push_operations()]:

@@ -5,6 +5,7 @@ route and status (a success must be documented; an error is checked when its sta
 from __future__ import annotations
 
 import re
+import ssl
 from typing import Any
 
 import httpx
@@ -13,6 +14,9 @@ from jsonschema import Draft202012Validator
 from api.openapi import document
 
 SPEC = document()
+#: one TLS context for every client (httpx makes one per client otherwise: the CA store read
+#: again each time, 30 ms; the tests' servers are plain HTTP)
+_TLS = ssl.create_default_context()
 _ROUTES = [
     (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), path)
     for path in sorted(SPEC["paths"], key=lambda p: p.count("{"))  # literal paths first
@@ -50,4 +54,5 @@ async def check_documented(response: httpx.Response) -> None:
 
 def documented_client(**options: Any) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` that checks every response with :func:`check_documented`."""
+    options.setdefault("verify", _TLS)
     return httpx.AsyncClient(event_hooks={"response": [check_documented]}, **options)
