@@ -40,6 +40,8 @@ async def json_object() -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object", code="invalid_request")
+    if "\\u" in text and not jsontext.representable(data):
+        raise InvalidRequest(jsontext.UNSTORABLE, code="invalid_request")
     return data
 
 
@@ -68,7 +70,10 @@ async def optional_body(model: type[M]) -> M:
 def query(model: type[M]) -> M:
     """The request's query parameters as a ``model`` (``validation_error`` naming each bad
     one)."""
-    return validate(model, request.args.to_dict())
+    values = request.args.to_dict()
+    if not jsontext.representable(values):  # %00 decodes to a NUL
+        raise InvalidRequest(jsontext.UNSTORABLE, code="validation_error")
+    return validate(model, values)
 
 
 async def check_path_values() -> None:

@@ -22,9 +22,11 @@ from actors.payment.provider import CardNeeds3ds
 from actors.payment.service import Payments
 from api.door import body, query
 from api.identity import Identity
+from cpms.kernel import jsontext
 from cpms.kernel.bounded import Offset
-from cpms.kernel.errors import Forbidden, NotFound
+from cpms.kernel.errors import Forbidden, InvalidRequest, NotFound
 from cpms.kernel.payments import INVOICE_ID, TOPUP_MAX, TOPUP_MIN, Card
+from cpms.kernel.validation import validate
 from storage import payments as payments_store
 
 Amount = Annotated[Decimal, Field(ge=TOPUP_MIN, le=TOPUP_MAX, max_digits=9, decimal_places=2)]
@@ -140,10 +142,10 @@ def payments_blueprint(payments: Payments, identity: Identity) -> Blueprint:
 
     @bp.post("/api/v1/payment/3ds-callback")
     async def three_ds() -> Response:
-        form = await request.form
-        returned = (
-            ThreeDsReturn.model_validate(form.to_dict()) if form else await body(ThreeDsReturn)
-        )
+        form = (await request.form).to_dict()
+        if not jsontext.representable(form):  # %00 decodes to a NUL
+            raise InvalidRequest(jsontext.UNSTORABLE, code="validation_error")
+        returned = validate(ThreeDsReturn, form) if form else await body(ThreeDsReturn)
         invoice, view = await payments.finish_3ds(returned.md, returned.pa_res)
         assert view is not None
         return jsonify(

@@ -76,6 +76,8 @@ def _notice(raw: bytes) -> Webhook:
         raise InvalidRequest(f"the body is not JSON: {error}", code="invalid_request") from None
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object", code="invalid_request")
+    if not jsontext.representable(data):
+        raise InvalidRequest(jsontext.UNSTORABLE, code="invalid_request")
     told = validate(Webhook, data)
     if told.status == "approved" and told.transaction_id is None:
         raise InvalidRequest("an approval needs its transaction_id", code="validation_error")

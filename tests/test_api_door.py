@@ -154,3 +154,42 @@ async def test_answers_given_without_reading_the_body_keep_the_connection_usable
         )
         assert reply.status_code in (401, 413)
         assert (await http.get("/health")).status_code == 200
+
+
+async def test_strings_no_database_text_can_hold_are_400_and_change_nothing(
+    http: httpx.AsyncClient, db: Database
+) -> None:
+    """JSON's escapes can spell a NUL or half a surrogate pair; PostgreSQL's text holds
+    neither. Found by schemathesis: a location whose city held a NUL was a 500."""
+    me = bearer(hs256(uuid.uuid4()))
+    for spelled in (r"\u0000", r"\ud800", r"x\udc00y"):
+        location = f'{{"id": "L-1", "name": "Depot", "city": "Bish{spelled}kek"}}'
+        for path, body, headers in (
+            ("/api/v1/admin/locations", location, ADMIN_HEADERS),
+            ("/api/v1/admin/tariffs", f'{{"id": "T-1", "name": "{spelled}", '
+             '"price_per_kwh": 15}', ADMIN_HEADERS),
+            ("/api/v1/favorites", f'{{"location_id": "L{spelled}"}}', me),
+            ("/api/v1/auth/register", f'{{"phone": "+996555000111", "name": "{spelled}"}}', {}),
+            ("/api/v1/admin/locations", f'{{"id": "L-2", "name": "x", "{spelled}": 1}}',
+             ADMIN_HEADERS),
+        ):  # fmt: skip
+            reply = await http.post(
+                path, content=body, headers={**headers, "Content-Type": "application/json"}
+            )
+            refused(reply, 400, "invalid_request")
+            assert "NUL" in reply.json()["message"]
+    refused(
+        await http.get("/api/v1/locations", params={"location_id": "L\x00"}),
+        400,
+        "validation_error",
+    )
+    refused(await http.get("/api/v1/locations?search=a%00b"), 400, "validation_error")
+    assert await db.fetchval("SELECT count(*) FROM locations") == 0
+    assert await db.fetchval("SELECT count(*) FROM tariffs") == 0
+    # the same characters spelled as themselves are text like any other
+    reply = await http.post(
+        "/api/v1/admin/locations",
+        json={"id": "L-1", "name": "Депо \U0001f50c", "city": "Бишкек"},
+        headers=ADMIN_HEADERS,
+    )
+    assert reply.status_code in (200, 201), reply.text

@@ -228,6 +228,7 @@ async def test_webhook_refusals_credit_nothing(rig: Rig) -> None:
             "payment_not_found",
         ),
         (await rig.webhook({**told, "status": "paid"}), 400, "validation_error"),
+        (await rig.webhook({**told, "transaction_id": "TX\x00"}), 400, "invalid_request"),
     ]
     for reply, status, code in cases:
         assert (reply.status_code, reply.json()["error"]) == (status, code), reply.text
@@ -350,6 +351,9 @@ async def test_card_payments_approved_through_3ds_and_declined(rig: Rig) -> None
         "/api/v1/balance/topup-card", headers=rig.me, json=card(PANS["3ds"])
     )
     md = failed_3ds.json()["md"]
+    for spoilt in ({"MD": md + "\x00", "PaRes": "Y"}, {"MD": md, "PaRes": "Y\x00"}):
+        unstorable = await rig.http.post("/api/v1/payment/3ds-callback", data=spoilt)
+        assert (unstorable.status_code, unstorable.json()["error"]) == (400, "validation_error")
     refused = await rig.http.post("/api/v1/payment/3ds-callback", json={"MD": md, "PaRes": "N"})
     assert (refused.status_code, refused.json()["error"]) == (402, "payment_declined")
     assert len(await rig.topups()) == 2

@@ -13,6 +13,8 @@ from typing import Any
 MAX_DEPTH = 32
 MAX_EXPONENT = 300
 MAX_NUMBER_TEXT = 100
+#: why text that is not :func:`representable` is refused
+UNSTORABLE = "strings must not hold NUL characters or unpaired surrogates"
 
 
 def _exponent_ok(literal: str) -> None:
@@ -78,3 +80,22 @@ def loads(text: str, *, exact: bool = False) -> Any:
     if text.count("[") + text.count("{") > MAX_DEPTH and too_deep(value):
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     return value
+
+
+def representable(value: object) -> bool:
+    """Whether every string (keys too) can be stored as text: JSON's escapes can spell a NUL or
+    half a surrogate pair, which no UTF-8 text (nor PostgreSQL) can hold. Only text with a
+    ``\\u`` escape can hold either."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(representable(k) and representable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(representable(v) for v in value)
+    return True

@@ -151,24 +151,6 @@ def unique_id_hint(text: str) -> str:
     return match[1] if match else UNKNOWN_ID
 
 
-def _representable(value: object) -> bool:
-    """Whether every string can be stored as text: escapes can spell a NUL or half a surrogate
-    pair, which no UTF-8 text (nor PostgreSQL) can hold."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return False
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_representable(k) and _representable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_representable(v) for v in value)
-    return True
-
-
 def parse_frame(text: str | bytes) -> Frame:
     """Parse one WebSocket message: JSON within :mod:`cpms.kernel.jsontext`'s bounds, with strings
     that UTF-8 text can hold, in the shape of an OCPP-J frame.
@@ -190,10 +172,10 @@ def parse_frame(text: str | bytes) -> Frame:
         ) from None
     if not isinstance(message, list) or not message:
         raise OcppError("FormationViolation", "frame must be a JSON array")
-    if "\\u" in text and not _representable(message):
+    if "\\u" in text and not jsontext.representable(message):
         raise OcppError(
             "FormationViolation",
-            "strings must not hold NUL characters or unpaired surrogates",
+            jsontext.UNSTORABLE,
             unique_id_hint(text),
         )
     type_id = message[0]
