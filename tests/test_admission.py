@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from trio_websocket import open_websocket_url
 
 from actors.charge_point import listener
-from actors.charge_point.admission import Admission, accept_queue
+from actors.charge_point.admission import BACKLOG_FRESH_S, Admission, accept_queue
 from actors.charge_point.gate import Gate, Turn, serve_gated
 from cpms.ocpp.websocket import ServerWebSocket, Upgrade
 from cpms.settings import Settings
@@ -60,6 +60,29 @@ def test_pending_intervals_are_spread_and_the_next_boot_is_accepted() -> None:
     assert not calm.saturated() and calm.interval("CP-1", in_transaction=False) is None
     calm.connecting = 41
     assert calm.saturated()
+
+
+def test_the_accept_queues_are_read_once_per_reading_time() -> None:
+    """A storm brings thousands of boots a second: each reads the accept queues (a system call
+    per listener) at most once per ``BACKLOG_FRESH_S``; what is connecting counts at once."""
+    now, reads, queue = [0.0], [], [50]
+
+    def backlog() -> int:
+        reads.append(now[0])
+        return queue[0]
+
+    door = Admission(queue_limit=100, backlog=backlog, clock=lambda: now[0])
+    door.connecting = 40
+    assert not door.saturated()
+    queue[0] = 70  # the queue grew: not seen within the reading's time...
+    now[0] += BACKLOG_FRESH_S / 2
+    assert not door.saturated()
+    door.connecting = 51  # ...but the handshakes under way are
+    assert door.saturated()
+    door.connecting = 40
+    now[0] += BACKLOG_FRESH_S
+    assert door.saturated()  # read again: 40 + 70
+    assert reads == pytest.approx([0.0, BACKLOG_FRESH_S * 1.5])
 
 
 def test_the_pending_bounds_are_checked(tmp_path: Path) -> None:

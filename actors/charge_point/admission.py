@@ -19,6 +19,7 @@ import math
 import random
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,6 +29,9 @@ from cpms.metrics import OCPP_ADMISSION
 #: listening socket, the connections waiting in its accept queue
 _TCPI_UNACKED, _AT = struct.Struct("I"), 24
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
+#: how long a reading of the accept queues stands: a system call per listener, where a storm
+#: brings thousands of boots a second and the queues change over milliseconds, not microseconds
+BACKLOG_FRESH_S = 0.01
 #: the counters, looked up once (a boot each; ``labels()`` takes a lock and a lookup)
 _AFTER_PENDING, _ACCEPTED, _PENDING = (
     OCPP_ADMISSION.labels(outcome) for outcome in ("accepted_after_pending", "accepted", "pending")
@@ -57,11 +61,17 @@ class Admission:
     connecting: int = 0
     #: stations told Pending, whose next boot is accepted
     deferred: set[str] = field(default_factory=set)
+    clock: Callable[[], float] = time.monotonic
+    _waiting: int = field(default=0, repr=False)
+    _read_at: float = field(default=-math.inf, repr=False)
 
     def saturated(self) -> bool:
         if self.connecting > self.queue_limit:  # no system call while it is plain
             return True
-        return self.connecting + self.backlog() > self.queue_limit
+        now = self.clock()
+        if now - self._read_at >= BACKLOG_FRESH_S:
+            self._waiting, self._read_at = self.backlog(), now
+        return self.connecting + self._waiting > self.queue_limit
 
     def interval(self, station_id: str, *, in_transaction: bool) -> int | None:
         """None: accept this boot; otherwise the ``interval`` to answer Pending with."""
