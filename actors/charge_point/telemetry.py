@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 import trio
 
+from cpms.kernel.timeutil import iso_now
 from cpms.ocpp.frames import Call, CallError, CallResult, Frame, dumps, payload_text
 from cpms.ocpp.meter import Reading, Sample
 from storage import Database
@@ -144,7 +145,7 @@ class Telemetry:
             )
         lines.append(
             f"{_copy_field(station_id)}\t{direction}\t{kind}\t{_copy_field(frame.unique_id)}\t"
-            f"{_copy_field(action)}\t{_copy_field(payload)}\t{datetime.now(UTC).isoformat()}\n"
+            f"{_copy_field(action)}\t{_copy_field(payload)}\t{iso_now()}\n"
         )
         self._wake()
 
