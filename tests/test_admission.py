@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import os
 import socket
 from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -21,12 +24,14 @@ from trio_websocket import open_websocket_url
 from actors.charge_point import listener
 from actors.charge_point.admission import BACKLOG_FRESH_S, Admission, accept_queue
 from actors.charge_point.gate import Gate, Turn, serve_gated
+from cpms.metrics import STATIONS_CONNECTED
 from cpms.ocpp.websocket import ServerWebSocket, Upgrade
 from cpms.settings import Settings
 from storage import Database
 from tests.ocpp_client import connect
-from tests.ocpp_server import PASSWORD
+from tests.ocpp_server import PASSWORD, provision, start_server
 from tests.test_charging import open_rig
+from tests.test_ocpp_central import masked_text_frame
 
 BOOT = {"chargePointVendor": "ACME", "chargePointModel": "Fast-120"}
 
@@ -154,7 +159,7 @@ async def test_the_turnstile_bounds_handshakes_in_flight(nursery: trio.Nursery) 
     gate = Gate(admission, limit=2)
     inside, most, let_go = 0, 0, trio.Event()
 
-    async def handler(ws: ServerWebSocket, request: Upgrade, turn: Turn) -> None:
+    async def handler(ws: ServerWebSocket, request: Upgrade, turn: Turn) -> bool:
         nonlocal inside, most
         inside += 1
         most = max(most, inside)
@@ -162,6 +167,7 @@ async def test_the_turnstile_bounds_handshakes_in_flight(nursery: trio.Nursery) 
         inside -= 1
         await ws.accept(None)
         turn.end()
+        return False  # not handed on: the door closes it
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
@@ -210,9 +216,10 @@ async def _answer(client: trio.socket.SocketType) -> bytes:
     return answer
 
 
-async def _switch(ws: ServerWebSocket, request: Upgrade, turn: Turn) -> None:
+async def _switch(ws: ServerWebSocket, request: Upgrade, turn: Turn) -> bool:
     await ws.accept(None)
     turn.end()
+    return False  # not handed on: the door closes it
 
 
 async def test_a_queue_of_connections_is_served_whole_and_the_door_closes_behind() -> None:
@@ -284,3 +291,66 @@ async def test_silent_connections_do_not_shut_the_door(
             assert (await charger.call("BootNotification", BOOT))["status"] == "Accepted"
     for stream in silent:
         await stream.aclose()
+
+
+def _tasks_named(suffix: str) -> int:
+    """Tasks of this run whose function's name ends with ``suffix``."""
+    found, nurseries = 0, list(trio.lowlevel.current_root_task().child_nurseries)
+    while nurseries:
+        for task in nurseries.pop().child_tasks:
+            found += task.name.endswith(suffix)
+            nurseries.extend(task.child_nurseries)
+    return found
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _booted(port: int, path: str) -> trio.socket.SocketType:
+    """A charger on a plain socket, upgraded and booted (Accepted)."""
+    client = trio.socket.socket()
+    await client.connect(("127.0.0.1", port))
+    await client.send(
+        UPGRADE.replace(b"GET /x", b"GET " + path.encode()).replace(
+            b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+        )
+    )
+    boot = json.dumps([2, "b1", "BootNotification", BOOT], separators=(",", ":"))
+    await client.send(masked_text_frame(boot.encode()))
+    heard = b""
+    while b"Accepted" not in heard:
+        data = await client.recv(4096)
+        assert data, heard
+        heard += data
+    assert heard.startswith(b"HTTP/1.1 101 "), heard
+    return client
+
+
+async def test_a_fleet_dropped_at_once_leaves_no_task_or_socket_behind(
+    db: Database, dsn: str, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A connection's task ends once its station's actor has it: 10,000 chargers connected hold
+    no 10,000 tasks waiting for their end, and when they all drop at once only their actors wake
+    (each then closes its socket), not a task per connection after them (issue 21's drop
+    stall). The sockets are all closed and the gauge of connected stations falls back."""
+    chargers = 30
+    for n in range(chargers):
+        await provision(db, f"CP-{n}", password=None)
+    endpoints, shutdown = await start_server(nursery, dsn, tmp_path)
+    url = urlsplit(endpoints.ocpp_url)
+    assert url.port is not None
+    connected = STATIONS_CONNECTED._value.get()
+    before = _open_descriptors()
+    with trio.fail_after(20):
+        fleet = [await _booted(url.port, f"{url.path}/CP-{n}") for n in range(chargers)]
+    assert _tasks_named("serve_gated.<locals>.connection") == 0
+    assert _open_descriptors() == before + 2 * chargers  # each end of each connection
+    assert STATIONS_CONNECTED._value.get() == connected + chargers
+    for client in fleet:
+        client.close()  # gone without a word: EOF, as when a network drops
+    with trio.fail_after(10):
+        while _open_descriptors() > before:  # noqa: ASYNC110 - the actors close them
+            await trio.sleep(0.02)
+    assert STATIONS_CONNECTED._value.get() == connected
+    shutdown.set()

@@ -27,7 +27,6 @@ from actors.charge_point.messages import (
     STATION,
     Attach,
     Command,
-    Detach,
     GetSnapshot,
     Reload,
     StationMsg,
@@ -116,7 +115,7 @@ async def run_charge_point(
         if registry is not None:
             registry.hide(address, view)
             registry.hide(door_address, actor.door)
-        if actor.link is not None:  # stopped or crashed: the connection's handler closes it
+        if actor.link is not None:  # stopped or crashed: the link closes its connection
             actor.link.release()
 
 
@@ -124,8 +123,6 @@ async def _handle(actor: StationActor, envelope: Envelope[StationMsg]) -> None:
     match envelope.message:
         case Attach(link):
             actor.attach(link)
-        case Detach(link):
-            actor.detach(link)
         case Command():
             await actor.command(envelope)
         case GetSnapshot():

@@ -87,7 +87,7 @@ class Gate:
 
 
 async def serve_gated(
-    handler: Callable[[ServerWebSocket, Upgrade, Turn], Awaitable[None]],
+    handler: Callable[[ServerWebSocket, Upgrade, Turn], Awaitable[bool]],
     listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
     gate: Gate,
     *,
@@ -98,22 +98,25 @@ async def serve_gated(
 ) -> None:
     """Serve WebSocket handshakes from ``listeners`` through ``gate``: once a client's upgrade
     request has arrived (a client that sends nothing holds no turn), ``handler`` gets it with
-    its turn begun, and ends the turn once the connection is accepted or refused. The stream
-    is closed when ``handler`` returns."""
+    its turn begun, and ends the turn once the connection is accepted or refused. When
+    ``handler`` returns True it has handed the connection on (to a station's actor), whose it
+    is to close; otherwise it is closed here, and the connection's task ends either way."""
 
     async def connection(stream: trio.abc.Stream) -> None:
         turn = Turn(gate)
         ws = ServerWebSocket(stream, max_message=max_message_size)
+        handed_on = False
         try:
             request = None
             with trio.move_on_after(HANDSHAKE_TIMEOUT):
                 request = await ws.upgrade_request()
             if request is not None:
                 await turn.begin()
-                await handler(ws, request, turn)
+                handed_on = await handler(ws, request, turn)
         finally:
             turn.end()
-            await close_now(stream)
+            if not handed_on:
+                ws.drop()
 
     async with trio.open_nursery() as nursery:
 
@@ -178,13 +181,3 @@ async def _accept_failed(error: OSError) -> None:
         await trio.sleep(0.1)
     elif error.errno not in _ONE_CONNECTION:
         raise error
-
-
-async def close_now(stream: trio.abc.Stream) -> None:
-    """Close ``stream`` without more ado. A plain TCP stream is closed on the spot (trio's
-    ``aclose_forcefully`` opens and cancels a scope and yields first: with 10,000 connections
-    dropped at once that was a good part of the loop's stall)."""
-    if isinstance(stream, trio.SocketStream):
-        stream.socket.close()
-    else:
-        await trio.aclose_forcefully(stream)

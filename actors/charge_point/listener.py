@@ -3,8 +3,9 @@
 Per connection: check the path and the subprotocol, authenticate the station (HTTP Basic with
 its own password, security profile 1; TLS when configured, profile 2), find or start its
 ChargePointActor and attach the connection to it: the actor reads it from then on (each frame
-screened, parsed and checked by :mod:`cpms.ocpp.endpoint`), and the connection's task only waits
-for the actor to let it go. Treatment of abuse at the door:
+screened, parsed and checked by :mod:`cpms.ocpp.endpoint`) until it lets it go, which closes it
+(:class:`_Link`); the connection's task ends once the actor has it. Treatment of abuse at the
+door:
 
 * a handshake without ``ocpp1.6`` → HTTP 400; an unknown station → 404 (unless auto-registration
   is on); a wrong or missing password → 401; too many wrong ones lately (:class:`LoginThrottle`)
@@ -34,7 +35,7 @@ import trio
 from actors.charge_point.actor import charge_point_spec
 from actors.charge_point.admission import Admission, accept_queue
 from actors.charge_point.gate import Gate, Turn, serve_gated
-from actors.charge_point.messages import STATION, Attach, Detach, Door, StationMsg, shown_door
+from actors.charge_point.messages import STATION, Attach, Door, StationMsg, shown_door
 from actors.charge_point.passwords import StationPasswords, Throttled
 from actors.charge_point.telemetry import Telemetry
 from actors.runtime import ActorRef, ActorUnavailable, ChildRetired, Registry, Supervisor
@@ -110,20 +111,44 @@ class CentralSystem:
 
 class _Link:
     """A WebSocket as a ChargePointActor's ChargerLink: the actor reads and writes the socket
-    itself (no task in between), and lets it go with a close code."""
+    itself (no task in between), and lets it go with a close code. The connection's own task
+    ended once the actor had the link, so letting it go closes it here, at once: the socket is
+    shut when the charger has gone (EOF, or its close answered), and a closing handshake (the
+    actor closed it with a code) is left to a task of the door's, for a second at most."""
 
-    def __init__(self, ws: ServerWebSocket) -> None:
+    def __init__(self, ws: ServerWebSocket, station: str, closers: trio.Nursery) -> None:
         self.receive = ws.receive
         self.send = ws.send
-        self.released = trio.Event()
-        self.closing: tuple[int, str | None] = (1000, None)
+        self._ws, self._station, self._closers = ws, station, closers
+        self._closing: tuple[int, str | None] = (1000, None)
+        self.released = False
+        log.info("charger connected", station=station, remote=ws.remote)
+        STATIONS_CONNECTED.inc()
 
     def close(self, code: int, reason: str) -> None:
-        self.closing = (code, reason)
-        self.released.set()
+        self._closing = (code, reason)
+        self.release()
 
     def release(self) -> None:
-        self.released.set()
+        if self.released:
+            return
+        self.released = True
+        STATIONS_CONNECTED.dec()
+        log.info("charger disconnected", station=self._station)
+        if self._ws.open:
+            try:
+                self._closers.start_soon(_close_politely, self._ws, self._closing)
+                return
+            except RuntimeError:  # the door has shut (the server stops): no handshake then
+                pass
+        self._ws.drop()
+
+
+async def _close_politely(ws: ServerWebSocket, closing: tuple[int, str | None]) -> None:
+    """Our close frame, then the charger's, for a second at most; closed either way."""
+    with trio.move_on_after(1):
+        await ws.aclose(*closing)
+    ws.drop()
 
 
 def station_id_from_path(path: str, prefix: str) -> str | None:
@@ -205,13 +230,15 @@ async def _auto_register(db: Database, station: str) -> None:
 
 
 async def _serve_connection(
-    ws: ServerWebSocket, request: Upgrade, cs: CentralSystem, turn: Turn
-) -> None:
+    ws: ServerWebSocket, request: Upgrade, cs: CentralSystem, turn: Turn, closers: trio.Nursery
+) -> bool:
+    """Admit the connection and hand it to its station's actor: True once it has it (and with
+    it the connection, to close)."""
     try:
         try:
             station = await _admit(ws, request, cs)
             if station is None:
-                return
+                return False
             actor = await cs.actor_for(station)
         except (ChildRetired, StorageUnavailable) as error:
             # a station's actor retired after repeated crashes, or the database away: the
@@ -220,35 +247,19 @@ async def _serve_connection(
             log.warning("ocpp handshake refused", path=request.target, reason=str(error))
             retry = str(max(1, round(retry_after))).encode()
             await ws.reject(503, headers=[(b"Retry-After", retry)])
-            return
+            return False
         await ws.accept(OCPP_SUBPROTOCOL)
     finally:
         turn.end()  # the next handshake's turn
-    await _attached(cs, station, actor, ws)
-
-
-async def _attached(
-    cs: CentralSystem, station: str, actor: ActorRef[StationMsg], ws: ServerWebSocket
-) -> None:
-    link = _Link(ws)
-    log.info("charger connected", station=station, remote=ws.remote)
-    STATIONS_CONNECTED.inc()
+    link = _Link(ws, station, closers)
     try:
-        await actor.tell(Attach(link))
-        await link.released.wait()  # the actor reads the connection until it lets it go
-    finally:
-        if not link.released.is_set():  # cancelled (the server stops): tell the actor
-            with (
-                trio.CancelScope(shield=True),
-                trio.move_on_after(1),
-                contextlib.suppress(ActorUnavailable),
-            ):
-                await actor.tell(Detach(link))
-        STATIONS_CONNECTED.dec()
-        log.info("charger disconnected", station=station)
-        if ws.open:  # the actor let it go while open: a close frame
-            with trio.move_on_after(1):  # and the charger's, for a second at most
-                await ws.aclose(*link.closing)
+        await actor.tell(Attach(link))  # the actor reads the connection until it lets it go
+    except ActorUnavailable:  # it stopped since it was found: the charger connects again
+        link.release()
+    except BaseException:  # the server stops meanwhile: nobody has the connection
+        link.release()
+        raise
+    return True
 
 
 async def _listen(
@@ -283,8 +294,8 @@ async def serve_ocpp(
     Reports the bound port with ``task_status.started(port)``.
     """
 
-    async def handler(ws: ServerWebSocket, request: Upgrade, turn: Turn) -> None:
-        await _serve_connection(ws, request, cs, turn)
+    async def handler(ws: ServerWebSocket, request: Upgrade, turn: Turn) -> bool:
+        return await _serve_connection(ws, request, cs, turn, nursery)
 
     listeners = await _listen(host, port, ssl_context, cs.config.backlog)
     sockets = [_socket_of(listener) for listener in listeners]

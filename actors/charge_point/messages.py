@@ -24,12 +24,13 @@ class ChargerLink(Protocol):
     async def send(self, text: str) -> None: ...
 
     def close(self, code: int, reason: str) -> None:
-        """Let the link go and have its connection closed with ``code``: the connection's own
-        task does it (waiting for the charger's closing handshake is no actor's business)."""
+        """Let the link go and have its connection closed with ``code`` (not by the actor:
+        waiting for the charger's closing handshake is no actor's business)."""
         ...
 
     def release(self) -> None:
-        """The actor no longer reads this link (detached, replaced, or the actor stopped)."""
+        """The actor no longer reads this link (detached, replaced, or the actor stopped): its
+        connection is closed."""
         ...
 
 
@@ -38,11 +39,6 @@ class Attach:
     """A charger connected; replaces any previous connection. The actor reads it from now on
     and calls its ``release()`` when it stops."""
 
-    link: ChargerLink
-
-
-@dataclass(frozen=True, slots=True)
-class Detach:
     link: ChargerLink
 
 
@@ -83,7 +79,7 @@ class Reload(Request[None]):
     (:mod:`actors.charge_point.config`)."""
 
 
-StationMsg = Attach | Detach | Command | GetSnapshot | Reload
+StationMsg = Attach | Command | GetSnapshot | Reload
 
 
 class ChargerError(Unavailable):

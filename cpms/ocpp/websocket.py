@@ -346,6 +346,18 @@ class ServerWebSocket:
             self._ended = True
             await trio.aclose_forcefully(self.stream)
 
+    def drop(self) -> None:
+        """Close the connection on the spot, without a closing handshake (the client has gone,
+        or has no more time). trio's ``aclose_forcefully`` opens and cancels a scope and yields
+        first: with 10,000 connections dropped at once that was a good part of the loop's stall.
+        """
+        self._ended = True
+        stream: object = self.stream
+        while isinstance(stream, trio.SSLStream):  # no close_notify: no time to wait for it
+            stream = stream.transport_stream
+        if isinstance(stream, trio.SocketStream):
+            stream.socket.close()
+
     def _feed(self, data: bytes) -> None:
         """The client's frames in ``data``, kept as events."""
         self._events.extend(self._frames.feed(data))
