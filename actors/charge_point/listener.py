@@ -4,8 +4,8 @@ Per connection: check the path and the subprotocol, authenticate the station (HT
 its own password, security profile 1; TLS when configured, profile 2), find or start its
 ChargePointActor and attach the connection to it: the actor reads it from then on (each frame
 screened, parsed and checked by :mod:`cpms.ocpp.endpoint`) until it lets it go, which closes it
-(:class:`_Link`); the connection's task ends once the actor has it. Treatment of abuse at the
-door:
+(:mod:`actors.charge_point.link`); the connection's task ends once the actor has it. Treatment
+of abuse at the door:
 
 * a handshake without ``ocpp1.6`` → HTTP 400; an unknown station → 404 (unless auto-registration
   is on); a wrong or missing password → 401; too many wrong ones lately (:class:`LoginThrottle`)
@@ -35,6 +35,7 @@ import trio
 from actors.charge_point.actor import charge_point_spec
 from actors.charge_point.admission import Admission, accept_queue
 from actors.charge_point.gate import Gate, Turn, serve_gated
+from actors.charge_point.link import Closer, WebSocketLink
 from actors.charge_point.messages import STATION, Attach, Door, StationMsg, shown_door
 from actors.charge_point.passwords import StationPasswords, Throttled
 from actors.charge_point.telemetry import Telemetry
@@ -42,7 +43,6 @@ from actors.runtime import ActorRef, ActorUnavailable, ChildRetired, Registry, S
 from actors.session.messages import RfidSessions
 from cpms.kernel.errors import Conflict
 from cpms.kernel.events import EventBus
-from cpms.metrics import STATIONS_CONNECTED
 from cpms.ocpp.endpoint import EndpointConfig
 from cpms.ocpp.websocket import ServerWebSocket, Upgrade
 from storage import Database
@@ -107,48 +107,6 @@ class CentralSystem:
             )
         except ValueError:  # started by a concurrent connection a moment ago
             return self.registry.get(STATION, station_id)
-
-
-class _Link:
-    """A WebSocket as a ChargePointActor's ChargerLink: the actor reads and writes the socket
-    itself (no task in between), and lets it go with a close code. The connection's own task
-    ended once the actor had the link, so letting it go closes it here, at once: the socket is
-    shut when the charger has gone (EOF, or its close answered), and a closing handshake (the
-    actor closed it with a code) is left to a task of the door's, for a second at most."""
-
-    def __init__(self, ws: ServerWebSocket, station: str, closers: trio.Nursery) -> None:
-        self.receive = ws.receive
-        self.send = ws.send
-        self._ws, self._station, self._closers = ws, station, closers
-        self._closing: tuple[int, str | None] = (1000, None)
-        self.released = False
-        log.info("charger connected", station=station, remote=ws.remote)
-        STATIONS_CONNECTED.inc()
-
-    def close(self, code: int, reason: str) -> None:
-        self._closing = (code, reason)
-        self.release()
-
-    def release(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        STATIONS_CONNECTED.dec()
-        log.info("charger disconnected", station=self._station)
-        if self._ws.open:
-            try:
-                self._closers.start_soon(_close_politely, self._ws, self._closing)
-                return
-            except RuntimeError:  # the door has shut (the server stops): no handshake then
-                pass
-        self._ws.drop()
-
-
-async def _close_politely(ws: ServerWebSocket, closing: tuple[int, str | None]) -> None:
-    """Our close frame, then the charger's, for a second at most; closed either way."""
-    with trio.move_on_after(1):
-        await ws.aclose(*closing)
-    ws.drop()
 
 
 def station_id_from_path(path: str, prefix: str) -> str | None:
@@ -230,7 +188,7 @@ async def _auto_register(db: Database, station: str) -> None:
 
 
 async def _serve_connection(
-    ws: ServerWebSocket, request: Upgrade, cs: CentralSystem, turn: Turn, closers: trio.Nursery
+    ws: ServerWebSocket, request: Upgrade, cs: CentralSystem, turn: Turn, closer: Closer
 ) -> bool:
     """Admit the connection and hand it to its station's actor: True once it has it (and with
     it the connection, to close)."""
@@ -251,7 +209,7 @@ async def _serve_connection(
         await ws.accept(OCPP_SUBPROTOCOL)
     finally:
         turn.end()  # the next handshake's turn
-    link = _Link(ws, station, closers)
+    link = WebSocketLink(ws, station, closer)
     try:
         await actor.tell(Attach(link))  # the actor reads the connection until it lets it go
     except ActorUnavailable:  # it stopped since it was found: the charger connects again
@@ -294,8 +252,10 @@ async def serve_ocpp(
     Reports the bound port with ``task_status.started(port)``.
     """
 
+    closer = Closer()
+
     async def handler(ws: ServerWebSocket, request: Upgrade, turn: Turn) -> bool:
-        return await _serve_connection(ws, request, cs, turn, nursery)
+        return await _serve_connection(ws, request, cs, turn, closer)
 
     listeners = await _listen(host, port, ssl_context, cs.config.backlog)
     sockets = [_socket_of(listener) for listener in listeners]
@@ -304,6 +264,7 @@ async def serve_ocpp(
     bound = sockets[0].getsockname()[1]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cs.passwords.keep)
+        await nursery.start(closer.run, nursery)
         await nursery.start(
             partial(serve_gated, handler, listeners, gate, max_message_size=cs.config.max_frame * 4)
         )
