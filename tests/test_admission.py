@@ -25,7 +25,8 @@ from actors.charge_point import listener
 from actors.charge_point.admission import BACKLOG_FRESH_S, Admission, accept_queue
 from actors.charge_point.gate import Gate, Turn, serve_gated
 from cpms.metrics import STATIONS_CONNECTED
-from cpms.ocpp.websocket import ServerWebSocket, Upgrade
+from cpms.ocpp.upgrade import Upgrade
+from cpms.ocpp.websocket import ServerWebSocket
 from cpms.settings import Settings
 from storage import Database
 from tests.ocpp_client import connect

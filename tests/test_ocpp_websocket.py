@@ -29,7 +29,8 @@ from wsproto.events import (
     TextMessage,
 )
 
-from cpms.ocpp.websocket import BadUpgrade, ServerWebSocket, Upgrade, parse_upgrade, server_frame
+from cpms.ocpp.upgrade import BadUpgrade, Upgrade, parse_upgrade
+from cpms.ocpp.websocket import ServerWebSocket, server_frame
 
 Served = Callable[[ServerWebSocket], Awaitable[None]]
 

@@ -25,7 +25,8 @@ import structlog
 import trio
 
 from actors.charge_point.admission import Admission
-from cpms.ocpp.websocket import ServerWebSocket, Upgrade
+from cpms.ocpp.upgrade import Upgrade
+from cpms.ocpp.websocket import ServerWebSocket
 
 #: how long a client may take to send its upgrade request
 HANDSHAKE_TIMEOUT = 60.0

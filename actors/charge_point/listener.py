@@ -44,7 +44,8 @@ from actors.session.messages import RfidSessions
 from cpms.kernel.errors import Conflict
 from cpms.kernel.events import EventBus
 from cpms.ocpp.endpoint import EndpointConfig
-from cpms.ocpp.websocket import ServerWebSocket, Upgrade
+from cpms.ocpp.upgrade import Upgrade
+from cpms.ocpp.websocket import ServerWebSocket
 from storage import Database
 from storage import stations as store
 from storage.errors import StorageUnavailable

@@ -9,10 +9,10 @@ a good part of each handshake's. Here the station's actor reads the stream itsel
 one whole frame (:meth:`ServerWebSocket.send`), and the charger's pings and close are answered as
 they are read.
 
-Both parsers are cpms's own and strict: the upgrade request's (RFC 6455 §4.2.1 on RFC 9112's
-syntax; h11 took about 110 µs a handshake, a tenth of a charger's whole connect in a reconnect
-storm, this about 10) and the frames' (:mod:`cpms.ocpp.wsframes`; wsproto's took about 17 µs a
-frame, that about 3).
+Both parsers are cpms's own and strict: the upgrade request's (:mod:`cpms.ocpp.upgrade`; h11
+took about 110 µs a handshake, a tenth of a charger's whole connect in a reconnect storm, this
+about 10) and the frames' (:mod:`cpms.ocpp.wsframes`; wsproto's took about 17 µs a frame, that
+about 3).
 
 Bounds and refusals: an upgrade request of at most 16 KB and 64 header lines; one that is not a
 WebSocket upgrade is answered 400 (426 for another WebSocket version) with what is wrong, and
@@ -23,23 +23,18 @@ breaks RFC 6455 with 1002 (§7.4.1), the code sent before TCP is dropped (§7.1.
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
-import hashlib
+import functools
 import os
-import re
 import struct
-from dataclasses import dataclass
-from http import HTTPStatus
 
 import trio
 
+from cpms.ocpp.upgrade import BadUpgrade, Upgrade, accept_token, http_response, parse_upgrade
 from cpms.ocpp.wsframes import Breach, ClientFrames, Close, Event, Message, Ping
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD = 16 * 1024
-MAX_HEADERS = 64
 RECEIVE = 65536
 #: messages a reader is given in a row without waiting before it yields to the others
 BURST = 4
@@ -57,100 +52,6 @@ def server_frame(payload: bytes, opcode: int = 0x1) -> bytes:
     if size < 65536:
         return struct.pack("!BBH", first, 126, size) + payload
     return struct.pack("!BBQ", first, 127, size) + payload
-
-
-#: RFC 9110 §5.1 field names; a field's value may not hold control characters but tab
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
-_TARGET = re.compile(rb"/[!-~]*")
-
-
-@dataclass(frozen=True, slots=True)
-class Upgrade:
-    """A client's WebSocket upgrade request: its target (path and query), the subprotocols it
-    offered, and its other header fields (names in lower case)."""
-
-    target: str
-    subprotocols: list[str]
-    headers: list[tuple[bytes, bytes]]
-    key: bytes
-
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of field ``name`` (lower case)."""
-        return next((value for field, value in self.headers if field == name), None)
-
-
-class BadUpgrade(Exception):
-    """Not a WebSocket upgrade this server takes; ``status`` says how to answer."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def parse_upgrade(head: bytes) -> Upgrade:
-    """The upgrade request in ``head`` (up to, not including, its blank line).
-
-    Raises:
-        BadUpgrade: not a GET upgrade to WebSocket version 13 with its key, or not HTTP/1.1.
-    """
-    request_line, *lines = head.split(b"\r\n")
-    parts = request_line.split(b" ")
-    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not _TARGET.fullmatch(parts[1]):
-        raise BadUpgrade("not an HTTP/1.1 request line")
-    if parts[0] != b"GET":
-        raise BadUpgrade("a WebSocket upgrade is a GET", 405)
-    if len(lines) > MAX_HEADERS:
-        raise BadUpgrade(f"more than {MAX_HEADERS} header lines", 431)
-    headers: list[tuple[bytes, bytes]] = []
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        value = value.strip(b" \t")
-        if not colon or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
-            raise BadUpgrade("a malformed header line")
-        headers.append((name.lower(), value))
-    fields: dict[bytes, list[bytes]] = {}
-    for name, value in headers:
-        fields.setdefault(name, []).append(value)
-
-    def tokens(name: bytes) -> list[str]:
-        joined = b",".join(fields.get(name, []))
-        return [t.strip().decode("latin-1") for t in joined.split(b",") if t.strip()]
-
-    if len(fields.get(b"host", [])) != 1:
-        raise BadUpgrade("one Host header is required")
-    if b"content-length" in fields or b"transfer-encoding" in fields:
-        raise BadUpgrade("an upgrade request has no body")
-    if "upgrade" not in (t.lower() for t in tokens(b"connection")):
-        raise BadUpgrade("Connection: Upgrade is required")
-    if [t.lower() for t in tokens(b"upgrade")] != ["websocket"]:
-        raise BadUpgrade("Upgrade: websocket is required")
-    if fields.get(b"sec-websocket-version") != [b"13"]:
-        raise BadUpgrade("Sec-WebSocket-Version 13 is required", 426)
-    keys = fields.get(b"sec-websocket-key", [])
-    if len(keys) != 1 or not keys[0]:
-        raise BadUpgrade("one Sec-WebSocket-Key is required")
-    return Upgrade(
-        target=parts[1].decode("ascii"),
-        subprotocols=tokens(b"sec-websocket-protocol"),
-        headers=headers,
-        key=keys[0],
-    )
-
-
-def http_response(
-    status: int, headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b""
-) -> bytes:
-    """A whole HTTP/1.1 response that ends the connection."""
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode()]
-    lines += [name + b": " + value for name, value in headers or []]
-    lines += [b"Content-Length: " + str(len(body)).encode(), b"Connection: close"]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-def accept_token(key: bytes) -> bytes:
-    """The Sec-WebSocket-Accept for a client's Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
-    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
 
 
 def close_frame(code: int, reason: str) -> bytes:
@@ -176,7 +77,6 @@ class ServerWebSocket:
     def __init__(self, stream: trio.abc.Stream, *, max_message: int) -> None:
         self.stream = stream
         self.max_message = max_message
-        self.remote = peer_address(stream)
         #: the socket, read and written directly over plain TCP (None: TLS, through the stream)
         self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._turn = 0  # messages given since the reader last waited or yielded
@@ -187,6 +87,12 @@ class ServerWebSocket:
         self._events: collections.deque[Event] = collections.deque()
         self._close_sent = False
         self._ended = False  # the client's side is done: EOF, its close, or a close of ours
+
+    @functools.cached_property
+    def remote(self) -> str:
+        """The client's IP address, asked of the socket when first wanted (a system call that
+        most connections, logged at INFO or not, never need)."""
+        return peer_address(self.stream)
 
     @property
     def open(self) -> bool:
