@@ -100,13 +100,10 @@ def _finish(link: WebSocketLink, nursery: trio.Nursery | None) -> None:
     STATIONS_CONNECTED.dec()
     if _INFO.isEnabledFor(logging.INFO):
         log.info("charger disconnected", station=link.station)
-    if link.ws.open and nursery is not None:
-        try:
-            nursery.start_soon(_close_politely, link.ws, link.closing)
-            return
-        except RuntimeError:  # the nursery is closing too: no time for a handshake
-            pass
-    link.ws.drop()
+    if link.ws.open and nursery is not None:  # run's nursery: open while run runs in it
+        nursery.start_soon(_close_politely, link.ws, link.closing)
+    else:
+        link.ws.drop()
 
 
 async def _close_politely(ws: ServerWebSocket, closing: tuple[int, str | None]) -> None:
