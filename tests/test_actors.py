@@ -449,3 +449,43 @@ async def test_until_mail_lets_mail_interrupt_a_wait_on_a_second_source(
     assert scope.cancelled_caught
     with pytest.raises(trio.EndOfChannel):
         mailbox.receive_nowait()
+
+
+async def test_idle_in_until_mail_is_woken_by_mail_or_the_end_and_cancelled_by_a_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The wait of an actor whose connection ended (issue 21): still in the scope, woken (not
+    cancelled: a cancellation costs 12 µs of each of 10,000 chargers) by its next mail; its own
+    deadline still ends it, and the next delivery then cancels the scope as before."""
+    mailbox: Mailbox[str] = Mailbox(Address("test", "idle"), 4)
+
+    async def mail_later(message: str) -> None:
+        await trio.sleep(1)
+        mailbox.deliver_nowait(Envelope(message))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mail_later, "attach")
+        with mailbox.until_mail() as scope:
+            await mailbox.idle()
+            assert trio.current_time() == 1
+    assert not scope.cancel_called and mailbox.receive_nowait().message == "attach"
+    with trio.move_on_after(5) as timer, mailbox.until_mail() as scope:
+        await mailbox.idle()  # nothing comes: the deadline ends it
+    assert timer.cancelled_caught and not scope.cancel_called
+    with mailbox.until_mail() as scope:  # the deadline's abort left no idle waiter behind
+        mailbox.deliver_nowait(Envelope("mail"))
+        await trio.lowlevel.checkpoint()
+    assert scope.cancelled_caught and mailbox.receive_nowait().message == "mail"
+
+    async def close_later() -> None:
+        await trio.sleep(1)
+        mailbox.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(close_later)
+        with mailbox.until_mail():
+            await mailbox.idle()
+    with pytest.raises(trio.EndOfChannel):
+        mailbox.receive_nowait()
+    with pytest.raises(AssertionError, match="inside until_mail"):
+        await mailbox.idle()

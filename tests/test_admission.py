@@ -334,7 +334,8 @@ async def test_a_fleet_dropped_at_once_leaves_no_task_or_socket_behind(
     """A connection's task ends once its station's actor has it: 10,000 chargers connected hold
     no 10,000 tasks waiting for their end, and when they all drop at once only their actors wake
     (each then closes its socket), not a task per connection after them (issue 21's drop
-    stall). The sockets are all closed and the gauge of connected stations falls back."""
+    stall). The sockets are all closed and the gauge of connected stations falls back; each
+    actor, waiting for its mail where its connection ended, takes the charger's next one."""
     chargers = 30
     for n in range(chargers):
         await provision(db, f"CP-{n}", password=None)
@@ -354,4 +355,9 @@ async def test_a_fleet_dropped_at_once_leaves_no_task_or_socket_behind(
         while _open_descriptors() > before:  # noqa: ASYNC110 - the actors close them
             await trio.sleep(0.02)
     assert STATIONS_CONNECTED._value.get() == connected
+    with trio.fail_after(20):
+        fleet = [await _booted(url.port, f"{url.path}/CP-{n}") for n in range(chargers)]
+    assert STATIONS_CONNECTED._value.get() == connected + chargers
+    for client in fleet:
+        client.close()
     shutdown.set()

