@@ -54,15 +54,18 @@ def database_processes(data_dir: Path) -> list[psutil.Process]:
     return [*main, *(c for p in main for c in p.children(recursive=True))]
 
 
-async def provision(dsn_dir: Path, count: int) -> None:
+async def provision(dsn_dir: Path, count: int, first: int = 1) -> None:
+    """Stations BENCH-{first} onwards, ``count`` of them, with two Type2 connectors each."""
     from storage import open_storage
 
     async with open_storage(database_url=None, pg_dir=dsn_dir / "pg") as db:
         await db.execute(
             """INSERT INTO stations (id, connectors_count)
-               SELECT 'BENCH-' || lpad(n::text, 5, '0'), 2 FROM generate_series(1, $1) n
+               SELECT 'BENCH-' || lpad(n::text, 5, '0'), 2
+               FROM generate_series($2::int, $2::int + $1::int - 1) n
                ON CONFLICT DO NOTHING""",
             count,
+            first,
         )
         await db.execute(
             """INSERT INTO connectors (station_id, connector_id, connector_type, power_kw)

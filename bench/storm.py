@@ -23,6 +23,7 @@ server's memory per connection.
     python bench/storm.py --stations 2000 --storm-parallel 500
     python bench/storm.py --password s3cret-pass                 # security profile 1, restarted
     python bench/storm.py --password s3cret-pass --first-contact --stations 1000
+    python bench/storm.py --auto-register                   # first contacts, auto-registered
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ from ocpp_load import main_thread_seconds, provision
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cpms-storm-bench-") as tmp:
         data = Path(tmp)
-        await provision(data, args.stations + args.steady)
         settings = dict(item.split("=", 1) for item in args.set)
+        if args.auto_register:  # the herd unknown until it first connects
+            await provision(data, args.steady, first=args.stations + 1)
+            settings["CPMS_OCPP_AUTO_REGISTER"] = "true"
+        else:
+            await provision(data, args.stations + args.steady)
         if args.password is not None:
             settings["CPMS_AUTH_SIGNING_KEY"] = signing_key = new_signing_key()
             remembered = None if args.first_contact else signing_key
@@ -180,6 +185,12 @@ def main() -> int:
         "--first-contact",
         action="store_true",
         help="with --password: no verifiers yet (each password checked with scrypt once)",
+    )
+    parser.add_argument(
+        "--auto-register",
+        action="store_true",
+        help="the herd not provisioned: the cold phase is each station's first contact, "
+        "registered as it connects (CPMS_OCPP_AUTO_REGISTER)",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
+
 from cpms.kernel.errors import Conflict, InvalidRequest, NotFound
 from storage.database import Database, Row
 
@@ -86,6 +88,72 @@ async def create_station(
             spec.connector_type,
             spec.power_kw,
         )
+
+
+async def register_first_contact(
+    db: Database,
+    station_id: str,
+    *,
+    connectors_count: int,
+    connectors: list[ConnectorSpec],
+    accept_unknown_tags: bool,
+) -> tuple[Row, list[Row], bool] | None:
+    """A station not known to be there provisioned as it first connects (auto-registration):
+    its record and connectors in one statement (one round trip, all or nothing), which also
+    gives them back as stored, and whether it made them; or, there already (made before, by a
+    concurrent connection, or by an operator), as it is. None if an operator deleted it that
+    same moment."""
+    return await db.run_with_connection(
+        _register_first_contact, station_id, connectors_count, connectors, accept_unknown_tags
+    )
+
+
+_OF = "connector__"
+_CONNECTOR_COLUMNS = ("connector_id", "connector_type", "power_kw", "status", "error_code")
+#: the record and its connectors made in one statement: a row per connector, the station's
+#: columns in each, the connector's prefixed
+_REGISTER = f"""
+    WITH made AS (
+        INSERT INTO stations (id, connectors_count, accept_unknown_tags) VALUES ($1, $2, $3)
+        ON CONFLICT (id) DO NOTHING RETURNING *
+    ), added AS (
+        INSERT INTO connectors (station_id, connector_id, connector_type, power_kw)
+        SELECT made.id, c.* FROM made, unnest($4::int[], $5::text[], $6::numeric[]) AS c
+        RETURNING *
+    )
+    SELECT made.*, {", ".join(f"added.{c} AS {_OF}{c}" for c in _CONNECTOR_COLUMNS)}
+    FROM made LEFT JOIN added ON true ORDER BY added.connector_id
+"""
+
+
+async def _register_first_contact(
+    conn: asyncpg.Connection,
+    station_id: str,
+    connectors_count: int,
+    connectors: list[ConnectorSpec],
+    accept_unknown_tags: bool,
+) -> tuple[Row, list[Row], bool] | None:
+    made = await conn.fetch(
+        _REGISTER,
+        station_id,
+        connectors_count,
+        accept_unknown_tags,
+        [c.connector_id for c in connectors],
+        [c.connector_type for c in connectors],
+        [c.power_kw for c in connectors],
+    )
+    if made:
+        station = {k: v for k, v in made[0].items() if not k.startswith(_OF)}
+        added = [{c: row[_OF + c] for c in _CONNECTOR_COLUMNS} for row in made]
+        return station, [c for c in added if c["connector_id"] is not None], True
+    # there already: as it is now (a statement of its own sees what was committed meanwhile)
+    row = await conn.fetchrow("SELECT * FROM stations WHERE id = $1", station_id)
+    if row is None:
+        return None
+    found = await conn.fetch(
+        "SELECT * FROM connectors WHERE station_id = $1 ORDER BY connector_id", station_id
+    )
+    return dict(row), [dict(c) for c in found], False
 
 
 async def record_field(db: Database, station_id: str, column: str, value: str) -> None:

@@ -366,7 +366,74 @@ async def test_unknown_station_registers_itself_when_allowed(
     station = await store.get_station(db, "SIM-0001")
     assert station is not None and station["accept_unknown_tags"]
     assert [c["connector_id"] for c in await store.connectors(db, "SIM-0001")] == [1, 2]
+
+    async def first_contact(ready: trio.Event) -> None:
+        with contextlib.suppress(ConnectionClosed):  # the later connection replaces the other
+            async with connect(endpoints.ocpp_url, "SIM-0002") as cp:
+                boot = {"chargePointVendor": "S", "chargePointModel": "M"}
+                assert (await cp.call("BootNotification", boot))["status"] == "Accepted"
+                ready.set()
+                await trio.sleep_forever()
+
+    with trio.fail_after(20):  # two first contacts at once: one record, both let in
+        async with trio.open_nursery() as contacts:
+            booted = [trio.Event(), trio.Event()]
+            for ready in booted:
+                contacts.start_soon(first_contact, ready)
+            for ready in booted:
+                await ready.wait()
+            contacts.cancel_scope.cancel()
+    assert [c["connector_id"] for c in await store.connectors(db, "SIM-0002")] == [1, 2]
+    # made by an operator since the server started (no actor yet): its password is asked for
+    await provision(db, "CP-LATE")
+    with pytest.raises(ConnectionRejected) as info:
+        async with connect(endpoints.ocpp_url, "CP-LATE"):
+            pass
+    assert info.value.status_code == 401
+    async with connect(endpoints.ocpp_url, "CP-LATE", PASSWORD) as cp:
+        boot = {"chargePointVendor": "S", "chargePointModel": "M"}
+        assert (await cp.call("BootNotification", boot))["status"] == "Accepted"
+        payload = {"connectorId": 2, "errorCode": "NoError", "status": "Available"}
+        await cp.call("StatusNotification", payload)
+    late = await store.get_station(db, "CP-LATE")
+    assert late is not None and late["connectors_count"] == 3 and not late["accept_unknown_tags"]
+    assert [
+        (c["connector_id"], c["connector_type"]) for c in await store.connectors(db, "CP-LATE")
+    ] == [
+        (1, "CCS2"),
+        (2, "GBT"),
+    ]
     shutdown.set()
+
+
+async def test_a_first_contact_finds_a_record_made_meanwhile_as_it_was_made(db: Database) -> None:
+    """Registration on first contact neither overwrites a record an operator made a moment
+    before (its password then asked for) nor adds connectors to it; a new one comes back as
+    stored."""
+    await provision(db, "CP-MADE")
+    specs = [store.ConnectorSpec(n, "Type2", Decimal("22")) for n in (1, 2)]
+    stored = await store.register_first_contact(
+        db, "CP-MADE", connectors_count=10, connectors=specs, accept_unknown_tags=True
+    )
+    assert stored is not None
+    row, connectors, made = stored
+    assert not made and row["password_hash"] is not None and row["connectors_count"] == 3
+    assert not row["accept_unknown_tags"]
+    assert [(c["connector_id"], c["connector_type"]) for c in connectors] == [
+        (1, "CCS2"),
+        (2, "GBT"),
+    ]
+    stored = await store.register_first_contact(
+        db, "SIM-NEW", connectors_count=10, connectors=specs, accept_unknown_tags=True
+    )
+    assert stored is not None
+    row, connectors, made = stored
+    assert made and row["password_hash"] is None and row["connectors_count"] == 10
+    assert row["registration_status"] and row["accept_unknown_tags"]
+    assert [(c["connector_id"], c["power_kw"]) for c in connectors] == [
+        (1, Decimal("22")),
+        (2, Decimal("22")),
+    ]
 
 
 async def test_queued_transaction_messages_are_accepted_once_after_restart(

@@ -59,18 +59,18 @@ class StationContext:
         row = await store.get_station(db, station_id)
         if row is None:
             raise LookupError(f"station {station_id} is not provisioned")
-        return cls._from_rows(db, row, await store.connectors(db, station_id), telemetry)
+        return cls.from_rows(db, row, await store.connectors(db, station_id), telemetry)
 
     @classmethod
     async def load_all(cls, db: Database, telemetry: Telemetry) -> dict[str, StationContext]:
         """Every station's context in two queries (start-up with thousands of stations)."""
         return {
-            row["id"]: cls._from_rows(db, row, connectors, telemetry)
+            row["id"]: cls.from_rows(db, row, connectors, telemetry)
             for row, connectors in await store.all_with_connectors(db)
         }
 
     @classmethod
-    def _from_rows(
+    def from_rows(
         cls, db: Database, row: Row, connector_rows: list[Row], telemetry: Telemetry
     ) -> StationContext:
         connectors = {

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import re
 import socket
 import ssl
@@ -34,6 +33,7 @@ import trio
 
 from actors.charge_point.actor import charge_point_spec
 from actors.charge_point.admission import Admission, accept_queue
+from actors.charge_point.context import StationContext
 from actors.charge_point.gate import Gate, Turn, serve_gated
 from actors.charge_point.link import Closer, WebSocketLink
 from actors.charge_point.messages import STATION, Attach, Door, StationMsg, shown_door
@@ -41,7 +41,6 @@ from actors.charge_point.passwords import StationPasswords, Throttled
 from actors.charge_point.telemetry import Telemetry
 from actors.runtime import ActorRef, ActorUnavailable, ChildRetired, Registry, Supervisor
 from actors.session.messages import RfidSessions
-from cpms.kernel.errors import Conflict
 from cpms.kernel.events import EventBus
 from cpms.ocpp.endpoint import EndpointConfig
 from cpms.ocpp.upgrade import Upgrade
@@ -88,7 +87,10 @@ class CentralSystem:
     sessions: RfidSessions | None = None
     admission: Admission = field(default_factory=Admission)
 
-    async def actor_for(self, station_id: str) -> ActorRef[StationMsg]:
+    async def actor_for(
+        self, station_id: str, context: StationContext | None = None
+    ) -> ActorRef[StationMsg]:
+        """The station's actor, started if need be (``context``: the station as just read)."""
         ref = self.registry.lookup(STATION, station_id)
         if ref is not None:
             return ref
@@ -104,6 +106,7 @@ class CentralSystem:
                     registry=self.registry,
                     sessions=self.sessions,
                     admission=self.admission,
+                    context=context,
                 )
             )
         except ValueError:  # started by a concurrent connection a moment ago
@@ -132,8 +135,11 @@ def basic_credentials(request: Upgrade) -> tuple[str, str] | None:
     return user, password
 
 
-async def _admit(ws: ServerWebSocket, request: Upgrade, cs: CentralSystem) -> str | None:
-    """The station id if the handshake may be accepted; otherwise rejects and returns None."""
+async def _admit(
+    ws: ServerWebSocket, request: Upgrade, cs: CentralSystem
+) -> tuple[str, StationContext | None] | None:
+    """The station id if the handshake may be accepted (with the station as read when it was
+    registered on the spot); otherwise rejects and returns None."""
     station = station_id_from_path(request.target, cs.config.prefix)
     if station is None:
         log.warning("ocpp handshake refused", path=request.target, reason="not an OCPP path")
@@ -144,16 +150,18 @@ async def _admit(ws: ServerWebSocket, request: Upgrade, cs: CentralSystem) -> st
         await ws.reject(400, body=b"subprotocol ocpp1.6 required")
         return None
     door = shown_door(cs.registry, station)  # a known station's, from its actor
+    context = None
     if door is None:
-        row = await store.get_station(cs.db, station)
-        if row is None:
-            if not cs.config.auto_register:
-                log.warning("ocpp handshake refused", station=station, reason="unknown station")
-                await ws.reject(404, body=b"unknown station")
-                return None
-            await _auto_register(cs.db, station)
-            return station
-        door = Door(row["password_hash"], row["password_verifier"])
+        if cs.config.auto_register:  # made on the spot, or found as it is (one round trip)
+            context = await _auto_register(cs, station)
+            if context is not None:
+                door = Door(context.password_hash, context.password_verifier)
+        elif (row := await store.get_station(cs.db, station)) is not None:
+            door = Door(row["password_hash"], row["password_verifier"])
+        if door is None:
+            log.warning("ocpp handshake refused", station=station, reason="unknown station")
+            await ws.reject(404, body=b"unknown station")
+            return None
     if door.password_hash:
         given = basic_credentials(request)
         try:
@@ -173,19 +181,26 @@ async def _admit(ws: ServerWebSocket, request: Upgrade, cs: CentralSystem) -> st
             log.warning("ocpp handshake refused", station=station, reason="bad credentials")
             await ws.reject(401, headers=[(b"WWW-Authenticate", b'Basic realm="cpms"')])
             return None
-    return station
+    return station, context
 
 
-async def _auto_register(db: Database, station: str) -> None:
+async def _auto_register(cs: CentralSystem, station: str) -> StationContext | None:
     """Development and simulation: an unknown station is provisioned on first contact with two
     configured Type2 22 kW connectors. How many it really has is unknown until it reports, so it
-    may use up to ten; and it accepts any id tag (a simulated fleet's drivers are made up)."""
+    may use up to ten; and it accepts any id tag (a simulated fleet's drivers are made up). One
+    round trip, and the station as stored (made now, or found: an operator's, say, whose
+    password the door then asks for) goes to its actor, which need not read it again. None:
+    deleted by an operator that same moment."""
     specs = [store.ConnectorSpec(n, "Type2", Decimal("22")) for n in (1, 2)]
-    with contextlib.suppress(Conflict):  # a concurrent connection may have registered it
-        await store.create_station(
-            db, station, connectors_count=10, connectors=specs, accept_unknown_tags=True
-        )
+    stored = await store.register_first_contact(
+        cs.db, station, connectors_count=10, connectors=specs, accept_unknown_tags=True
+    )
+    if stored is None:
+        return None
+    row, connectors, made = stored
+    if made:
         log.info("station auto-registered", station=station)
+    return StationContext.from_rows(cs.db, row, connectors, cs.telemetry)
 
 
 async def _serve_connection(
@@ -195,10 +210,11 @@ async def _serve_connection(
     it the connection, to close)."""
     try:
         try:
-            station = await _admit(ws, request, cs)
-            if station is None:
+            admitted = await _admit(ws, request, cs)
+            if admitted is None:
                 return False
-            actor = await cs.actor_for(station)
+            station, context = admitted
+            actor = await cs.actor_for(station, context)
         except (ChildRetired, StorageUnavailable) as error:
             # a station's actor retired after repeated crashes, or the database away: the
             # charger retries later, by its own timer and the Retry-After we give it
