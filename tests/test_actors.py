@@ -455,8 +455,9 @@ async def test_idle_in_until_mail_is_woken_by_mail_or_the_end_and_cancelled_by_a
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """The wait of an actor whose connection ended (issue 21): still in the scope, woken (not
-    cancelled: a cancellation costs 12 µs of each of 10,000 chargers) by its next mail; its own
-    deadline still ends it, and the next delivery then cancels the scope as before."""
+    cancelled: a cancellation costs more, for each of thousands of chargers back at once) by
+    its next mail; its own deadline still ends it, and the next delivery then cancels the scope
+    as before."""
     mailbox: Mailbox[str] = Mailbox(Address("test", "idle"), 4)
 
     async def mail_later(message: str) -> None:

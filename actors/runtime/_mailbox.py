@@ -120,10 +120,10 @@ class Mailbox(Generic[M]):
     async def idle(self) -> None:
         """Inside :meth:`until_mail`, with nothing else to wait on (the connection ended): wait
         for the next delivery (or the mailbox's end), which wakes this task rather than cancel
-        the scope. A cancellation costs more than a wake-up (about 12 µs against 1: a trio
-        ``Cancelled`` raised through the actor's frames) and more than taking the mail outside
-        the scope (leaving it and parking on the channel: 5 µs), with 10,000 chargers dropped or
-        back at once."""
+        the scope. With 9,000 chargers dropped at once, leaving the scope to wait on the
+        channel instead cost each about 5 µs more in the turn that read their EOFs; with them
+        back, a cancellation (trio's ``Cancelled`` raised through the actor's frames) cost about
+        4 µs more per Attach than this wake-up (``bench/drop.py``)."""
         assert self._interrupt is not None, "idle() waits inside until_mail()"
         self._idle = trio.lowlevel.current_task()
 
